@@ -1,0 +1,18 @@
+"""ntk_zoo: fast finite-width Neural Tangent Kernels of JAX, Flax and Haiku models.
+
+``import ntk_zoo`` imports only JAX and NumPy; framework adapters import Flax or Haiku lazily.
+"""
+
+from ntk_zoo.engine import KernelFn as KernelFn
+from ntk_zoo.engine import Method as Method
+from ntk_zoo.engine import ntk_fn as ntk_fn
+from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KernelFn",
+    "Method",
+    "ntk_fn",
+    "ntk_vp_fn",
+]

@@ -1,0 +1,88 @@
+"""The cost model behind ``method="auto"``.
+
+Costs come from shapes and from the traced program of ``f`` (FLOPs of every ``dot_general``
+and convolution, one FLOP per element elsewhere), never from XLA's ``cost_analysis()``, which is
+wrong on CPU and GPU. Each method's cost is ``flops + BYTE_COST · bytes moved``: Jacobian
+contraction pays for its Jacobians and an ``o²·p`` contraction per pair of examples; NTK-vector
+products pay for one JVP per kernel column and pair of examples, each reading a param-sized
+tangent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ntk_zoo import _compat
+from ntk_zoo.engine._axes import kernel_shape, trace_size
+from ntk_zoo.engine._problem import Problem
+
+# FLOPs that moving one byte costs, roughly: arithmetic intensity where a CPU or GPU turns from
+# memory- to compute-bound.
+BYTE_COST = 4.0
+
+
+def _eqn_flops(eqn: Any) -> float:
+    out = eqn.outvars[0].aval
+    out_size = math.prod(getattr(out, "shape", ()))
+    name = eqn.primitive.name
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2.0 * out_size * math.prod(lhs[d] for d in lhs_contract)
+    if name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        rhs_spec = eqn.params["dimension_numbers"].rhs_spec
+        window = math.prod(rhs[d] for d in rhs_spec[2:])
+        return 2.0 * out_size * rhs[rhs_spec[1]] * window
+    return float(sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars))
+
+
+def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
+    """FLOPs of one call ``f(params, x, **kwargs)``, from its jaxpr."""
+    jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
+    return sum(_eqn_flops(eqn) * k for eqn, k in _compat.iter_eqns(jaxpr))
+
+
+class Costs(NamedTuple):
+    jacobian_contraction: float
+    ntk_vector_products: float
+
+
+def estimate(problem: Problem) -> Costs:
+    p = problem
+    itemsize = np.dtype(p.dtype).itemsize
+    n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
+    fp1 = forward_flops(p.f, p.params, p.x1, p.kwargs1)
+    fp2 = fp1 if p.x2 is None else forward_flops(p.f, p.params, p.x2, p.kwargs2)
+    out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
+    out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
+    n1 = n2 = 1
+    if p.vmap is not None:
+        n1 = p.vmap.batch_size
+        n2 = n1 if p.x2 is None else jax.tree.leaves(p.fx2)[0].shape[p.vmap.out_axes[0]]
+    o1, o2 = sum(out1) / n1, sum(out2) / n2  # outputs per example
+
+    # Jacobian contraction: jacrev (a forward pass and o VJPs of ~2 passes), then contraction.
+    jac_flops = (1 + 2 * o1) * fp1 + (0 if p.x2 is None else (1 + 2 * o2) * fp2)
+    jac_bytes = 2 * (sum(out1) + (0 if p.x2 is None else sum(out2))) * n_params * itemsize
+    contract_flops = 0.0
+    for a, b, ax in zip(jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes):
+        entries = math.prod(kernel_shape(a.shape, b.shape, ax)) * trace_size(a.shape, ax)
+        contract_flops += 2.0 * entries * n_params
+    jc = jac_flops + contract_flops + BYTE_COST * jac_bytes
+
+    # NTK-vector products: o VJPs per x2 example, o JVPs per pair of examples.
+    pairs = 0.0
+    for leaf_out2, ax, b in zip(out2, p.axes, [None] * len(out2) if p.vmap is None else p.vmap.out_axes):
+        paired = b is not None and b in ax.trace + ax.diagonal
+        n_pairs = n1 if paired else n1 * n2
+        pairs += n_pairs * leaf_out2 / n2  # JVPs, each one per-example pass
+    vjp_flops = (1 + 2 * o2) * fp2
+    jvp_flops = pairs * 2 * fp1 / n1
+    vp_bytes = pairs * n_params * itemsize
+    vp = vjp_flops + jvp_flops + BYTE_COST * vp_bytes
+    return Costs(jc, vp)

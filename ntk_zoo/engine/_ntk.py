@@ -1,0 +1,152 @@
+"""``ntk_fn``: the empirical NTK of any ``f(params, x)``."""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from ntk_zoo.engine import _cost
+from ntk_zoo.engine._axes import Axes, trace_size
+from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
+from ntk_zoo.engine._method import Method, canonicalize_method
+from ntk_zoo.engine._ntk_vector_products import ntk_vector_products
+from ntk_zoo.engine._problem import Problem, make_problem
+from ntk_zoo.engine._vmap import canonicalize_vmap_axes
+
+PyTree = Any
+
+
+class KernelFn:
+    """``kernel_fn(x1, x2=None, params, **kwargs)`` returned by :func:`ntk_fn`.
+
+    Pure and ``jax.jit``-compatible. ``x2=None`` means ``x1`` (work is shared). Keyword
+    arguments go to ``f``; a 2-tuple value is ``(value for x1, value for x2)``.
+    """
+
+    def __init__(
+        self,
+        f: Callable[..., PyTree],
+        method: Method,
+        trace_axes: Axes,
+        diagonal_axes: Axes,
+        vmap_axes: Any,
+        sum_params: bool,
+    ):
+        self.f = f
+        self.method = method
+        self.trace_axes = trace_axes
+        self.diagonal_axes = diagonal_axes
+        self.vmap_axes = vmap_axes
+        self.sum_params = sum_params
+
+    def _problem(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> Problem:
+        if params is None:
+            raise TypeError("kernel_fn needs `params`: call it as kernel_fn(x1, x2, params).")
+        return make_problem(
+            self.f, x1, x2, params, kwargs, self.trace_axes, self.diagonal_axes, self.vmap_axes
+        )
+
+    def choose(
+        self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
+    ) -> tuple[Method, dict[str, float]]:
+        """The method ``auto`` would run on these inputs, and the estimated cost of each."""
+        costs = _cost.estimate(self._problem(x1, x2, params, kwargs))._asdict()
+        return Method(min(costs, key=costs.get)), costs
+
+    def __call__(
+        self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
+    ) -> PyTree:
+        problem = self._problem(x1, x2, params, kwargs)
+        method = self.method
+        if method is Method.AUTO:
+            costs = _cost.estimate(problem)._asdict()
+            method = Method(min(costs, key=costs.get))
+        if method is Method.STRUCTURED_DERIVATIVES:
+            raise NotImplementedError(
+                "method='structured_derivatives' is not available yet; use "
+                "'jacobian_contraction', 'ntk_vector_products' or 'auto'."
+            )
+        if method is Method.JACOBIAN_CONTRACTION:
+            per_leaf = jacobian_contraction(problem)
+        else:
+            per_leaf = ntk_vector_products(problem, self.sum_params)
+            if not self.sum_params:
+                param_def = jax.tree.structure(problem.params)
+                per_leaf = [jax.tree.unflatten(param_def, k) for k in per_leaf]
+
+        kernels = []
+        for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
+            if self.sum_params and method is Method.JACOBIAN_CONTRACTION:
+                k = functools.reduce(operator.add, jax.tree.leaves(k))
+            scale = trace_size(leaf.shape, axes)
+            kernels.append(jax.tree.map(lambda a, s=scale: (a / s).astype(problem.dtype), k))
+        return jax.tree.unflatten(problem.fx_treedef, kernels)
+
+
+def ntk_fn(
+    f: Callable[..., PyTree],
+    *,
+    method: Method | str = Method.AUTO,
+    trace_axes: Axes = (-1,),
+    diagonal_axes: Axes = (),
+    vmap_axes: Any = None,
+    sum_params: bool = True,
+) -> KernelFn:
+    """Returns ``kernel_fn(x1, x2, params, **kwargs)``, the empirical NTK of ``f``.
+
+    ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` with ``J = ∂f(params, x)/∂params``, summed over param leaves.
+    Conventions are those of neural-tangents' ``empirical_ntk_fn``, number for number:
+
+    * output axes are interleaved: outputs of shapes ``(a0, a1, ...)`` and ``(b0, b1, ...)``
+      give a kernel of shape ``(a0, b0, a1, b1, ...)``;
+    * ``trace_axes`` pairs are contracted and **divided by the product of their sizes** (a mean
+      over logits by default); ``diagonal_axes`` pairs keep only their diagonal, one axis each;
+    * a pytree output gets one kernel per leaf (no cross terms between leaves);
+    * the result has the promoted dtype of the param leaves.
+
+    Args:
+      f: ``f(params, x, **kwargs)`` returning a float array or pytree of float arrays.
+      method: a :class:`Method` or its string value; ``"auto"`` picks by a cost model.
+      trace_axes: output axes to trace over (negative and unordered allowed).
+      diagonal_axes: output axes of which only the diagonal is kept.
+      vmap_axes: ``None``, a batch axis ``v`` (for ``(v, v, {})``), or
+        ``(in_axes, out_axes, kwargs_axes)``: a promise that ``f`` treats examples along these
+        axes independently, so per-example Jacobians may be used. Wrong (silently) when examples
+        interact, e.g. BatchNorm with batch statistics: then leave it ``None``.
+      sum_params: if ``False``, each output leaf's kernel is instead a pytree shaped like
+        ``params`` holding each param leaf's contribution (they sum to the kernel).
+
+    Returns:
+      A :class:`KernelFn`. It is pure; wrap it in ``jax.jit`` for repeated use.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import ntk_zoo
+      >>> def f(params, x):
+      ...     return jnp.tanh(x @ params["w1"]) @ params["w2"]
+      >>> k1, k2 = jax.random.split(jax.random.key(0))
+      >>> params = {"w1": jax.random.normal(k1, (3, 16)), "w2": jax.random.normal(k2, (16, 2))}
+      >>> x = jax.random.normal(k2, (5, 3))
+      >>> kernel_fn = ntk_zoo.ntk_fn(f, vmap_axes=0)
+      >>> kernel_fn(x, None, params).shape
+      (5, 5)
+      >>> ntk_zoo.ntk_fn(f, trace_axes=())(x, None, params).shape
+      (5, 5, 2, 2)
+
+    Reference: R. Novak, J. Sohl-Dickstein, S. S. Schoenholz, "Fast Finite Width Neural Tangent
+    Kernel", ICML 2022.
+    """
+    if not callable(f):
+        raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
+    return KernelFn(
+        f,
+        canonicalize_method(method),
+        trace_axes,
+        diagonal_axes,
+        canonicalize_vmap_axes(vmap_axes),
+        bool(sum_params),
+    )
