@@ -14,7 +14,22 @@ import numpy as np
 
 def _flat_jacobian(f, params, x, kwargs):
     """Per output leaf: (output shape, Jacobian flattened to (out_size, n_params))."""
-    jac = jax.jacrev(lambda p: f(p, x, **kwargs))(params)
+    key = (f, _fingerprint((params, x, kwargs)))
+    if key not in _CACHE:
+        _CACHE[key] = _flat_jacobian_uncached(f, params, x, kwargs)
+    return _CACHE[key]
+
+
+_CACHE: dict = {}
+
+
+def _fingerprint(tree) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (str(treedef), *((np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in leaves))
+
+
+def _flat_jacobian_uncached(f, params, x, kwargs):
+    jac = jax.jit(jax.jacrev(lambda p, x, kw: f(p, x, **kw)))(params, x, kwargs)
     fx = jax.eval_shape(lambda p: f(p, x, **kwargs), params)
     out_def = jax.tree.structure(fx)
     result = []
@@ -38,9 +53,7 @@ def _reduce(full, ndim, trace, diagonal):
     return np.einsum(f"{''.join(a + b)}->{''.join(out)}", full)
 
 
-def oracle_ntk(
-    f, x1, x2, params, *, trace_axes=(-1,), diagonal_axes=(), sum_params=True, **kwargs
-):
+def oracle_ntk(f, x1, x2, params, *, trace_axes=(-1,), diagonal_axes=(), sum_params=True, **kwargs):
     kw1 = {k: v[0] if isinstance(v, tuple) and len(v) == 2 else v for k, v in kwargs.items()}
     kw2 = {k: v[1] if isinstance(v, tuple) and len(v) == 2 else v for k, v in kwargs.items()}
     if x2 is None:
@@ -50,7 +63,7 @@ def oracle_ntk(
     kernels = []
     for (s1, b1), (s2, b2) in zip(j1, j2):
         nd = len(s1)
-        canon = lambda axes: sorted({a % nd for a in np.atleast_1d(axes).tolist()})
+        canon = lambda axes, nd=nd: sorted({a % nd for a in np.atleast_1d(axes).tolist()})
         trace, diagonal = canon(trace_axes), canon(diagonal_axes)
         scale = np.prod([s1[i] for i in trace])
         per_leaf = [
@@ -74,3 +87,20 @@ def rel_error(a, b) -> float:
             num = max(num, float(np.max(np.abs(u - v))))
             den = max(den, float(np.max(np.abs(v))))
     return num / den if den else num
+
+
+def oracle_vp(f, x1, x2, params, v, **kwargs):
+    """``J(x1) J(x2)ᵀ v`` with dense Jacobians, cross terms between output leaves included."""
+    kw1 = {k: v_[0] if isinstance(v_, tuple) and len(v_) == 2 else v_ for k, v_ in kwargs.items()}
+    kw2 = {k: v_[1] if isinstance(v_, tuple) and len(v_) == 2 else v_ for k, v_ in kwargs.items()}
+    if x2 is None:
+        x2, kw2 = x1, kw1
+    out_def, j1 = _flat_jacobian(f, params, x1, kw1)
+    _, j2 = _flat_jacobian(f, params, x2, kw2)
+    jac1 = np.concatenate([np.concatenate(b, axis=1) for _, b in j1], axis=0)
+    jac2 = np.concatenate([np.concatenate(b, axis=1) for _, b in j2], axis=0)
+    flat_v = np.concatenate([np.asarray(u, np.float64).ravel() for u in jax.tree.leaves(v)])
+    flat = jac1 @ (jac2.T @ flat_v)
+    sizes = [int(np.prod(s)) for s, _ in j1]
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return jax.tree.unflatten(out_def, [p.reshape(s) for p, (s, _) in zip(parts, j1)])

@@ -77,7 +77,9 @@ def estimate(problem: Problem) -> Costs:
 
     # NTK-vector products: o VJPs per x2 example, o JVPs per pair of examples.
     pairs = 0.0
-    for leaf_out2, ax, b in zip(out2, p.axes, [None] * len(out2) if p.vmap is None else p.vmap.out_axes):
+    for leaf_out2, ax, b in zip(
+        out2, p.axes, [None] * len(out2) if p.vmap is None else p.vmap.out_axes
+    ):
         paired = b is not None and b in ax.trace + ax.diagonal
         n_pairs = n1 if paired else n1 * n2
         pairs += n_pairs * leaf_out2 / n2  # JVPs, each one per-example pass

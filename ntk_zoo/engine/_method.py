@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class Method(str, enum.Enum):
+class Method(enum.StrEnum):
     """How the NTK ``Θ(x1, x2) = J(x1) J(x2)ᵀ`` is computed; plain strings are accepted too.
 
     Notation: ``n`` examples, ``o`` outputs per example, ``p`` parameters, ``[FP]`` the cost of
@@ -39,9 +39,6 @@ class Method(str, enum.Enum):
     NTK_VECTOR_PRODUCTS = "ntk_vector_products"
     STRUCTURED_DERIVATIVES = "structured_derivatives"
     AUTO = "auto"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def canonicalize_method(method: Method | str) -> Method:

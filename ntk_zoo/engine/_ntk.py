@@ -8,8 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
-from ntk_zoo.engine import _cost
+from ntk_zoo._compat import is_tracer
+from ntk_zoo.engine import _checks, _cost
 from ntk_zoo.engine._axes import Axes, trace_size
 from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
 from ntk_zoo.engine._method import Method, canonicalize_method
@@ -18,6 +20,10 @@ from ntk_zoo.engine._problem import Problem, make_problem
 from ntk_zoo.engine._vmap import canonicalize_vmap_axes
 
 PyTree = Any
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, jax.Array | np.ndarray | np.generic)
 
 
 class KernelFn:
@@ -60,6 +66,33 @@ class KernelFn:
     def __call__(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
     ) -> PyTree:
+        if params is not None:
+            _checks.check_params(params)
+            _checks.check_params_finite(params)
+        # Called on concrete values, run one compiled program (op-by-op dispatch would compile
+        # every primitive separately); under a user's transformation, trace through.
+        if any(is_tracer(leaf) for leaf in jax.tree.leaves((x1, x2, params, kwargs))):
+            return self._compute(x1, x2, params, kwargs)
+        dynamic, static = {}, []
+        for k, v in kwargs.items():
+            if all(_is_array(leaf) for leaf in jax.tree.leaves(v)):
+                dynamic[k] = v
+            else:
+                static.append((k, v))
+        try:
+            hash(tuple(static))
+        except TypeError:  # unhashable non-array arguments: cannot be compile-time constants
+            return self._compute(x1, x2, params, kwargs)
+        return self._jitted(x1, x2, params, dynamic, tuple(static))
+
+    @functools.cached_property
+    def _jitted(self) -> Callable:
+        def run(x1, x2, params, dynamic, static):
+            return self._compute(x1, x2, params, {**dynamic, **dict(static)})
+
+        return jax.jit(run, static_argnums=4)
+
+    def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
         method = self.method
         if method is Method.AUTO:

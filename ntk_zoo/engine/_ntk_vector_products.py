@@ -121,9 +121,7 @@ def _pair_kernels(
     else:
         fx2, vjp2 = jax.vjp(f2, params)
     fx2_leaves, treedef = jax.tree.flatten(fx2)
-    return [
-        _select_columns(jvp1, vjp2, fx2_leaves, treedef, i, ax) for i, ax in enumerate(axes)
-    ]
+    return [_select_columns(jvp1, vjp2, fx2_leaves, treedef, i, ax) for i, ax in enumerate(axes)]
 
 
 def _example_axes(axes: LeafAxes, batch: int) -> LeafAxes:
@@ -174,7 +172,10 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
 
         def pair(x1, kw1, x2, kw2, group=group, ex_axes=ex_axes):
             return _pair_kernels(
-                lambda q: group(q, x1, kw1), lambda q: group(q, x2, kw2), p.params, ex_axes,
+                lambda q: group(q, x1, kw1),
+                lambda q: group(q, x2, kw2),
+                p.params,
+                ex_axes,
                 sum_params,
             )
 
@@ -187,7 +188,7 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
                 out = jax.tree.map(lambda k: k.sum(0), out)
         for i, k in zip(ids, out):
             b = p.vmap.out_axes[i]
-            k = jax.tree.map(lambda a, i=i, b=b: _from_example_order(a, p.axes[i], b, mode), k)
+            k = jax.tree.map(lambda a, i=i, b=b, m=mode: _from_example_order(a, p.axes[i], b, m), k)
             results[i] = _layout(k, p.axes[i])
     return results
 

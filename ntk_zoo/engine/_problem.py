@@ -66,7 +66,6 @@ def make_problem(
     vmap_axes: VmapAxes | None,
 ) -> Problem:
     dtype = _checks.check_params(params)
-    _checks.check_params_finite(params)
     if x2 is x1:
         x2 = None
     kw1, kw2 = split_kwargs(kwargs, x2 is not None)
@@ -82,7 +81,14 @@ def make_problem(
         fx2 = fx1
     else:
         _checks.check_input_pair(x1, x2, None if rv is None else rv.x_axes)
-        fx2 = shapes(x2, kw2)
+        try:
+            fx2 = shapes(x2, kw2)
+        except Exception as e:
+            describe = lambda x: [tuple(jax.numpy.shape(a)) for a in jax.tree.leaves(x)]
+            raise ValueError(
+                f"`f` fails on x2 (shapes {describe(x2)}) although it runs on x1 (shapes "
+                f"{describe(x1)}): x1 and x2 must hold examples of the same shape. ({e})"
+            ) from e
         _checks.check_outputs(fx2)
         if rv is not None:
             rv2 = resolve(vmap_axes, x2, kw2, fx2)

@@ -157,9 +157,7 @@ def per_example_fn(
         x = expand(x, rv.x_axes)
         kwargs = {k: expand(v, rv.kw_axes[k]) for k, v in kwargs.items()}
         out = jax.tree.leaves(f(params, x, **kwargs))
-        return jax.tree.unflatten(
-            fx_treedef, [jnp.squeeze(o, a) for o, a in zip(out, rv.out_axes)]
-        )
+        return jax.tree.unflatten(fx_treedef, [jnp.squeeze(o, a) for o, a in zip(out, rv.out_axes)])
 
     return f_ex
 

@@ -1,0 +1,137 @@
+"""Every method against the float64 dense-Jacobian oracle, on every case of tests/cases.py."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntk_zoo
+from tests.cases import CASE_IDS, CASES
+from tests.oracle import oracle_ntk, oracle_vp, rel_error
+
+METHODS = ["jacobian_contraction", "ntk_vector_products", "auto"]
+EXACT = 1e-10  # float64 against float64: only rounding separates the methods
+
+
+def _kernel(case, method, *, vmap, same, jit, **kw):
+    kernel_fn = ntk_zoo.ntk_fn(
+        case.f, method=method, vmap_axes=case.vmap_axes if vmap else None, **kw
+    )
+    if jit:
+        kernel_fn = jax.jit(kernel_fn)
+    return kernel_fn(case.x1, None if same else case.x2, case.params, **case.kwargs(same))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
+@pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_matches_oracle(case, method, vmap, same, jit):
+    got = _kernel(case, method, vmap=vmap, same=same, jit=jit, trace_axes=case.trace_axes)
+    want = oracle_ntk(
+        case.f,
+        case.x1,
+        None if same else case.x2,
+        case.params,
+        trace_axes=case.trace_axes,
+        **case.kwargs(same),
+    )
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_full_kernel_match_oracle(case, method, vmap):
+    got = _kernel(case, method, vmap=vmap, same=False, jit=True, trace_axes=())
+    want = oracle_ntk(case.f, case.x1, case.x2, case.params, trace_axes=(), **case.kwargs(False))
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_sum_params_false_leaves_match_per_leaf_oracle(case, method):
+    got = _kernel(case, method, vmap=True, same=False, jit=True, trace_axes=(), sum_params=False)
+    want = oracle_ntk(
+        case.f, case.x1, case.x2, case.params, trace_axes=(), sum_params=False, **case.kwargs(False)
+    )
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert rel_error(got, want) <= EXACT
+    # The leaves of each output's param-tree sum to that output's kernel.
+    total = _kernel(case, method, vmap=True, same=False, jit=True, trace_axes=())
+    out_def = jax.tree.structure(total)
+    for per_param, k in zip(out_def.flatten_up_to(got), jax.tree.leaves(total)):
+        assert rel_error(sum(jax.tree.leaves(per_param)), k) <= EXACT
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_float32_close_to_float64(case, method):
+    case32 = case.cast(jnp.float32)
+    got = _kernel(case32, method, vmap=True, same=False, jit=True, trace_axes=case.trace_axes)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(got))
+    want = oracle_ntk(
+        case.f, case.x1, case.x2, case.params, trace_axes=case.trace_axes, **case.kwargs(False)
+    )
+    assert rel_error(got, want) <= 1e-4  # float32 rounding through a few layers
+
+
+def _conv4d():
+    return next(c for c in CASES if c.name == "conv4d")
+
+
+TRACE = [(), (0,), (-1,), (2,), (1, 3), (3, 1), (-1, 0), (-2, 1), (0, 1, 2, 3)]
+DIAGONAL = [(), (0,), (-1,), (1,), (0, 2), (2, 0), (-4, -1), (1, 2, 3)]
+AXES = [
+    (t, d)
+    for t, d in itertools.product(TRACE, DIAGONAL)
+    if not {a % 4 for a in t} & {a % 4 for a in d}
+]
+
+
+@pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
+@pytest.mark.parametrize("method", ["jacobian_contraction", "ntk_vector_products"])
+@pytest.mark.parametrize("trace_axes,diagonal_axes", AXES, ids=[f"t{t}-d{d}" for t, d in AXES])
+def test_trace_and_diagonal_axes_on_4d_outputs(trace_axes, diagonal_axes, method, vmap):
+    case = _conv4d()
+    got = _kernel(
+        case,
+        method,
+        vmap=vmap,
+        same=False,
+        jit=True,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+    )
+    want = oracle_ntk(
+        case.f, case.x1, case.x2, case.params, trace_axes=trace_axes, diagonal_axes=diagonal_axes
+    )
+    assert got.shape == want.shape
+    assert rel_error(got, want) <= EXACT
+
+
+def test_axes_grid_is_large():
+    # Guards the sweep above against being emptied by the overlap filter.
+    assert len(AXES) >= 30
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_ntk_vp_fn_matches_dense_kernel(case, same):
+    x2 = None if same else case.x2
+    kwargs = case.kwargs(same)
+    fx2 = jax.eval_shape(
+        lambda p: case.f(
+            p, case.x1 if same else case.x2, **(case.kwargs1 if same else case.kwargs2)
+        ),
+        case.params,
+    )
+    rng = np.random.default_rng(0)
+    v = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape)), fx2)
+    got = jax.jit(ntk_zoo.ntk_vp_fn(case.f, case.x1, x2, case.params, **kwargs))(v)
+    want = oracle_vp(case.f, case.x1, x2, case.params, v, **kwargs)
+    assert rel_error(got, want) <= EXACT
