@@ -3,6 +3,7 @@
 ``import ntk_zoo`` imports only JAX and NumPy; framework adapters import Flax or Haiku lazily.
 """
 
+from ntk_zoo import data as data
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import ntk_fn as ntk_fn
@@ -15,4 +16,5 @@ __all__ = [
     "Method",
     "ntk_fn",
     "ntk_vp_fn",
+    "data",
 ]

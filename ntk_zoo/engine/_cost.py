@@ -2,10 +2,13 @@
 
 Costs come from shapes and from the traced program of ``f`` (FLOPs of every ``dot_general``
 and convolution, one FLOP per element elsewhere), never from XLA's ``cost_analysis()``, which is
-wrong on CPU and GPU. Each method's cost is ``flops + BYTE_COST · bytes moved``: Jacobian
-contraction pays for its Jacobians and an ``o²·p`` contraction per pair of examples; NTK-vector
-products pay for one JVP per kernel column and pair of examples, each reading a param-sized
-tangent.
+wrong on CPU and GPU. Each method is split into phases, and each phase costs as in a roofline
+model, ``max(flops, BALANCE · bytes)``:
+
+* Jacobian contraction: the Jacobians (``n·o`` VJPs; writes ``n·o·p`` values), then their
+  contraction (``2·n1·n2·o²·p`` FLOPs; reads both Jacobians).
+* NTK-vector products: the VJPs ``J(x2)ᵀe`` of the output basis (writes ``n2·o·p`` values), then
+  one JVP per kernel column and pair of examples (each about two forward passes; reads them).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from ntk_zoo import _compat
 from ntk_zoo.engine._axes import kernel_shape, trace_size
 from ntk_zoo.engine._problem import Problem
 
-# FLOPs that moving one byte costs, roughly: arithmetic intensity where a CPU or GPU turns from
-# memory- to compute-bound.
-BYTE_COST = 4.0
+# FLOPs per byte moved at which a phase turns from memory- to compute-bound (machine balance).
+# Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
+BALANCE = 48.0
 
 
 def _eqn_flops(eqn: Any) -> float:
@@ -66,25 +69,26 @@ def estimate(problem: Problem) -> Costs:
         n2 = n1 if p.x2 is None else jax.tree.leaves(p.fx2)[0].shape[p.vmap.out_axes[0]]
     o1, o2 = sum(out1) / n1, sum(out2) / n2  # outputs per example
 
+    def phase(flops: float, values: float) -> float:
+        return max(flops, BALANCE * values * itemsize)
+
     # Jacobian contraction: jacrev (a forward pass and o VJPs of ~2 passes), then contraction.
+    jac_values = sum(out1) * n_params + (0 if p.x2 is None else sum(out2) * n_params)
     jac_flops = (1 + 2 * o1) * fp1 + (0 if p.x2 is None else (1 + 2 * o2) * fp2)
-    jac_bytes = 2 * (sum(out1) + (0 if p.x2 is None else sum(out2))) * n_params * itemsize
     contract_flops = 0.0
     for a, b, ax in zip(jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes):
         entries = math.prod(kernel_shape(a.shape, b.shape, ax)) * trace_size(a.shape, ax)
         contract_flops += 2.0 * entries * n_params
-    jc = jac_flops + contract_flops + BYTE_COST * jac_bytes
+    read_values = (sum(out1) + sum(out2)) * n_params
+    jc = phase(jac_flops, jac_values) + phase(contract_flops, read_values)
 
     # NTK-vector products: o VJPs per x2 example, o JVPs per pair of examples.
-    pairs = 0.0
-    for leaf_out2, ax, b in zip(
-        out2, p.axes, [None] * len(out2) if p.vmap is None else p.vmap.out_axes
-    ):
+    out_axes = [None] * len(out2) if p.vmap is None else p.vmap.out_axes
+    jvps = 0.0
+    for leaf_out2, ax, b in zip(out2, p.axes, out_axes):
         paired = b is not None and b in ax.trace + ax.diagonal
-        n_pairs = n1 if paired else n1 * n2
-        pairs += n_pairs * leaf_out2 / n2  # JVPs, each one per-example pass
-    vjp_flops = (1 + 2 * o2) * fp2
-    jvp_flops = pairs * 2 * fp1 / n1
-    vp_bytes = pairs * n_params * itemsize
-    vp = vjp_flops + jvp_flops + BYTE_COST * vp_bytes
-    return Costs(jc, vp)
+        jvps += (n1 if paired else n1 * n2) * leaf_out2 / n2
+    v_values = sum(out2) * n_params
+    vjp = phase((1 + 2 * o2) * fp2, v_values)
+    jvp = phase(jvps * 2 * fp1 / n1, v_values)
+    return Costs(jc, vjp + jvp)

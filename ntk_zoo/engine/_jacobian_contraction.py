@@ -9,6 +9,7 @@ when ``vmap_axes`` is given), then each (output leaf, param leaf) pair is contra
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -33,12 +34,24 @@ def _jacobian(problem: Problem, x: PyTree, kwargs: dict) -> PyTree:
 
 
 def contract(j1: jax.Array, j2: jax.Array, axes: LeafAxes) -> jax.Array:
-    """Contracts two Jacobian leaves ``fx.shape + p.shape`` into one kernel leaf (unscaled)."""
+    """Contracts two Jacobian leaves ``fx.shape + p.shape`` into one kernel leaf (unscaled).
+
+    Both are laid out as ``(diagonal, free, traced·params)`` matrices first: XLA runs one
+    batched matrix product far faster than a ``dot_general`` over many scattered axes.
+    """
     param_axes = tuple(range(axes.ndim, j1.ndim))
-    contracting = axes.trace + param_axes
-    dims = ((contracting, contracting), (axes.diagonal, axes.diagonal))
-    kernel = lax.dot_general(j1, j2, dims, precision=lax.Precision.HIGHEST)
-    return to_layout(kernel, axes)
+    order = axes.diagonal + axes.free + axes.trace + param_axes
+
+    def as_matrix(j):
+        d = [j.shape[i] for i in axes.diagonal]
+        f = [j.shape[i] for i in axes.free]
+        k = math.prod(j.shape[i] for i in axes.trace + param_axes)
+        return j.transpose(order).reshape(math.prod(d), math.prod(f), k), d, f
+
+    m1, diag, free1 = as_matrix(j1)
+    m2, _, free2 = as_matrix(j2)
+    kernel = lax.dot_general(m1, m2, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST)
+    return to_layout(kernel.reshape(diag + free1 + free2), axes)
 
 
 def jacobian_contraction(problem: Problem) -> list[PyTree]:

@@ -29,9 +29,10 @@ class Method(enum.StrEnum):
       ``NotImplementedError``.
 
     ``AUTO`` (``"auto"``, the default)
-      Picks the method with the lowest estimate ``flops + 4·bytes`` from a cost model of ours:
-      FLOPs of ``f`` counted on its traced program, Jacobian sizes from shapes, and the pairing
-      of examples implied by ``vmap_axes`` and the diagonal/traced axes. XLA's own
+      Picks the method with the lowest estimate from a roofline cost model of ours: each phase
+      (Jacobians, contraction, VJPs, JVPs) costs ``max(flops, 48·bytes)``, with the FLOPs of
+      ``f`` counted on its traced program, Jacobian sizes from shapes, and the pairing of
+      examples implied by ``vmap_axes`` and the diagonal/traced axes. XLA's own
       ``cost_analysis()`` is not used: it is wrong on CPU and GPU.
     """
 
