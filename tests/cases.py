@@ -93,9 +93,15 @@ def tied(params, x):
 
 
 def nested(params, x):
-    """Nested-dict params with a scalar leaf and a bias-only sub-module."""
+    """Nested-dict params with a scalar leaf, a bias-only sub-module and a zero-size leaf."""
     layer = params["layer"]
-    return layer["scale"] * jnp.tanh(x @ layer["w"]) + params["bias_only"]["b"]
+    empty = x[:, :0] @ params["empty"]
+    return layer["scale"] * jnp.tanh(x @ layer["w"]) + params["bias_only"]["b"] + empty
+
+
+def scalar_out(params, x):
+    """One output per example: per-example outputs are scalars."""
+    return jnp.tanh(x @ params["w"]) @ params["v"]
 
 
 def pytree_out(params, x):
@@ -185,9 +191,18 @@ CASES: list[Case] = [
         {
             "layer": {"w": _normal(0, 3, 4), "scale": np.asarray(1.5)},
             "bias_only": {"b": _normal(1, 4)},
+            "empty": np.zeros((0, 4)),
         },
         _normal(10, 3, 3),
         _normal(11, 2, 3),
+    ),
+    Case(
+        "scalar_out",
+        scalar_out,
+        {"w": _normal(0, 3, 5), "v": _normal(1, 5)},
+        _normal(10, 3, 3),
+        _normal(11, 2, 3),
+        trace_axes=(),
     ),
     Case(
         "pytree_out",
