@@ -4,6 +4,10 @@
 """
 
 from ntk_zoo import data as data
+from ntk_zoo._pure_fn import PureFn as PureFn
+from ntk_zoo.adapters import from_haiku as from_haiku
+from ntk_zoo.adapters import from_linen as from_linen
+from ntk_zoo.adapters import from_nnx as from_nnx
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import ntk_fn as ntk_fn
@@ -13,6 +17,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KernelFn",
+    "PureFn",
+    "from_haiku",
+    "from_linen",
+    "from_nnx",
     "Method",
     "ntk_fn",
     "ntk_vp_fn",

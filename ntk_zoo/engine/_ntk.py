@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from ntk_zoo._compat import is_tracer
+from ntk_zoo._pure_fn import PureFn
 from ntk_zoo.engine import _checks, _cost
 from ntk_zoo.engine._axes import Axes, trace_size
 from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
@@ -41,7 +42,9 @@ class KernelFn:
         diagonal_axes: Axes,
         vmap_axes: Any,
         sum_params: bool,
+        default_params: PyTree = None,
     ):
+        self.default_params = default_params
         self.f = f
         self.method = method
         self.trace_axes = trace_axes
@@ -60,12 +63,14 @@ class KernelFn:
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
     ) -> tuple[Method, dict[str, float]]:
         """The method ``auto`` would run on these inputs, and the estimated cost of each."""
+        params = self.default_params if params is None else params
         costs = _cost.estimate(self._problem(x1, x2, params, kwargs))._asdict()
         return Method(min(costs, key=costs.get)), costs
 
     def __call__(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
     ) -> PyTree:
+        params = self.default_params if params is None else params
         if params is not None:
             _checks.check_params(params)
             _checks.check_params_finite(params)
@@ -93,6 +98,7 @@ class KernelFn:
         return jax.jit(run, static_argnums=4)
 
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
+        params = self.default_params if params is None else params
         problem = self._problem(x1, x2, params, kwargs)
         method = self.method
         if method is Method.AUTO:
@@ -121,7 +127,7 @@ class KernelFn:
 
 
 def ntk_fn(
-    f: Callable[..., PyTree],
+    f: Callable[..., PyTree] | PureFn,
     *,
     method: Method | str = Method.AUTO,
     trace_axes: Axes = (-1,),
@@ -142,7 +148,9 @@ def ntk_fn(
     * the result has the promoted dtype of the param leaves.
 
     Args:
-      f: ``f(params, x, **kwargs)`` returning a float array or pytree of float arrays.
+      f: ``f(params, x, **kwargs)`` returning a float array or pytree of float arrays, or a
+        :class:`~ntk_zoo.PureFn` (e.g. from :func:`~ntk_zoo.from_linen`): then ``params``
+        defaults to its params and ``vmap_axes=None`` to its safe ``vmap_axes``.
       method: a :class:`Method` or its string value; ``"auto"`` picks by a cost model.
       trace_axes: output axes to trace over (negative and unordered allowed).
       diagonal_axes: output axes of which only the diagonal is kept.
@@ -173,6 +181,17 @@ def ntk_fn(
     Reference: R. Novak, J. Sohl-Dickstein, S. S. Schoenholz, "Fast Finite Width Neural Tangent
     Kernel", ICML 2022.
     """
+    default_params = None
+    if isinstance(f, PureFn):
+        if f.batch_coupled and vmap_axes is not None:
+            raise ValueError(
+                f"vmap_axes={vmap_axes!r} was requested, but this model's examples interact "
+                "(BatchNorm with batch_norm='coupled' uses the statistics of the whole batch), "
+                "so per-example Jacobians would be wrong. Leave vmap_axes=None, or build the "
+                "model with batch_norm='running' or 'batch'."
+            )
+        vmap_axes = f.vmap_axes if vmap_axes is None else vmap_axes
+        f, default_params = f.apply, f.params
     if not callable(f):
         raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
     return KernelFn(
@@ -182,4 +201,5 @@ def ntk_fn(
         diagonal_axes,
         canonicalize_vmap_axes(vmap_axes),
         bool(sum_params),
+        default_params,
     )

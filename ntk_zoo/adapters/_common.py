@@ -1,0 +1,99 @@
+"""What the three framework adapters share: filters, output selectors, policies."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+BATCH_NORM_POLICIES = ("running", "batch", "coupled")
+
+
+def require(module: str, extra: str) -> Any:
+    """Imports an optional framework, or says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"This adapter needs {extra}, which is not installed: pip install {extra}"
+        ) from e
+
+
+def path_predicate(
+    params_filter: str | Sequence[str] | Callable[[str, Any], bool] | None,
+) -> Callable[[str, Any], bool]:
+    """A ``(path, value) -> bool`` predicate from a filter.
+
+    ``None`` selects everything; a string (or several) is a regular expression searched in the
+    ``/``-joined path (e.g. ``"kernel$"`` for weights only, ``"Dense_2/"`` for one layer); a
+    callable receives the path string and the value.
+    """
+    if params_filter is None:
+        return lambda path, value: True
+    if callable(params_filter):
+        return params_filter
+    patterns = [params_filter] if isinstance(params_filter, str) else list(params_filter)
+    compiled = [re.compile(p) for p in patterns]
+    return lambda path, value: any(c.search(path) for c in compiled)
+
+
+def check_policy(batch_norm: str, calibration: Any) -> None:
+    if batch_norm not in BATCH_NORM_POLICIES:
+        raise ValueError(
+            f"batch_norm={batch_norm!r} is not a policy; choose one of {BATCH_NORM_POLICIES}: "
+            "'running' (running statistics), 'batch' (statistics of a calibration batch, "
+            "frozen), 'coupled' (statistics of the batch given; examples interact)."
+        )
+    if batch_norm == "batch" and calibration is None:
+        raise ValueError(
+            "batch_norm='batch' needs `calibration`, the batch whose statistics are frozen."
+        )
+
+
+def check_selected(n_selected: int, what: str) -> None:
+    if n_selected == 0:
+        raise ValueError(
+            f"The parameter filter selects nothing among the {what}: there would be nothing to "
+            "differentiate. Check the filter against the parameter paths."
+        )
+
+
+def select_output(output: Any, out: Any) -> Any:
+    """Applies an output selector: a dict key, a tuple index, or a callable."""
+    if output is None:
+        return out
+    if callable(output):
+        return output(out)
+    try:
+        return out[output]
+    except (KeyError, IndexError, TypeError) as e:
+        shape = (
+            f"a dict with keys {sorted(out)}"
+            if isinstance(out, dict)
+            else f"a {type(out).__name__} of length {len(out)}"
+            if isinstance(out, tuple | list)
+            else f"an array of shape {getattr(out, 'shape', '?')}"
+        )
+        raise ValueError(
+            f"output={output!r} does not match the model's output, which is {shape}. Pass the "
+            "key or index of the logits (e.g. output=0 for (logits, features))."
+        ) from e
+
+
+def per_example(apply: Callable[..., Any]) -> Callable[..., Any]:
+    """``apply`` run on each example (leading axis) alone, under ``vmap``.
+
+    With a fixed dropout key, this makes every example, of x1 and of x2 alike, see the same
+    mask, whether or not the kernel itself is computed per example.
+    """
+
+    def run(params, x, **kwargs):
+        one = lambda xi: jax.tree.map(
+            lambda o: o[0], apply(params, jax.tree.map(lambda a: a[None], xi), **kwargs)
+        )
+        return jax.vmap(one)(x)
+
+    return run
