@@ -40,6 +40,17 @@ def _flat_jacobian_uncached(f, params, x, kwargs):
     return out_def, result
 
 
+def _both_jacobians(f, x1, x2, params, kwargs):
+    """Flat Jacobians at x1 and x2; a 2-tuple kwarg is (value for x1, value for x2)."""
+    pick = lambda v, i: v[i] if isinstance(v, tuple) and len(v) == 2 else v
+    kw1 = {k: pick(v, 0) for k, v in kwargs.items()}
+    kw2 = {k: pick(v, 1) for k, v in kwargs.items()}
+    if x2 is None:
+        x2, kw2 = x1, kw1
+    out_def, j1 = _flat_jacobian(f, params, x1, kw1)
+    return out_def, j1, _flat_jacobian(f, params, x2, kw2)[1]
+
+
 def _reduce(full, ndim, trace, diagonal):
     letters = string.ascii_letters
     a = [letters[i] for i in range(ndim)]
@@ -54,12 +65,7 @@ def _reduce(full, ndim, trace, diagonal):
 
 
 def oracle_ntk(f, x1, x2, params, *, trace_axes=(-1,), diagonal_axes=(), sum_params=True, **kwargs):
-    kw1 = {k: v[0] if isinstance(v, tuple) and len(v) == 2 else v for k, v in kwargs.items()}
-    kw2 = {k: v[1] if isinstance(v, tuple) and len(v) == 2 else v for k, v in kwargs.items()}
-    if x2 is None:
-        x2, kw2 = x1, kw1
-    out_def, j1 = _flat_jacobian(f, params, x1, kw1)
-    _, j2 = _flat_jacobian(f, params, x2, kw2)
+    out_def, j1, j2 = _both_jacobians(f, x1, x2, params, kwargs)
     kernels = []
     for (s1, b1), (s2, b2) in zip(j1, j2):
         nd = len(s1)
@@ -91,12 +97,7 @@ def rel_error(a, b) -> float:
 
 def oracle_vp(f, x1, x2, params, v, **kwargs):
     """``J(x1) J(x2)ᵀ v`` with dense Jacobians, cross terms between output leaves included."""
-    kw1 = {k: v_[0] if isinstance(v_, tuple) and len(v_) == 2 else v_ for k, v_ in kwargs.items()}
-    kw2 = {k: v_[1] if isinstance(v_, tuple) and len(v_) == 2 else v_ for k, v_ in kwargs.items()}
-    if x2 is None:
-        x2, kw2 = x1, kw1
-    out_def, j1 = _flat_jacobian(f, params, x1, kw1)
-    _, j2 = _flat_jacobian(f, params, x2, kw2)
+    out_def, j1, j2 = _both_jacobians(f, x1, x2, params, kwargs)
     jac1 = np.concatenate([np.concatenate(b, axis=1) for _, b in j1], axis=0)
     jac2 = np.concatenate([np.concatenate(b, axis=1) for _, b in j2], axis=0)
     flat_v = np.concatenate([np.asarray(u, np.float64).ravel() for u in jax.tree.leaves(v)])
