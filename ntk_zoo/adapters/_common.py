@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 BATCH_NORM_POLICIES = ("running", "batch", "coupled")
 
@@ -83,6 +84,17 @@ def select_output(output: Any, out: Any) -> Any:
         ) from e
 
 
+def batch_statistics_from_ema(run: Callable[[Any], Any], stats: Any) -> Any:
+    """Exact batch statistics from a layer that updates ``new = m·old + (1 - m)·batch``.
+
+    ``run(stats)`` applies one training-mode update from ``stats``. Two runs, from zeros and from
+    ones, give ``m = new_ones - new_zeros`` and ``batch = new_zeros / (1 - m)`` for any momentum.
+    """
+    from_zeros = run(jax.tree.map(jnp.zeros_like, stats))
+    from_ones = run(jax.tree.map(jnp.ones_like, stats))
+    return jax.tree.map(lambda z, o: z / (1 - (o - z)), from_zeros, from_ones)
+
+
 def per_example(apply: Callable[..., Any]) -> Callable[..., Any]:
     """``apply`` run on each example (leading axis) alone, under ``vmap``.
 
@@ -91,9 +103,10 @@ def per_example(apply: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def run(params, x, **kwargs):
-        one = lambda xi: jax.tree.map(
-            lambda o: o[0], apply(params, jax.tree.map(lambda a: a[None], xi), **kwargs)
-        )
+        def one(xi):
+            out = apply(params, jax.tree.map(lambda a: a[None], xi), **kwargs)
+            return jax.tree.map(lambda o: o[0], out)
+
         return jax.vmap(one)(x)
 
     return run

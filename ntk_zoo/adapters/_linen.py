@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from ntk_zoo._pure_fn import PureFn
 from ntk_zoo.adapters import _common
@@ -20,17 +19,6 @@ def _flat(variables: Any) -> dict[tuple[str, ...], Any]:
 def _nest(flat: dict[tuple[str, ...], Any]) -> dict:
     traverse_util = _common.require("flax.traverse_util", "flax")
     return traverse_util.unflatten_dict(flat)
-
-
-def batch_statistics_from_ema(run: Callable[[Any], Any], stats: Any) -> Any:
-    """Exact batch statistics from a layer that updates ``new = m·old + (1 - m)·batch``.
-
-    ``run(stats)`` applies one training-mode update from ``stats``. Two runs, from zeros and from
-    ones, give ``m = new_ones - new_zeros`` and ``batch = new_zeros / (1 - m)`` for any momentum.
-    """
-    from_zeros = run(jax.tree.map(jnp.zeros_like, stats))
-    from_ones = run(jax.tree.map(jnp.ones_like, stats))
-    return jax.tree.map(lambda z, o: z / (1 - (o - z)), from_zeros, from_ones)
 
 
 def from_linen(
@@ -144,7 +132,7 @@ def from_linen(
             )
             return _flat(new)
 
-        frozen = {**frozen, **batch_statistics_from_ema(update, stats)}
+        frozen = {**frozen, **_common.batch_statistics_from_ema(update, stats)}
 
     coupled = batch_norm == "coupled"
 

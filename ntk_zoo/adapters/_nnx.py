@@ -75,9 +75,7 @@ def from_nnx(
             (getattr(m, method) if method else m)(calibration, **call_kwargs)
             return nnx.state(m, nnx.BatchStat)
 
-        from ntk_zoo.adapters._linen import batch_statistics_from_ema
-
-        frozen_stats = batch_statistics_from_ema(update, stats)
+        frozen_stats = _common.batch_statistics_from_ema(update, stats)
         nnx.update(module, frozen_stats)
 
     graphdef, params, keys, rest = nnx.split(module, selected, nnx.RngKey, ...)

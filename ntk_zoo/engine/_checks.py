@@ -48,12 +48,18 @@ def check_params(params: PyTree) -> jnp.dtype:
     return jnp.result_type(*dtypes)
 
 
+@jax.jit
+def _finite_leaves(leaves: list) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+
+
 def check_params_finite(params: PyTree) -> None:
-    """Raises on NaN/inf in concrete params (skipped under tracing)."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if is_tracer(leaf):
-            return
-        if not bool(jnp.all(jnp.isfinite(leaf))):
+    """Raises on NaN/inf in concrete params (skipped under tracing); one device round trip."""
+    paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(params)[0], strict=True)
+    if any(is_tracer(leaf) for leaf in leaves):
+        return
+    for path, finite in zip(paths, np.asarray(_finite_leaves(list(leaves)))):
+        if not finite:
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)} contains NaN or inf values; the kernel would "
                 "be NaN. Check the initialisation or the checkpoint it was loaded from."

@@ -23,8 +23,14 @@ from ntk_zoo.engine._vmap import canonicalize_vmap_axes
 PyTree = Any
 
 
-def _is_array(x: Any) -> bool:
+def _is_concrete_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+def _cheapest(problem: Problem) -> tuple[Method, dict[str, float]]:
+    """The method with the lowest estimated cost, and every method's estimate."""
+    costs = _cost.estimate(problem)._asdict()
+    return Method(min(costs, key=costs.get)), costs
 
 
 class KernelFn:
@@ -64,8 +70,7 @@ class KernelFn:
     ) -> tuple[Method, dict[str, float]]:
         """The method ``auto`` would run on these inputs, and the estimated cost of each."""
         params = self.default_params if params is None else params
-        costs = _cost.estimate(self._problem(x1, x2, params, kwargs))._asdict()
-        return Method(min(costs, key=costs.get)), costs
+        return _cheapest(self._problem(x1, x2, params, kwargs))
 
     def __call__(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -80,7 +85,7 @@ class KernelFn:
             return self._compute(x1, x2, params, kwargs)
         dynamic, static = {}, []
         for k, v in kwargs.items():
-            if all(_is_array(leaf) for leaf in jax.tree.leaves(v)):
+            if all(_is_concrete_array(leaf) for leaf in jax.tree.leaves(v)):
                 dynamic[k] = v
             else:
                 static.append((k, v))
@@ -98,17 +103,8 @@ class KernelFn:
         return jax.jit(run, static_argnums=4)
 
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
-        params = self.default_params if params is None else params
         problem = self._problem(x1, x2, params, kwargs)
-        method = self.method
-        if method is Method.AUTO:
-            costs = _cost.estimate(problem)._asdict()
-            method = Method(min(costs, key=costs.get))
-        if method is Method.STRUCTURED_DERIVATIVES:
-            raise NotImplementedError(
-                "method='structured_derivatives' is not available yet; use "
-                "'jacobian_contraction', 'ntk_vector_products' or 'auto'."
-            )
+        method = _cheapest(problem)[0] if self.method is Method.AUTO else self.method
         if method is Method.JACOBIAN_CONTRACTION:
             per_leaf = jacobian_contraction(problem)
         else:
@@ -194,9 +190,15 @@ def ntk_fn(
         f, default_params = f.apply, f.params
     if not callable(f):
         raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
+    method = canonicalize_method(method)
+    if method is Method.STRUCTURED_DERIVATIVES:
+        raise NotImplementedError(
+            "method='structured_derivatives' is not available yet; use "
+            "'jacobian_contraction', 'ntk_vector_products' or 'auto'."
+        )
     return KernelFn(
         f,
-        canonicalize_method(method),
+        method,
         trace_axes,
         diagonal_axes,
         canonicalize_vmap_axes(vmap_axes),
