@@ -91,18 +91,9 @@ def from_nnx(
     coupled = batch_norm == "coupled"
 
     def apply(params, x, **kwargs):
-        state = rest
-        if coupled:
-            # BatchNorm writes its statistics during the call; NNX allows that only for
-            # variables living at the trace level of the call. An exact zero tied to the params
-            # lifts the frozen statistics there (its derivative is zero).
-            leaf = jax.tree.leaves(params)[0]
-            zero = jnp.zeros((), leaf.dtype) * jnp.sum(leaf)
-            state = jax.tree.map(
-                lambda a: a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a,
-                rest,
-            )
-        m = nnx.merge(graphdef, params, keys, state)
+        # copy=True: fresh Variables at this trace level, so that layers which write state during
+        # the call (BatchNorm in training mode, dropout's rng counter) may do so under jit/vmap.
+        m = nnx.merge(graphdef, params, keys, rest, copy=True)
         out = (getattr(m, method) if method else m)(x, **call_kwargs, **kwargs)
         return _common.select_output(output, out)
 

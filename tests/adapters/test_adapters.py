@@ -302,3 +302,149 @@ def test_unknown_batch_norm_policy_and_missing_calibration():
         linen_bn("frozen")
     with pytest.raises(ValueError, match="needs `calibration`"):
         linen_bn("batch")
+
+
+# --- Haiku BatchNorm, dropout keys, filters by type and method --------------------------------
+
+
+def haiku_bn_fn(x, is_training):
+    h = hk.BatchNorm(True, True, MOMENTUM, eps=EPS)(hk.Linear(5)(x), is_training)
+    return hk.Linear(2)(jnp.tanh(h))
+
+
+def haiku_bn(policy, **kw):
+    params = {
+        "linear": {"w": BN["w0"], "b": BN["b0"]},
+        "batch_norm": {"scale": BN["scale"][None], "offset": BN["bias"][None]},
+        "linear_1": {"w": BN["w1"], "b": BN["b1"]},
+    }
+    ema = lambda v: {"average": v[None], "hidden": v[None], "counter": jnp.asarray(5, jnp.int32)}
+    state = {
+        "batch_norm/~/mean_ema": ema(RUNNING["mean"]),
+        "batch_norm/~/var_ema": ema(RUNNING["var"]),
+    }
+    return ntk_zoo.from_haiku(
+        hk.without_apply_rng(hk.transform_with_state(haiku_bn_fn)),
+        params,
+        state,
+        batch_norm=policy,
+        train_kwargs={"is_training": True},
+        is_training=False,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("policy", ["running", "batch", "coupled"])
+def test_haiku_batch_norm_policies(policy):
+    pure = haiku_bn(policy, calibration=CAL if policy == "batch" else None)
+    if policy == "coupled":
+        want = oracle_ntk(bn_reference, X1, None, BN, trace_axes=())
+        got = ntk_zoo.ntk_fn(pure, trace_axes=())(X1)
+        assert pure.vmap_axes is None
+    else:
+        stats = (RUNNING["mean"], RUNNING["var"]) if policy == "running" else calibration_stats()
+        want = oracle_ntk(lambda p, x: bn_reference(p, x, *stats), X1, X2, BN, trace_axes=())
+        got = ntk_zoo.ntk_fn(pure, trace_axes=())(X1, X2)
+    assert rel_error(got, want) <= EXACT
+
+
+class NNXDropout(nnx.Module):
+    def __init__(self):
+        r = nnx.Rngs(0, dropout=1)
+        self.l0 = nnx.Linear(4, 8, param_dtype=jnp.float64, rngs=r)
+        self.drop = nnx.Dropout(0.5, rngs=r)
+        self.l1 = nnx.Linear(8, 2, param_dtype=jnp.float64, rngs=r)
+
+    def __call__(self, x):
+        return self.l1(self.drop(jnp.tanh(self.l0(x))))
+
+
+def haiku_dropout_fn(x):
+    h = jnp.tanh(hk.Linear(8)(x))
+    return hk.Linear(2)(hk.dropout(hk.next_rng_key(), 0.5, h))
+
+
+def dropout_models(key):
+    net = hk.transform(haiku_dropout_fn)
+    params = jax.tree.map(
+        lambda a: a.astype(jnp.float64), net.init(jax.random.key(0), jnp.asarray(X1))
+    )
+    return {
+        "nnx": ntk_zoo.from_nnx(NNXDropout(), dropout=key),
+        "haiku": ntk_zoo.from_haiku(net, params, dropout=key),
+    }
+
+
+@pytest.mark.parametrize("framework", ["nnx", "haiku"])
+def test_fixed_dropout_key_is_exact_and_consistent(framework):
+    pure = dropout_models(jax.random.key(3))[framework]
+    got = ntk_zoo.ntk_fn(pure)(X1, X2)
+    assert rel_error(got, oracle_ntk(pure.apply, X1, X2, pure.params)) <= EXACT
+    assert rel_error(ntk_zoo.ntk_fn(pure._replace(vmap_axes=None))(X1, X2), got) <= EXACT
+    other_key = dropout_models(jax.random.key(4))[framework]
+    assert rel_error(ntk_zoo.ntk_fn(other_key)(X1, X2), got) > 1e-3  # the mask does act
+
+
+def test_haiku_dropout_without_key():
+    net = hk.transform(haiku_dropout_fn)
+    pure = ntk_zoo.from_haiku(net, net.init(jax.random.key(0), jnp.asarray(X1)))
+    with pytest.raises(ValueError, match=r"needs an rng.*dropout="):
+        ntk_zoo.ntk_fn(pure)(X1)
+
+
+def test_haiku_state_required():
+    with pytest.raises(ValueError, match="needs its `state`"):
+        ntk_zoo.from_haiku(hk.transform_with_state(haiku_bn_fn), {})
+
+
+def test_nnx_filter_by_type_and_predicate_is_last_layer_only():
+    last = lambda path, value: path[0] == "l1"
+    pure = ntk_zoo.from_nnx(nnx_mlp(), wrt=nnx.All(nnx.Param, last))
+    assert len(jax.tree.leaves(pure.params)) == 2
+    per_leaf = ntk_zoo.ntk_fn(adapted_mlps()["nnx"], sum_params=False)(X1, X2)
+    want = sum(jax.tree.leaves(per_leaf["l1"]))
+    assert rel_error(ntk_zoo.ntk_fn(pure)(X1, X2), want) <= EXACT
+
+
+class LinenTwoHeads(nn.Module):
+    def setup(self):
+        self.body = nn.Dense(6, param_dtype=jnp.float64)
+        self.head = nn.Dense(3, param_dtype=jnp.float64)
+
+    def __call__(self, x):
+        return self.head(jnp.tanh(self.body(x)))
+
+    def features(self, x, scale):
+        return scale * jnp.tanh(self.body(x))
+
+
+def test_linen_method_and_pass_through_arguments():
+    variables = {
+        "params": {
+            "body": {"kernel": W["w0"], "bias": W["b0"]},
+            "head": {"kernel": W["w1"], "bias": W["b1"]},
+        }
+    }
+    pure = ntk_zoo.from_linen(
+        LinenTwoHeads(), variables, method="features", scale=2.0, params_filter="body/"
+    )
+    body = {"w0": W["w0"], "b0": W["b0"]}
+    want = oracle_ntk(lambda p, x: 2.0 * jnp.tanh(x @ p["w0"] + p["b0"]), X1, X2, body)
+    assert rel_error(ntk_zoo.ntk_fn(pure)(X1, X2), want) <= EXACT
+
+
+def test_missing_framework_says_how_to_install(monkeypatch):
+    import importlib
+
+    from ntk_zoo.adapters import _common
+
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name.split(".")[0] == "haiku":
+            raise ImportError("No module named 'haiku'")
+        return real(name, *args)
+
+    monkeypatch.setattr(_common.importlib, "import_module", fake)
+    with pytest.raises(ImportError, match="pip install dm-haiku"):
+        ntk_zoo.from_haiku(None, {})
