@@ -1,0 +1,1 @@
+"""The zoo in Flax NNX."""

@@ -1,0 +1,50 @@
+"""Dense and convolution layers in NTK or standard parameterisation (Flax NNX)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from architectures._common import output_scale, weight_std
+
+
+class Dense(nnx.Module):
+    def __init__(self, fan_in, features, parameterization="ntk", use_bias=True, *, rngs):
+        std = weight_std(parameterization, fan_in)
+        self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (fan_in, features)))
+        self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
+        self.scale = output_scale(parameterization, fan_in)
+
+    def __call__(self, x):
+        y = x @ self.kernel[...] * self.scale
+        return y if self.bias is None else y + self.bias[...]
+
+
+class Conv(nnx.Module):
+    def __init__(self, in_ch, features, kernel_size=3, stride=1, parameterization="ntk",
+                 use_bias=False, *, rngs):
+        fan_in = kernel_size**2 * in_ch
+        shape = (kernel_size, kernel_size, in_ch, features)
+        std = weight_std(parameterization, fan_in)
+        self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape))
+        self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
+        self.stride, self.scale = stride, output_scale(parameterization, fan_in)
+
+    def __call__(self, x):
+        y = lax.conv_general_dilated(
+            x, self.kernel[...], (self.stride,) * 2, "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        ) * self.scale
+        return y if self.bias is None else y + self.bias[...]
+
+
+def norm(kind: str, channels: int, rngs):
+    if kind == "batch":
+        return nnx.BatchNorm(channels, momentum=0.9, use_running_average=True, rngs=rngs)
+    if kind == "layer":
+        return nnx.LayerNorm(channels, rngs=rngs)
+    if kind == "none":
+        return lambda x: x
+    raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}.")
