@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c 'import sys' >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/ntk-zoo run --config configs/mlp.py --workdir runs/mlp-$$(date +%Y%m%d-%H%M%S)
+
+demo: $(STAMP)
 	$(VENV)/bin/ntk-zoo demo
 
 lint: $(STAMP)

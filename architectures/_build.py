@@ -39,7 +39,7 @@ def _init(config: Mapping[str, Any], key: jax.Array, input_shape: tuple[int, ...
     """(framework object, raw variables) at initialisation, in the framework's own terms."""
     family, framework = config["family"], config.get("framework", "linen")
     cls, kwargs = _model_class(family, framework), _kwargs(config)
-    x = jnp.zeros((1, *input_shape))
+    x = jnp.zeros((1, *input_shape), jnp.float32)
     if framework == "linen":
         module = cls(**kwargs)
         return module, module.init(key, x, train=False)
@@ -56,8 +56,14 @@ def _init(config: Mapping[str, Any], key: jax.Array, input_shape: tuple[int, ...
     # does, at mean 0 and variance 1.
     params, state = transformed.init(key, x, is_training=True)
     state = {
-        name: {k: (jnp.ones_like(v) if name.endswith("var_ema") and k != "counter"
-                   else jnp.zeros_like(v)) for k, v in entries.items()}
+        name: {
+            k: (
+                jnp.ones_like(v)
+                if name.endswith("var_ema") and k != "counter"
+                else jnp.zeros_like(v)
+            )
+            for k, v in entries.items()
+        }
         for name, entries in state.items()
     }
     return transformed, (params, state)
@@ -80,7 +86,7 @@ def build(
       key: PRNG key for the initialisation.
       input_shape: the shape of one example, e.g. ``(8, 8, 1)``.
       calibration: the batch whose statistics ``batch_norm="batch"`` freezes.
-      dtype: cast the differentiated params to this dtype (e.g. float64 for exact checks).
+      dtype: cast every float variable to this dtype (e.g. float64 for exact checks).
 
     Example:
       >>> import jax, architectures
@@ -91,19 +97,30 @@ def build(
     """
     framework = model_config.get("framework", "linen")
     obj, variables = _init(model_config, key, tuple(input_shape))
-    policy = dict(batch_norm=model_config.get("batch_norm", "running"), calibration=calibration,
-                  output=0 if model_config.get("intermediates", False) else None)
+    if dtype is not None:  # every float variable, BatchNorm statistics included
+        cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+        if framework == "nnx":
+            from flax import nnx
+
+            nnx.update(variables, jax.tree.map(cast, nnx.state(variables)))
+        else:
+            variables = jax.tree.map(cast, variables)
+    policy = dict(
+        batch_norm=model_config.get("batch_norm", "running"),
+        calibration=calibration,
+        output=0 if model_config.get("intermediates", False) else None,
+    )
     if framework == "linen":
-        pure = ntk_zoo.from_linen(obj, variables, train=False, train_kwargs={"train": True},
-                                  **policy)
+        pure = ntk_zoo.from_linen(
+            obj, variables, train=False, train_kwargs={"train": True}, **policy
+        )
     elif framework == "nnx":
         pure = ntk_zoo.from_nnx(variables, **policy)
     else:
         params, state = variables
-        pure = ntk_zoo.from_haiku(obj, params, state, is_training=False,
-                                  train_kwargs={"is_training": True}, **policy)
-    if dtype is not None:
-        pure = pure._replace(params=jax.tree.map(lambda a: a.astype(dtype), pure.params))
+        pure = ntk_zoo.from_haiku(
+            obj, params, state, is_training=False, train_kwargs={"is_training": True}, **policy
+        )
     return pure
 
 
@@ -115,8 +132,9 @@ def param_count(model_config: Mapping[str, Any], input_shape: tuple[int, ...]) -
         from flax import nnx
 
         cls = _model_class(model_config["family"], framework)
-        model = nnx.eval_shape(lambda: cls(tuple(input_shape), **_kwargs(model_config),
-                                           rngs=nnx.Rngs(0)))
+        model = nnx.eval_shape(
+            lambda: cls(tuple(input_shape), **_kwargs(model_config), rngs=nnx.Rngs(0))
+        )
         params = nnx.state(model, nnx.Param)
     else:
         variables = jax.eval_shape(lambda k: _init(model_config, k, tuple(input_shape))[1], key)

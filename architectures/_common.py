@@ -67,6 +67,19 @@ def decode_vit_variant(variant: str) -> ViTVariant:
 def wrn_blocks(depth: int) -> int:
     """Blocks per group of a WRN-depth-k: ``(depth - 4) / 6``."""
     if depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"WideResNet depth must be 6·n + 4 with n >= 1 (10, 16, 22, 28, …), got "
-                         f"{depth}.")
+        raise ValueError(
+            f"WideResNet depth must be 6·n + 4 with n >= 1 (10, 16, 22, 28, …), got {depth}."
+        )
     return (depth - 4) // 6
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """A "SAME" NHWC convolution with an HWIO kernel, in the promoted dtype of both."""
+    dtype = jnp.result_type(x, kernel)
+    return jax.lax.conv_general_dilated(
+        x.astype(dtype),
+        kernel.astype(dtype),
+        (stride, stride),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )

@@ -10,6 +10,7 @@ from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
+from ntk_zoo.engine import forward_flops as forward_flops
 from ntk_zoo.engine import ntk_fn as ntk_fn
 from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
 
@@ -20,6 +21,7 @@ __all__ = [
     "PureFn",
     "from_haiku",
     "from_linen",
+    "forward_flops",
     "from_nnx",
     "Method",
     "ntk_fn",

@@ -1,5 +1,9 @@
 """The ``ntk-zoo`` command line (also ``python -m ntk_zoo``).
 
+``ntk-zoo run --config configs/<family>.py[:args] --workdir DIR [--config.x.y=value ...]``
+builds a zoo model from an ml_collections config, computes its NTK on the data with a progress
+bar, and writes ``kernel.npz``, ``report.json`` and ``spectrum.png`` to ``DIR``.
+
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
 """
@@ -7,10 +11,13 @@ method, checks that they agree and prints their timings.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -78,9 +85,77 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_USAGE = (
+    "usage: ntk-zoo run --config configs/<family>.py[:key=value,...] --workdir DIR "
+    "[--overwrite] [--noprogress] [--config.section.key=value ...]"
+)
+
+
+class UsageError(Exception):
+    """A mistake on the command line: reported in one line, no traceback."""
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _parse_run(argv: Sequence[str]) -> Any:
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["ntk-zoo run", *argv]
+    path = _config_path(argv)
+    if path is None:
+        raise UsageError(f"--config is required\n{RUN_USAGE}")
+    if not os.path.isfile(path.split(":", 1)[0]):
+        raise UsageError(f"config file {path.split(':', 1)[0]!r} not found")
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "where outputs are written", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "allow a non-empty workdir", flag_values=fv)
+    flags.DEFINE_bool("progress", True, "show a progress bar", flag_values=fv)
+    try:
+        with warnings.catch_warnings():  # ml_collections loads config files with load_module()
+            warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+            fv(argv)
+    except (AttributeError, KeyError) as e:
+        overrides = [a for a in argv if a.startswith("--config.")]
+        raise UsageError(f"unknown config key {e} in overrides {overrides}") from None
+    except flags.Error as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise UsageError(lines[-1] if "Traceback" in str(e) else lines[0]) from None
+    if not fv.workdir:
+        raise UsageError(f"--workdir is required\n{RUN_USAGE}")
+    return fv
+
+
+def run(argv: Sequence[str]) -> int:
+    from ntk_zoo._experiment import prepare_workdir, run_experiment, summary
+
+    fv = _parse_run(argv)
+    config = fv.config
+    if config.ntk.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    try:
+        prepare_workdir(fv.workdir, fv.overwrite)
+        report = run_experiment(config, fv.workdir, progress=fv.progress)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    print(f"ntk-zoo run: {fv.workdir}")
+    print(summary(report))
+    print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntk-zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="NTK of a zoo model from a config file (see `ntk-zoo run`).")
     p = sub.add_parser("demo", help="NTK of a small MLP on digits by every method, timed.")
     p.add_argument("--n", type=int, default=128, help="number of digits (default 128)")
     p.add_argument("--widths", default="256,256", help="hidden widths (default 256,256)")
@@ -92,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        try:
+            return run(argv[1:])
+        except UsageError as e:
+            print(f"ntk-zoo: error: {e}", file=sys.stderr)
+            return 2
     args = _parser().parse_args(argv)
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)

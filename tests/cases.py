@@ -8,6 +8,7 @@ architectures here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -242,3 +243,26 @@ CASES: list[Case] = [
 
 CASES = [c.cast(jnp.float64) for c in CASES]
 CASE_IDS = [c.name for c in CASES]
+
+
+# --- the zoo's tiny variants --------------------------------------------------------------------
+
+ZOO_MODELS = {
+    "mlp": {"family": "mlp", "depth": 2, "width": 6, "num_classes": 3},
+    "wrn": {"family": "wide_resnet", "depth": 10, "width": 1, "norm": "batch", "num_classes": 3},
+    "vit": {"family": "vit", "variant": "test/2", "num_classes": 3},
+}
+ZOO_IDS = [f"{m}-{fw}" for m in ZOO_MODELS for fw in ("linen", "nnx", "haiku")]
+
+
+@functools.cache
+def zoo_case(case_id: str) -> Case:
+    """A zoo model (float64 params) on 4x4x1 images, as a Case over its PureFn."""
+    import architectures
+
+    model, framework = case_id.split("-")
+    config = {**ZOO_MODELS[model], "framework": framework}
+    pure = architectures.build(
+        config, key=jax.random.key(0), input_shape=(4, 4, 1), dtype=jnp.float64
+    )
+    return Case(case_id, pure.apply, pure.params, _normal(10, 2, 4, 4, 1), _normal(11, 3, 4, 4, 1))

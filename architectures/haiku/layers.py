@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import haiku as hk
 import jax.numpy as jnp
-from jax import lax
 
-from architectures._common import output_scale, weight_std
+from architectures._common import conv2d, output_scale, weight_std
 
 
 class Dense(hk.Module):
@@ -25,8 +24,9 @@ class Dense(hk.Module):
 
 
 class Conv(hk.Module):
-    def __init__(self, features, kernel_size=3, stride=1, parameterization="ntk",
-                 use_bias=False, name=None):
+    def __init__(
+        self, features, kernel_size=3, stride=1, parameterization="ntk", use_bias=False, name=None
+    ):
         super().__init__(name=name)
         self.features, self.kernel_size, self.stride = features, kernel_size, stride
         self.parameterization, self.use_bias = parameterization, use_bias
@@ -36,9 +36,7 @@ class Conv(hk.Module):
         fan_in = k * k * x.shape[-1]
         init = hk.initializers.RandomNormal(weight_std(self.parameterization, fan_in))
         w = hk.get_parameter("w", (k, k, x.shape[-1], self.features), x.dtype, init)
-        y = lax.conv_general_dilated(
-            x, w, (self.stride,) * 2, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        ) * output_scale(self.parameterization, fan_in)
+        y = conv2d(x, w, self.stride) * output_scale(self.parameterization, fan_in)
         if self.use_bias:
             y = y + hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros)
         return y

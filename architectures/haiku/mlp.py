@@ -9,8 +9,16 @@ from architectures.haiku.layers import Dense
 
 
 class MLP(hk.Module):
-    def __init__(self, depth=2, width=512, num_classes=10, activation="relu",
-                 parameterization="ntk", bias=True, name=None):
+    def __init__(
+        self,
+        depth=2,
+        width=512,
+        num_classes=10,
+        activation="relu",
+        parameterization="ntk",
+        bias=True,
+        name=None,
+    ):
         super().__init__(name=name)
         self.depth, self.width, self.num_classes = depth, width, num_classes
         self.act = get_activation(activation)

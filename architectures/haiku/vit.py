@@ -12,16 +12,19 @@ from architectures.haiku.layers import Conv, Dense
 
 def _attention(x, heads):
     n, t, d = x.shape
-    q, k, v = (Dense(d, "standard", name=name)(x).reshape(n, t, heads, -1)
-               for name in ("query", "key", "value"))
+    q, k, v = (
+        Dense(d, "standard", name=name)(x).reshape(n, t, heads, -1)
+        for name in ("query", "key", "value")
+    )
     scores = jnp.einsum("nthd,nshd->nhts", q, k) / jnp.sqrt(q.shape[-1]).astype(x.dtype)
     out = jnp.einsum("nhts,nshd->nthd", jax.nn.softmax(scores, -1), v).reshape(n, t, d)
     return Dense(d, "standard", name="out")(out)
 
 
 class ViT(hk.Module):
-    def __init__(self, variant="test/2", num_classes=10, pool="tok", intermediates=False,
-                 name=None):
+    def __init__(
+        self, variant="test/2", num_classes=10, pool="tok", intermediates=False, name=None
+    ):
         super().__init__(name=name)
         self.v, self.num_classes = decode_vit_variant(variant), num_classes
         self.pool, self.intermediates = pool, intermediates
@@ -33,8 +36,9 @@ class ViT(hk.Module):
         if self.pool == "tok":
             cls = hk.get_parameter("cls", (1, 1, v.width), h.dtype, jnp.zeros)
             h = jnp.concatenate([jnp.broadcast_to(cls, (h.shape[0], 1, v.width)), h], axis=1)
-        pos = hk.get_parameter("pos_embedding", (1, *h.shape[1:]), h.dtype,
-                               hk.initializers.RandomNormal(0.02))
+        pos = hk.get_parameter(
+            "pos_embedding", (1, *h.shape[1:]), h.dtype, hk.initializers.RandomNormal(0.02)
+        )
         h = h + pos
         out = {}
         for i in range(v.depth):

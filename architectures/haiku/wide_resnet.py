@@ -27,8 +27,15 @@ class Block(hk.Module):
 
 
 class WideResNet(hk.Module):
-    def __init__(self, depth=28, width=10, num_classes=10, norm="batch",
-                 parameterization="standard", name=None):
+    def __init__(
+        self,
+        depth=28,
+        width=10,
+        num_classes=10,
+        norm="batch",
+        parameterization="standard",
+        name=None,
+    ):
         super().__init__(name=name)
         self.blocks, self.width, self.num_classes = wrn_blocks(depth), width, num_classes
         self.norm, self.parameterization = norm, parameterization
@@ -37,7 +44,11 @@ class WideResNet(hk.Module):
         h = Conv(16, 3, 1, self.parameterization, name="stem")(x)
         for group, stride in enumerate((1, 2, 2)):
             for i in range(self.blocks):
-                h = Block(16 * 2**group * self.width, stride if i == 0 else 1, self.norm,
-                          self.parameterization)(h, is_training)
+                h = Block(
+                    16 * 2**group * self.width,
+                    stride if i == 0 else 1,
+                    self.norm,
+                    self.parameterization,
+                )(h, is_training)
         h = jax.nn.relu(norm(self.norm, h, is_training)).mean(axis=(1, 2))
         return Dense(self.num_classes, self.parameterization, name="head")(h)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import flax.linen as nn
-from jax import lax
 
-from architectures._common import output_scale, weight_std
+from architectures._common import conv2d, output_scale, weight_std
 
 
 class Dense(nn.Module):
@@ -35,12 +34,10 @@ class Conv(nn.Module):
     def __call__(self, x):
         k, fan_in = self.kernel_size, self.kernel_size**2 * x.shape[-1]
         shape = (k, k, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.normal(weight_std(self.parameterization,
-                                                                         fan_in)), shape)
-        y = lax.conv_general_dilated(
-            x, kernel, (self.stride,) * 2, "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        ) * output_scale(self.parameterization, fan_in)
+        kernel = self.param(
+            "kernel", nn.initializers.normal(weight_std(self.parameterization, fan_in)), shape
+        )
+        y = conv2d(x, kernel, self.stride) * output_scale(self.parameterization, fan_in)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y
@@ -54,4 +51,3 @@ def norm(kind: str, train: bool):
     if kind == "none":
         return lambda x: x
     raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}.")
-

@@ -16,8 +16,10 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x):
         n, t, d = x.shape
-        q, k, v = (Dense(d, "standard", name=name)(x).reshape(n, t, self.heads, -1)
-                   for name in ("query", "key", "value"))
+        q, k, v = (
+            Dense(d, "standard", name=name)(x).reshape(n, t, self.heads, -1)
+            for name in ("query", "key", "value")
+        )
         scores = jnp.einsum("nthd,nshd->nhts", q, k) / jnp.sqrt(q.shape[-1]).astype(x.dtype)
         out = jnp.einsum("nhts,nshd->nthd", jax.nn.softmax(scores, -1), v).reshape(n, t, d)
         return Dense(d, "standard", name="out")(out)

@@ -39,7 +39,11 @@ class WideResNet(nn.Module):
         h = Conv(16, 3, 1, self.parameterization)(x)
         for group, stride in enumerate((1, 2, 2)):
             for i in range(n):
-                h = Block(16 * 2**group * self.width, stride if i == 0 else 1, self.norm,
-                          self.parameterization)(h, train)
+                h = Block(
+                    16 * 2**group * self.width,
+                    stride if i == 0 else 1,
+                    self.norm,
+                    self.parameterization,
+                )(h, train)
         h = jax.nn.relu(norm(self.norm, train)(h)).mean(axis=(1, 2))
         return Dense(self.num_classes, self.parameterization)(h)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from architectures._common import output_scale, weight_std
+from architectures._common import conv2d, output_scale, weight_std
 
 
 class Dense(nnx.Module):
     def __init__(self, fan_in, features, parameterization="ntk", use_bias=True, *, rngs):
         std = weight_std(parameterization, fan_in)
-        self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (fan_in, features)))
-        self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
+        self.kernel = nnx.Param(
+            std * jax.random.normal(rngs.params(), (fan_in, features), jnp.float32)
+        )
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32)) if use_bias else None
         self.scale = output_scale(parameterization, fan_in)
 
     def __call__(self, x):
@@ -23,20 +24,26 @@ class Dense(nnx.Module):
 
 
 class Conv(nnx.Module):
-    def __init__(self, in_ch, features, kernel_size=3, stride=1, parameterization="ntk",
-                 use_bias=False, *, rngs):
+    def __init__(
+        self,
+        in_ch,
+        features,
+        kernel_size=3,
+        stride=1,
+        parameterization="ntk",
+        use_bias=False,
+        *,
+        rngs,
+    ):
         fan_in = kernel_size**2 * in_ch
         shape = (kernel_size, kernel_size, in_ch, features)
         std = weight_std(parameterization, fan_in)
-        self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape))
-        self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
+        self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((features,), jnp.float32)) if use_bias else None
         self.stride, self.scale = stride, output_scale(parameterization, fan_in)
 
     def __call__(self, x):
-        y = lax.conv_general_dilated(
-            x, self.kernel[...], (self.stride,) * 2, "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        ) * self.scale
+        y = conv2d(x, self.kernel[...], self.stride) * self.scale
         return y if self.bias is None else y + self.bias[...]
 
 

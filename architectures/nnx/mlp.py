@@ -12,11 +12,22 @@ from architectures.nnx.layers import Dense
 
 
 class MLP(nnx.Module):
-    def __init__(self, input_shape, *, depth=2, width=512, num_classes=10, activation="relu",
-                 parameterization="ntk", bias=True, rngs):
+    def __init__(
+        self,
+        input_shape,
+        *,
+        depth=2,
+        width=512,
+        num_classes=10,
+        activation="relu",
+        parameterization="ntk",
+        bias=True,
+        rngs,
+    ):
         dims = [math.prod(input_shape), *([width] * depth)]
-        self.hidden = nnx.List([Dense(a, b, parameterization, bias, rngs=rngs)
-                                for a, b in itertools.pairwise(dims)])
+        self.hidden = nnx.List(
+            [Dense(a, b, parameterization, bias, rngs=rngs) for a, b in itertools.pairwise(dims)]
+        )
         self.head = Dense(dims[-1], num_classes, parameterization, bias, rngs=rngs)
         self.act = _common.activation(activation)
 

@@ -13,13 +13,13 @@ from architectures.nnx.layers import Conv, Dense
 class Attention(nnx.Module):
     def __init__(self, width, heads, *, rngs):
         self.query, self.key, self.value, self.out = (
-            Dense(width, width, "standard", rngs=rngs) for _ in range(4))
+            Dense(width, width, "standard", rngs=rngs) for _ in range(4)
+        )
         self.heads = heads
 
     def __call__(self, x):
         n, t, d = x.shape
-        q, k, v = (f(x).reshape(n, t, self.heads, -1) for f in (self.query, self.key,
-                                                               self.value))
+        q, k, v = (f(x).reshape(n, t, self.heads, -1) for f in (self.query, self.key, self.value))
         scores = jnp.einsum("nthd,nshd->nhts", q, k) / jnp.sqrt(q.shape[-1]).astype(x.dtype)
         out = jnp.einsum("nhts,nshd->nthd", jax.nn.softmax(scores, -1), v).reshape(n, t, d)
         return self.out(out)
@@ -38,17 +38,28 @@ class EncoderBlock(nnx.Module):
 
 
 class ViT(nnx.Module):
-    def __init__(self, input_shape, *, variant="test/2", num_classes=10, pool="tok",
-                 intermediates=False, rngs):
+    def __init__(
+        self,
+        input_shape,
+        *,
+        variant="test/2",
+        num_classes=10,
+        pool="tok",
+        intermediates=False,
+        rngs,
+    ):
         v = decode_vit_variant(variant)
-        self.embedding = Conv(input_shape[-1], v.width, v.patch, v.patch, "standard",
-                              use_bias=True, rngs=rngs)
+        self.embedding = Conv(
+            input_shape[-1], v.width, v.patch, v.patch, "standard", use_bias=True, rngs=rngs
+        )
         tokens = (input_shape[0] // v.patch) * (input_shape[1] // v.patch) + (pool == "tok")
-        self.cls = nnx.Param(jnp.zeros((1, 1, v.width))) if pool == "tok" else None
-        self.pos_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(),
-                                                                (1, tokens, v.width)))
-        self.blocks = nnx.List([EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=rngs)
-                                for _ in range(v.depth)])
+        self.cls = nnx.Param(jnp.zeros((1, 1, v.width), jnp.float32)) if pool == "tok" else None
+        self.pos_embedding = nnx.Param(
+            0.02 * jax.random.normal(rngs.params(), (1, tokens, v.width))
+        )
+        self.blocks = nnx.List(
+            [EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=rngs) for _ in range(v.depth)]
+        )
         self.encoder_norm = nnx.LayerNorm(v.width, rngs=rngs)
         self.head = Dense(v.width, num_classes, "standard", rngs=rngs)
         self.pool, self.intermediates = pool, intermediates

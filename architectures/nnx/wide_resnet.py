@@ -29,16 +29,26 @@ class Block(nnx.Module):
 
 
 class WideResNet(nnx.Module):
-    def __init__(self, input_shape, *, depth=28, width=10, num_classes=10, norm="batch",
-                 parameterization="standard", rngs):
+    def __init__(
+        self,
+        input_shape,
+        *,
+        depth=28,
+        width=10,
+        num_classes=10,
+        norm="batch",
+        parameterization="standard",
+        rngs,
+    ):
         n = wrn_blocks(depth)
         self.stem = Conv(input_shape[-1], 16, 3, 1, parameterization, rngs=rngs)
         blocks, ch = [], 16
         for group, stride in enumerate((1, 2, 2)):
             for i in range(n):
                 out = 16 * 2**group * width
-                blocks.append(Block(ch, out, stride if i == 0 else 1, norm, parameterization,
-                                    rngs=rngs))
+                blocks.append(
+                    Block(ch, out, stride if i == 0 else 1, norm, parameterization, rngs=rngs)
+                )
                 ch = out
         self.blocks = nnx.List(blocks)
         self.final_norm = make_norm(norm, ch, rngs)
@@ -49,6 +59,3 @@ class WideResNet(nnx.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(jax.nn.relu(self.final_norm(h)).mean(axis=(1, 2)))
-
-
-

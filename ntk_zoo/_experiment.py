@@ -1,0 +1,171 @@
+"""The ``ntk-zoo run`` job: build a zoo model, load data, compute and report its NTK."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk_zoo.data import load_dataset
+from ntk_zoo.engine import forward_flops, ntk_fn
+from ntk_zoo.spectrum import plot_spectrum, spectrum
+
+
+def prepare_workdir(workdir: str, overwrite: bool) -> None:
+    """Creates ``workdir``; an existing non-empty one is refused unless ``overwrite``."""
+    if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
+        raise FileExistsError(
+            f"workdir {workdir!r} exists and is not empty; choose a new --workdir or pass "
+            "--overwrite."
+        )
+    os.makedirs(workdir, exist_ok=True)
+
+
+def _blocks(kernel_fn, x, params, block: int, progress: bool) -> np.ndarray:
+    """``Θ(x, x)`` by row blocks (padded to one compiled shape), with a progress bar."""
+    n = x.shape[0]
+    if n <= block:
+        return np.asarray(kernel_fn(x, None, params))
+    from tqdm.auto import tqdm
+
+    rows = []
+    for start in tqdm(
+        range(0, n, block), desc="NTK row blocks", disable=not progress, unit="block"
+    ):
+        chunk = x[start : start + block]
+        pad = block - chunk.shape[0]
+        if pad:
+            chunk = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        rows.append(np.asarray(kernel_fn(chunk, x, params))[: block - pad])
+    return np.concatenate(rows, axis=0)
+
+
+def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
+    """Each module's share of ``trace Θ(x, x)``, from per-example diagonal kernels."""
+    # Jacobian contraction: per-leaf contributions come for free, one example at a time.
+    diag_fn = ntk_fn(
+        pure,
+        method="jacobian_contraction",
+        trace_axes=trace_axes or (-1,),
+        diagonal_axes=(0,),
+        sum_params=False,
+    )
+    totals: dict[str, float] = defaultdict(float)
+    for start in range(0, x.shape[0], block):
+        per_leaf = diag_fn(x[start : start + block])
+        for path, leaf in jax.tree_util.tree_flatten_with_path(per_leaf)[0]:
+            names = [jax.tree_util.keystr((k,)).strip("[]'.") for k in path]
+            names = [n for n in names if n not in ("value",)]
+            module = "/".join(names[:-1]) or names[-1]
+            totals[module] += float(jnp.sum(leaf))
+    whole = sum(totals.values())
+    return {k: v / whole for k, v in sorted(totals.items())} if whole else dict(totals)
+
+
+def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``."""
+    import architectures
+
+    dtype = jnp.dtype(config.ntk.dtype)
+    x, y = load_dataset(config.data, dtype=str(dtype))
+    family = config.model.family
+    if family in ("wide_resnet", "vit") and x.ndim != 4:
+        raise ValueError(
+            f"The {family} family needs images (n, height, width, channels); the data has shape "
+            f"{x.shape}. Set --config.data.image=True for digits, or reshape your .npz."
+        )
+    x = jnp.asarray(x)
+    key = jax.random.key(config.seed)
+    calibration = x[: min(len(x), 256)]
+    start = time.perf_counter()
+    pure = architectures.build(
+        config.model, key=key, input_shape=x.shape[1:], calibration=calibration, dtype=dtype
+    )
+    build_s = time.perf_counter() - start
+    if not config.ntk.vmap:
+        pure = pure._replace(vmap_axes=None)
+    trace_axes = tuple(config.ntk.trace_axes)
+    kernel_fn = ntk_fn(pure, method=config.ntk.method, trace_axes=trace_axes)
+    probe = x[: min(len(x), config.ntk.block_size)]
+    chosen, costs = kernel_fn.choose(probe)
+    method_used = chosen if config.ntk.method == "auto" else config.ntk.method
+
+    start = time.perf_counter()
+    kernel = _blocks(kernel_fn, x, None, config.ntk.block_size, progress)
+    kernel_s = time.perf_counter() - start
+    spec = spectrum(kernel)
+    shares = (
+        per_layer_trace_share(pure, x, trace_axes, config.ntk.block_size)
+        if config.ntk.per_layer
+        else {}
+    )
+    n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(pure.params))
+    flops = forward_flops(pure.apply, pure.params, x[:1], {})
+
+    estimates = ", ".join(f"{k}={v:.3g}" for k, v in costs.items())
+    report = {
+        "config": config.to_dict(),
+        "data": {"n": int(x.shape[0]), "example_shape": list(x.shape[1:])},
+        "method": str(method_used),
+        "method_reason": (
+            f"auto picked the lowest estimated cost: {estimates}"
+            if config.ntk.method == "auto"
+            else "chosen in the config"
+        ),
+        "method_costs": costs,
+        "timings_s": {"build": build_s, "kernel": kernel_s},
+        "n_params": n_params,
+        "flops_per_example": flops,
+        "kernel_shape": list(kernel.shape),
+        "trace": spec.trace,
+        "lambda_max": spec.lambda_max,
+        "lambda_min": spec.lambda_min,
+        "condition_number": spec.condition_number,
+        "effective_rank": spec.effective_rank,
+        "n_nonpositive_eigenvalues": spec.n_nonpositive,
+        "per_layer_trace_share": shares,
+    }
+    if config.output.save_kernel:
+        arrays = {"kernel": kernel, "eigenvalues": spec.eigenvalues}
+        if y is not None:
+            arrays["labels"] = np.asarray(y)
+        np.savez(os.path.join(workdir, "kernel.npz"), **arrays)
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    if config.output.plot:
+        title = f"{family} ({config.model.framework}), n={x.shape[0]}"
+        plot_spectrum(spec.eigenvalues, os.path.join(workdir, "spectrum.png"), title=title)
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A short table for the terminal."""
+    model = report["config"]["model"]
+    rows = [
+        ("model", f"{model['family']} ({model['framework']}), {report['n_params']:,} params"),
+        (
+            "data",
+            f"{report['data']['n']} examples of shape {tuple(report['data']['example_shape'])}",
+        ),
+        ("method", report["method"]),
+        ("kernel", f"{tuple(report['kernel_shape'])} in {report['timings_s']['kernel']:.2f} s"),
+        ("FLOPs/example", f"{report['flops_per_example']:.3g}"),
+        ("trace", f"{report['trace']:.4g}"),
+        ("lambda_max", f"{report['lambda_max']:.4g}"),
+        ("lambda_min", f"{report['lambda_min']:.4g}"),
+        ("condition no.", f"{report['condition_number']:.4g}"),
+    ]
+    if report["n_nonpositive_eigenvalues"]:
+        rows.append(("eigenvalues <= 0", str(report["n_nonpositive_eigenvalues"])))
+    top = sorted(report["per_layer_trace_share"].items(), key=lambda kv: -kv[1])[:3]
+    if top:
+        rows.append(("top trace share", ", ".join(f"{k} {v:.0%}" for k, v in top)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,60 @@
+"""Helpers for ``get_config(arg)`` files (ml_collections), in the style of big_vision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+    """Parses ``"key=value,flag,..."`` over typed defaults.
+
+    A bare ``flag`` sets a boolean default to ``True``; values are converted to the type of their
+    default. Unknown keys are an error that lists the known ones.
+
+    Example:
+      >>> arg = parse_arg("framework=nnx,width=64,runlocal", framework="linen", width=512,
+      ...                 runlocal=False)
+      >>> arg.framework, arg.width, arg.runlocal
+      ('nnx', 64, True)
+    """
+    out = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        if key not in defaults:
+            raise ValueError(f"Unknown config argument {key!r}; known: {sorted(defaults)}.")
+        default = defaults[key]
+        if not sep:
+            if not isinstance(default, bool):
+                raise ValueError(f"Config argument {key!r} needs a value: {key}=...")
+            out[key] = True
+        elif isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(default)(value)
+    return out
+
+
+def base_config(
+    model: dict[str, Any], *, n: int, image: bool, runlocal: bool
+) -> ml_collections.ConfigDict:
+    """The four sections every experiment config has: model, data, ntk, output."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(model)
+    config.data = ml_collections.ConfigDict(
+        {"name": "digits", "path": "", "n": 16 if runlocal else n, "image": image}
+    )
+    config.ntk = ml_collections.ConfigDict(
+        {
+            "method": "auto",
+            "trace_axes": (-1,),
+            "vmap": True,
+            "block_size": 1024,
+            "dtype": "float32",
+            "per_layer": True,
+        }
+    )
+    config.output = ml_collections.ConfigDict({"plot": True, "save_kernel": True})
+    return config

@@ -1,0 +1,35 @@
+"""Eigenvalue plots (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spectrum") -> str:
+    """Saves a log-scale plot of the eigenvalues, largest first; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eig = np.asarray(eigenvalues)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    positive = eig > 0
+    index = np.arange(1, eig.size + 1)
+    ax.semilogy(index[positive], eig[positive], ".-", lw=1, ms=3)
+    if (~positive).any():
+        ax.text(
+            0.98,
+            0.95,
+            f"{(~positive).sum()} eigenvalues <= 0 not shown",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
+    ax.set(xlabel="index (largest first)", ylabel="eigenvalue", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

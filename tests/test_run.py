@@ -1,0 +1,157 @@
+"""`ntk-zoo run`: every config end to end with tiny overrides, its files, and its errors."""
+
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from ntk_zoo import cli
+
+CONFIGS = ["configs/mlp.py", "configs/wide_resnet.py", "configs/vit.py"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, capsys):
+    code = cli.main(["run", *args, "--noprogress"])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("framework", ["linen", "nnx", "haiku"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_runs_end_to_end(config, framework, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    code, out = _run(
+        [
+            f"--config={ROOT}/{config}:runlocal,framework={framework}",
+            f"--workdir={workdir}",
+            "--config.data.n=12",
+        ],
+        capsys,
+    )
+    assert code == 0, out.err
+    assert sorted(os.listdir(workdir)) == ["kernel.npz", "report.json", "spectrum.png"]
+    report = json.loads((workdir / "report.json").read_text())
+    with np.load(workdir / "kernel.npz") as f:
+        kernel, eig = f["kernel"], f["eigenvalues"]
+    assert kernel.shape == (12, 12) and report["kernel_shape"] == [12, 12]
+    np.testing.assert_allclose(report["trace"], np.trace(kernel), rtol=1e-6)
+    np.testing.assert_allclose(
+        eig,
+        np.linalg.eigvalsh(kernel.astype(np.float64))[::-1],
+        rtol=1e-6,
+        atol=1e-6 * abs(eig).max(),
+    )
+    assert report["lambda_max"] == pytest.approx(eig[0])
+    assert report["lambda_min"] == pytest.approx(eig[-1])
+    assert report["method"] in ("jacobian_contraction", "ntk_vector_products")
+    assert report["n_params"] > 0 and report["flops_per_example"] > 0
+    assert sum(report["per_layer_trace_share"].values()) == pytest.approx(1.0)
+    image = matplotlib.image.imread(workdir / "spectrum.png")
+    assert image.shape[0] > 100 and image.std() > 0  # a real, non-blank picture
+    assert "condition no." in out.out
+
+
+def test_full_logit_blocks_report(tmp_path, capsys):
+    code, out = _run(
+        [
+            f"--config={ROOT}/configs/mlp.py:runlocal",
+            f"--workdir={tmp_path}/r",
+            "--config.data.n=6",
+            "--config.ntk.trace_axes=()",
+            "--config.ntk.method=ntk_vector_products",
+        ],
+        capsys,
+    )
+    assert code == 0, out.err
+    with np.load(tmp_path / "r" / "kernel.npz") as f:
+        assert f["kernel"].shape == (6, 6, 10, 10) and f["eigenvalues"].shape == (60,)
+
+
+def _error(args, capsys):
+    code, out = _run(args, capsys)
+    assert code == 2
+    lines = out.err.strip().splitlines()
+    assert lines[0].startswith("ntk-zoo: error: ") and "Traceback" not in out.err
+    return lines[0]
+
+
+def test_unknown_config_file(tmp_path, capsys):
+    assert "not found" in _error(["--config=configs/nope.py", f"--workdir={tmp_path}"], capsys)
+
+
+def test_unknown_override_key(tmp_path, capsys):
+    line = _error(
+        [f"--config={ROOT}/configs/mlp.py", f"--workdir={tmp_path}", "--config.model.wdith=3"],
+        capsys,
+    )
+    assert "wdith" in line
+
+
+def test_unknown_config_argument(tmp_path, capsys):
+    line = _error([f"--config={ROOT}/configs/mlp.py:widht=3", f"--workdir={tmp_path}"], capsys)
+    assert "widht" in line
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"x": np.array(["a", "b"])}, "dtype"),
+        ({"features": np.ones((3, 4))}, "no array 'x'"),
+        ({"x": np.ones(5)}, "shape"),
+        (None, "not a usable .npz"),
+    ],
+    ids=["strings", "no-x", "1d", "not-npz"],
+)
+def test_bad_data_file(content, message, tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    if content is None:
+        path.write_text("not a zip file")
+    else:
+        np.savez(path, **content)
+    line = _error(
+        [
+            f"--config={ROOT}/configs/mlp.py:runlocal",
+            f"--workdir={tmp_path}/w",
+            f"--config.data.path={path}",
+        ],
+        capsys,
+    )
+    assert message in line
+
+
+def test_images_required_for_conv_families(tmp_path, capsys):
+    line = _error(
+        [
+            f"--config={ROOT}/configs/vit.py:runlocal",
+            f"--workdir={tmp_path}/w",
+            "--config.data.image=False",
+        ],
+        capsys,
+    )
+    assert "needs images" in line
+
+
+def test_user_npz_data_runs(tmp_path, capsys):
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=np.random.default_rng(0).integers(0, 255, (5, 3, 3)).astype(np.uint8))
+    code, out = _run(
+        [
+            f"--config={ROOT}/configs/mlp.py:runlocal",
+            f"--workdir={tmp_path}/w",
+            f"--config.data.path={path}",
+        ],
+        capsys,
+    )
+    assert code == 0, out.err
+    assert json.loads((tmp_path / "w" / "report.json").read_text())["data"]["n"] == 5
+
+
+def test_existing_workdir_is_never_overwritten(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "keep.txt").write_text("mine")
+    line = _error([f"--config={ROOT}/configs/mlp.py:runlocal", f"--workdir={workdir}"], capsys)
+    assert "--overwrite" in line
+    assert (workdir / "keep.txt").read_text() == "mine"
