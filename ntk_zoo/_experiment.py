@@ -30,20 +30,24 @@ def prepare_workdir(workdir: str, overwrite: bool) -> None:
 
 def _blocks(kernel_fn, x, params, block: int, progress: bool) -> np.ndarray:
     """``Θ(x, x)`` by row blocks (padded to one compiled shape), with a progress bar."""
-    n = x.shape[0]
-    if n <= block:
-        return np.asarray(kernel_fn(x, None, params))
     from tqdm.auto import tqdm
 
+    n = x.shape[0]
+    bar = tqdm(total=n, desc="NTK rows", unit="row", disable=not progress)
+    if n <= block:  # one block: x2=None shares the work of both sides
+        kernel = np.asarray(kernel_fn(x, None, params))
+        bar.update(n)
+        bar.close()
+        return kernel
     rows = []
-    for start in tqdm(
-        range(0, n, block), desc="NTK row blocks", disable=not progress, unit="block"
-    ):
+    for start in range(0, n, block):
         chunk = x[start : start + block]
         pad = block - chunk.shape[0]
         if pad:
             chunk = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
         rows.append(np.asarray(kernel_fn(chunk, x, params))[: block - pad])
+        bar.update(block - pad)
+    bar.close()
     return np.concatenate(rows, axis=0)
 
 

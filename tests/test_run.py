@@ -155,3 +155,22 @@ def test_existing_workdir_is_never_overwritten(tmp_path, capsys):
     line = _error([f"--config={ROOT}/configs/mlp.py:runlocal", f"--workdir={workdir}"], capsys)
     assert "--overwrite" in line
     assert (workdir / "keep.txt").read_text() == "mine"
+
+
+def test_row_blocks_equal_one_block(tmp_path, capsys):
+    kernels = []
+    for name, block in (("one", 1024), ("blocks", 5)):  # 12 rows: blocks of 5, 5 and 2 (padded)
+        code, out = _run(
+            [
+                f"--config={ROOT}/configs/mlp.py:runlocal",
+                f"--workdir={tmp_path}/{name}",
+                "--config.data.n=12",
+                f"--config.ntk.block_size={block}",
+                "--config.ntk.dtype=float64",
+            ],
+            capsys,
+        )
+        assert code == 0, out.err
+        with np.load(tmp_path / name / "kernel.npz") as f:
+            kernels.append(f["kernel"])
+    np.testing.assert_allclose(kernels[1], kernels[0], rtol=1e-10, atol=1e-12)

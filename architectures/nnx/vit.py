@@ -55,7 +55,7 @@ class ViT(nnx.Module):
         tokens = (input_shape[0] // v.patch) * (input_shape[1] // v.patch) + (pool == "tok")
         self.cls = nnx.Param(jnp.zeros((1, 1, v.width), jnp.float32)) if pool == "tok" else None
         self.pos_embedding = nnx.Param(
-            0.02 * jax.random.normal(rngs.params(), (1, tokens, v.width))
+            0.02 * jax.random.normal(rngs.params(), (1, tokens, v.width), jnp.float32)
         )
         self.blocks = nnx.List(
             [EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=rngs) for _ in range(v.depth)]
