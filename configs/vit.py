@@ -5,7 +5,7 @@
 
 Arguments: variant ("<size>/<patch>", size in test|Ti|S|B|L as in the ViT paper's table),
 framework (linen|nnx|haiku), pool (tok|gap), runlocal.
-Expected cost on a 2-core CPU: about 30 s for the default test/2 on 256 digits.
+Expected cost on a 2-core CPU: about 25 s wall for the default test/2 on 256 digits.
 """
 
 from ntk_zoo.config import base_config, parse_arg
