@@ -13,12 +13,14 @@ from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import forward_flops as forward_flops
 from ntk_zoo.engine import ntk_fn as ntk_fn
 from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
+from ntk_zoo.parallel import batched as batched
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KernelFn",
     "PureFn",
+    "batched",
     "from_haiku",
     "from_linen",
     "forward_flops",

@@ -15,6 +15,7 @@ import numpy as np
 
 from ntk_zoo.data import load_dataset
 from ntk_zoo.engine import forward_flops, ntk_fn
+from ntk_zoo.parallel import batched
 from ntk_zoo.spectrum import plot_spectrum, spectrum
 
 
@@ -26,29 +27,6 @@ def prepare_workdir(workdir: str, overwrite: bool) -> None:
             "--overwrite."
         )
     os.makedirs(workdir, exist_ok=True)
-
-
-def _blocks(kernel_fn, x, params, block: int, progress: bool) -> np.ndarray:
-    """``Θ(x, x)`` by row blocks (padded to one compiled shape), with a progress bar."""
-    from tqdm.auto import tqdm
-
-    n = x.shape[0]
-    bar = tqdm(total=n, desc="NTK rows", unit="row", disable=not progress)
-    if n <= block:  # one block: x2=None shares the work of both sides
-        kernel = np.asarray(kernel_fn(x, None, params))
-        bar.update(n)
-        bar.close()
-        return kernel
-    rows = []
-    for start in range(0, n, block):
-        chunk = x[start : start + block]
-        pad = block - chunk.shape[0]
-        if pad:
-            chunk = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        rows.append(np.asarray(kernel_fn(chunk, x, params))[: block - pad])
-        bar.update(block - pad)
-    bar.close()
-    return np.concatenate(rows, axis=0)
 
 
 def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
@@ -97,16 +75,26 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         pure = pure._replace(vmap_axes=None)
     trace_axes = tuple(config.ntk.trace_axes)
     kernel_fn = ntk_fn(pure, method=config.ntk.method, trace_axes=trace_axes)
-    probe = x[: min(len(x), config.ntk.block_size)]
+    probe = x[: min(len(x), config.ntk.batch_size or 256)]
     chosen, costs = kernel_fn.choose(probe)
     method_used = chosen if config.ntk.method == "auto" else config.ntk.method
 
+    if config.ntk.distributed.coordinator_address:
+        jax.distributed.initialize(**config.ntk.distributed.to_dict())
+    whole = batched(
+        kernel_fn,
+        batch_size=config.ntk.batch_size or None,
+        memory_budget=config.ntk.memory_budget or None,
+        mesh=bool(config.ntk.mesh) or None,
+        progress=progress,
+        checkpoint_dir=config.ntk.checkpoint_dir or None,
+    )
     start = time.perf_counter()
-    kernel = _blocks(kernel_fn, x, None, config.ntk.block_size, progress)
+    kernel = whole(x)
     kernel_s = time.perf_counter() - start
     spec = spectrum(kernel)
     shares = (
-        per_layer_trace_share(pure, x, trace_axes, config.ntk.block_size)
+        per_layer_trace_share(pure, x, trace_axes, config.ntk.batch_size or 256)
         if config.ntk.per_layer
         else {}
     )

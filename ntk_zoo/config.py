@@ -51,7 +51,15 @@ def base_config(
             "method": "auto",
             "trace_axes": (-1,),
             "vmap": True,
-            "block_size": 1024,
+            "batch_size": 0,  # examples per block; 0: the largest that fits memory_budget
+            "memory_budget": 0,  # bytes per block; 0: half the free device/host memory
+            "checkpoint_dir": "",  # resumable: finished blocks are kept there
+            "mesh": False,  # spread blocks over all local devices
+            "distributed": {  # multi-host: jax.distributed.initialize(**these) when set
+                "coordinator_address": "",
+                "num_processes": 1,
+                "process_id": 0,
+            },
             "dtype": "float32",
             "per_layer": True,
         }

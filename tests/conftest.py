@@ -3,5 +3,7 @@
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# Four simulated CPU devices for the sharding tests (must precede any backend use).
+jax.config.update("jax_num_cpu_devices", 4)
 # Correctness tests only: skip XLA's optimisation passes to keep compiles short.
 jax.config.update("jax_disable_most_optimizations", True)

@@ -159,13 +159,13 @@ def test_existing_workdir_is_never_overwritten(tmp_path, capsys):
 
 def test_row_blocks_equal_one_block(tmp_path, capsys):
     kernels = []
-    for name, block in (("one", 1024), ("blocks", 5)):  # 12 rows: blocks of 5, 5 and 2 (padded)
+    for name, block in (("one", 0), ("blocks", 5)):  # 12 rows: blocks of 5, 5 and 2 (padded)
         code, out = _run(
             [
                 f"--config={ROOT}/configs/mlp.py:runlocal",
                 f"--workdir={tmp_path}/{name}",
                 "--config.data.n=12",
-                f"--config.ntk.block_size={block}",
+                f"--config.ntk.batch_size={block}",
                 "--config.ntk.dtype=float64",
             ],
             capsys,

@@ -58,7 +58,10 @@ def check_params_finite(params: PyTree) -> None:
     paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(params)[0], strict=True)
     if any(is_tracer(leaf) for leaf in leaves):
         return
-    for path, finite in zip(paths, np.asarray(_finite_leaves(list(leaves)))):
+    flags = _finite_leaves(list(leaves))
+    if is_tracer(flags):  # concrete params inside someone else's jit: checked when it runs
+        return
+    for path, finite in zip(paths, np.asarray(flags)):
         if not finite:
             raise ValueError(
                 f"params{jax.tree_util.keystr(path)} contains NaN or inf values; the kernel would "

@@ -1,0 +1,164 @@
+"""`batched` equals the unbatched kernel exactly, resumes from checkpoints, fits budgets."""
+
+import jax
+import numpy as np
+import pytest
+
+import ntk_zoo
+from ntk_zoo.parallel import _checkpoint, _memory
+from ntk_zoo.parallel._batched import _Layout
+from tests.cases import CASES
+from tests.oracle import rel_error
+
+EXACT = 1e-12  # the same blocks computed twice: only the summation order may differ
+RNG = np.random.default_rng(0)
+CASE = {c.name: c for c in CASES}
+X1, X2 = RNG.standard_normal((37, 4)), RNG.standard_normal((23, 4))  # odd sizes, block 8
+
+
+def _big(name):
+    """A case with 37 and 23 examples."""
+    case = CASE[name]
+    if name == "kwarg":
+        x1, x2 = RNG.standard_normal((37, 3)), RNG.standard_normal((23, 3))
+        m1, m2 = RNG.standard_normal((37, 3)), RNG.standard_normal((23, 3))
+        return (
+            case,
+            x1,
+            x2,
+            {"mask": m1, "temperature": np.asarray(2.0)},
+            {"mask": (m1, m2), "temperature": np.asarray(2.0)},
+        )
+    d = case.x1.shape[1]
+    x1, x2 = RNG.standard_normal((37, d)), RNG.standard_normal((23, d))
+    return case, x1, x2, {}, {}
+
+
+@pytest.mark.parametrize("mesh", [None, True], ids=["1-device", "4-devices"])
+@pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
+@pytest.mark.parametrize("trace_axes", [(-1,), ()], ids=["trace", "full"])
+@pytest.mark.parametrize("method", ["jacobian_contraction", "ntk_vector_products", "auto"])
+@pytest.mark.parametrize("name", ["mlp", "pytree_out", "kwarg"])
+def test_batched_equals_unbatched(name, method, trace_axes, same, mesh):
+    assert jax.device_count() == 4
+    case, x1, x2, kw_same, kw_pair = _big(name)
+    kernel_fn = ntk_zoo.ntk_fn(
+        case.f, method=method, trace_axes=trace_axes, vmap_axes=case.vmap_axes
+    )
+    kwargs = kw_same if same else kw_pair
+    x2 = None if same else x2
+    got = ntk_zoo.batched(kernel_fn, batch_size=8, mesh=mesh, progress=False)(
+        x1, x2, case.params, **kwargs
+    )
+    want = kernel_fn(x1, x2, case.params, **kwargs)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
+def test_output_chunking(same):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, trace_axes=(), vmap_axes=0)
+    x2 = None if same else X2
+    got = ntk_zoo.batched(kernel_fn, batch_size=8, output_chunk=2, progress=False)(
+        X1, x2, CASE["mlp"].params
+    )
+    assert rel_error(got, kernel_fn(X1, x2, CASE["mlp"].params)) <= EXACT
+
+
+@pytest.mark.parametrize(
+    "axes",
+    [{"diagonal_axes": (0,)}, {"trace_axes": (0, 1)}],
+    ids=["diagonal-batch", "traced-batch"],
+)
+def test_diagonal_and_traced_batch_axis(axes):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0, **axes)
+    got = ntk_zoo.batched(kernel_fn, batch_size=8, progress=False)(X1, None, CASE["mlp"].params)
+    assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
+
+
+def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    params = CASE["mlp"].params
+    whole = ntk_zoo.batched(
+        kernel_fn, batch_size=8, progress=False, checkpoint_dir=str(tmp_path / "ckpt")
+    )
+    real_save, saved = _checkpoint.BlockStore.save, []
+
+    def save_then_stop(self, task, leaves):
+        if len(saved) == 3:
+            raise KeyboardInterrupt  # the run dies after three blocks
+        real_save(self, task, leaves)
+        saved.append(task)
+
+    monkeypatch.setattr(_checkpoint.BlockStore, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        whole(X1, None, params)
+    monkeypatch.setattr(_checkpoint.BlockStore, "save", real_save)
+    assert len(list((tmp_path / "ckpt").glob("block_*.npz"))) == 3
+
+    computed = []
+    real_call = ntk_zoo.KernelFn.__call__
+    monkeypatch.setattr(
+        ntk_zoo.KernelFn,
+        "__call__",
+        lambda self, *a, **k: computed.append(1) or real_call(self, *a, **k),
+    )
+    resumed = whole(X1, None, params)
+    n_blocks = 5 * 6 // 2  # upper triangle of 5x5 blocks
+    assert len(computed) == n_blocks - 3  # the saved blocks were not recomputed
+    fresh = ntk_zoo.batched(kernel_fn, batch_size=8, progress=False)(X1, None, params)
+    np.testing.assert_array_equal(resumed, fresh)
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    params = CASE["mlp"].params
+    directory = str(tmp_path / "ckpt")
+    ntk_zoo.batched(kernel_fn, batch_size=8, progress=False, checkpoint_dir=directory)(
+        X1, None, params
+    )
+    other = jax.tree.map(lambda a: a * 1.01, params)
+    with pytest.raises(ValueError, match="different computation"):
+        ntk_zoo.batched(kernel_fn, batch_size=8, progress=False, checkpoint_dir=directory)(
+            X1, None, other
+        )
+    with pytest.raises(ValueError, match="different computation"):  # other settings
+        ntk_zoo.batched(kernel_fn, batch_size=4, progress=False, checkpoint_dir=directory)(
+            X1, None, params
+        )
+
+
+def test_automatic_block_size_respects_the_budget():
+    case = CASE["mlp"]
+    kernel_fn = ntk_zoo.ntk_fn(case.f, trace_axes=(), vmap_axes=0)
+    layout = _Layout(kernel_fn, X1, case.params, {})
+    budget = 150_000
+    size = _memory.pick_block_size(kernel_fn, X1, None, case.params, {}, budget, layout)
+    assert 1 <= size < 37
+    assert _memory.block_bytes(kernel_fn, X1, None, case.params, {}, size, layout) <= budget
+    assert _memory.block_bytes(kernel_fn, X1, None, case.params, {}, 2 * size, layout) > budget
+    got = ntk_zoo.batched(kernel_fn, memory_budget=budget, progress=False)(X1, None, case.params)
+    assert rel_error(got, kernel_fn(X1, None, case.params)) <= EXACT
+
+
+def test_progress_bar(capsys):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    ntk_zoo.batched(kernel_fn, batch_size=8)(X1, None, CASE["mlp"].params)
+    err = capsys.readouterr().err
+    assert "NTK blocks" in err and "15/15" in err
+
+
+def test_errors():
+    with pytest.raises(TypeError, match=r"ntk_zoo\.ntk_fn"):
+        ntk_zoo.batched(lambda x1, x2, p: x1)
+    coupled = ntk_zoo.ntk_fn(CASE["mlp"].f)  # no vmap_axes: examples may interact
+    with pytest.raises(ValueError, match="independent"):
+        ntk_zoo.batched(coupled, batch_size=8)(X1, None, CASE["mlp"].params)
+    traced = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    with pytest.raises(ValueError, match=r"trace_axes=\(\)"):
+        ntk_zoo.batched(traced, output_chunk=2)
+    in_axes = ntk_zoo.ntk_fn(CASE["batch_last"].f, vmap_axes=(1, -1, {}), trace_axes=(0,))
+    with pytest.raises(ValueError, match="axis 0"):
+        ntk_zoo.batched(in_axes, batch_size=2)(
+            CASE["batch_last"].x1, None, CASE["batch_last"].params
+        )
