@@ -210,6 +210,7 @@ def _compute(
     xs2 = x1 if symmetric else x2
     n1, n2 = _n(x1), _n(xs2)
     size = max(1, min(size, max(n1, n2)))
+    size = math.ceil(max(n1, n2) / math.ceil(max(n1, n2) / size))  # balanced: least padding
     tasks = _tasks(layout, n1, n2, size, symmetric)
     store = None
     if checkpoint_dir is not None:
@@ -264,7 +265,7 @@ def _compute(
         results[t] = leaves
         bar.update(1)
 
-    if mesh is None:
+    if mesh is None or layout.mode == "trace":  # traced blocks differ in size: one by one
         for t in todo:
             finish(t, jax.tree.leaves(one(*t)))
     else:
