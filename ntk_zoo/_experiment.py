@@ -55,6 +55,8 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``."""
     import architectures
 
+    if config.ntk.distributed.coordinator_address:  # before any other JAX computation
+        jax.distributed.initialize(**config.ntk.distributed.to_dict())
     dtype = jnp.dtype(config.ntk.dtype)
     x, y = load_dataset(config.data, dtype=str(dtype))
     family = config.model.family
@@ -79,16 +81,17 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     chosen, costs = kernel_fn.choose(probe)
     method_used = chosen if config.ntk.method == "auto" else config.ntk.method
 
-    if config.ntk.distributed.coordinator_address:
-        jax.distributed.initialize(**config.ntk.distributed.to_dict())
-    whole = batched(
-        kernel_fn,
-        batch_size=config.ntk.batch_size or None,
-        memory_budget=config.ntk.memory_budget or None,
-        mesh=bool(config.ntk.mesh) or None,
-        progress=progress,
-        checkpoint_dir=config.ntk.checkpoint_dir or None,
-    )
+    if pure.vmap_axes is None:  # examples interact (or vmap off): one whole-batch kernel
+        whole = lambda x: np.asarray(kernel_fn(x))
+    else:
+        whole = batched(
+            kernel_fn,
+            batch_size=config.ntk.batch_size or None,
+            memory_budget=config.ntk.memory_budget or None,
+            mesh=bool(config.ntk.mesh) or None,
+            progress=progress,
+            checkpoint_dir=config.ntk.checkpoint_dir or None,
+        )
     start = time.perf_counter()
     kernel = whole(x)
     kernel_s = time.perf_counter() - start

@@ -174,3 +174,21 @@ def test_row_blocks_equal_one_block(tmp_path, capsys):
         with np.load(tmp_path / name / "kernel.npz") as f:
             kernels.append(f["kernel"])
     np.testing.assert_allclose(kernels[1], kernels[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "override", ["--config.ntk.vmap=False", "--config.model.batch_norm=coupled"]
+)
+def test_whole_batch_kernels_when_examples_interact(override, tmp_path, capsys):
+    code, out = _run(
+        [
+            f"--config={ROOT}/configs/wide_resnet.py:runlocal",
+            f"--workdir={tmp_path}/w",
+            "--config.data.n=6",
+            override,
+        ],
+        capsys,
+    )
+    assert code == 0, out.err
+    with np.load(tmp_path / "w" / "kernel.npz") as f:
+        assert f["kernel"].shape == (6, 6)
