@@ -4,6 +4,9 @@
 """
 
 from ntk_zoo import data as data
+from ntk_zoo import predict as predict
+from ntk_zoo import spectrum as spectrum
+from ntk_zoo._linearize import linearize as linearize
 from ntk_zoo._pure_fn import PureFn as PureFn
 from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
@@ -25,8 +28,11 @@ __all__ = [
     "from_linen",
     "forward_flops",
     "from_nnx",
+    "linearize",
     "Method",
     "ntk_fn",
     "ntk_vp_fn",
     "data",
+    "predict",
+    "spectrum",
 ]

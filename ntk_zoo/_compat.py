@@ -13,6 +13,7 @@ import jax
 from jax.extend import core as jex_core
 
 ClosedJaxpr = jex_core.ClosedJaxpr
+DropVar = jex_core.DropVar
 Jaxpr = jex_core.Jaxpr
 JaxprEqn = jex_core.JaxprEqn
 Literal = jex_core.Literal

@@ -4,6 +4,10 @@
 builds a zoo model from an ml_collections config, computes its NTK on the data with a progress
 bar, and writes ``kernel.npz``, ``report.json`` and ``spectrum.png`` to ``DIR``.
 
+``ntk-zoo nas --config configs/nas.py[:args] --workdir DIR`` samples zoo architectures, scores
+each by NTK proxies at initialisation, trains each briefly, and writes ``nas.json``,
+``ranking.md`` and ``proxies.png`` (proxies against accuracy, with Kendall τ).
+
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
 """
@@ -104,14 +108,20 @@ def _config_path(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _parse_run(argv: Sequence[str]) -> Any:
+NAS_USAGE = (
+    "usage: ntk-zoo nas --config configs/nas.py[:key=value,...] --workdir DIR "
+    "[--overwrite] [--noprogress] [--config.section.key=value ...]"
+)
+
+
+def _parse_run(argv: Sequence[str], command: str = "run", usage: str = RUN_USAGE) -> Any:
     from absl import flags
     from ml_collections import config_flags
 
-    argv = ["ntk-zoo run", *argv]
+    argv = [f"ntk-zoo {command}", *argv]
     path = _config_path(argv)
     if path is None:
-        raise UsageError(f"--config is required\n{RUN_USAGE}")
+        raise UsageError(f"--config is required\n{usage}")
     if not os.path.isfile(path.split(":", 1)[0]):
         raise UsageError(f"config file {path.split(':', 1)[0]!r} not found")
     fv = flags.FlagValues()
@@ -130,7 +140,7 @@ def _parse_run(argv: Sequence[str]) -> Any:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise UsageError(lines[-1] if "Traceback" in str(e) else lines[0]) from None
     if not fv.workdir:
-        raise UsageError(f"--workdir is required\n{RUN_USAGE}")
+        raise UsageError(f"--workdir is required\n{usage}")
     return fv
 
 
@@ -152,10 +162,30 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
+def nas(argv: Sequence[str]) -> int:
+    from ntk_zoo._experiment import prepare_workdir
+    from ntk_zoo.nas import ranking_table, run_search
+
+    fv = _parse_run(argv, "nas", NAS_USAGE)
+    config = fv.config
+    if config.proxies.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    try:
+        prepare_workdir(fv.workdir, fv.overwrite)
+        report = run_search(config, fv.workdir, progress=fv.progress)
+    except (ValueError, KeyError, AttributeError, FileExistsError) as e:
+        raise UsageError(str(e).strip("'\"").splitlines()[0]) from None
+    print(f"ntk-zoo nas: {fv.workdir} ({report['wall_s']:.0f} s)")
+    print(ranking_table(report))
+    print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntk-zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="NTK of a zoo model from a config file (see `ntk-zoo run`).")
+    sub.add_parser("nas", help="Training-free architecture search (see `ntk-zoo nas`).")
     p = sub.add_parser("demo", help="NTK of a small MLP on digits by every method, timed.")
     p.add_argument("--n", type=int, default=128, help="number of digits (default 128)")
     p.add_argument("--widths", default="256,256", help="hidden widths (default 256,256)")
@@ -168,9 +198,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:
+    if argv[:1] in (["run"], ["nas"]):
         try:
-            return run(argv[1:])
+            return (run if argv[0] == "run" else nas)(argv[1:])
         except UsageError as e:
             print(f"ntk-zoo: error: {e}", file=sys.stderr)
             return 2

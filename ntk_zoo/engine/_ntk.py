@@ -19,6 +19,7 @@ from ntk_zoo.engine._method import Method, canonicalize_method
 from ntk_zoo.engine._ntk_vector_products import ntk_vector_products
 from ntk_zoo.engine._problem import Problem, make_problem
 from ntk_zoo.engine._vmap import canonicalize_vmap_axes
+from ntk_zoo.structured import structured_derivatives
 
 PyTree = Any
 
@@ -107,6 +108,8 @@ class KernelFn:
         method = _cheapest(problem)[0] if self.method is Method.AUTO else self.method
         if method is Method.JACOBIAN_CONTRACTION:
             per_leaf = jacobian_contraction(problem)
+        elif method is Method.STRUCTURED_DERIVATIVES:
+            per_leaf = structured_derivatives(problem)
         else:
             per_leaf = ntk_vector_products(problem, self.sum_params)
             if not self.sum_params:
@@ -115,7 +118,7 @@ class KernelFn:
 
         kernels = []
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
-            if self.sum_params and method is Method.JACOBIAN_CONTRACTION:
+            if self.sum_params and method is not Method.NTK_VECTOR_PRODUCTS:
                 k = functools.reduce(operator.add, jax.tree.leaves(k))
             scale = trace_size(leaf.shape, axes)
             kernels.append(jax.tree.map(lambda a, s=scale: (a / s).astype(problem.dtype), k))
@@ -191,11 +194,6 @@ def ntk_fn(
     if not callable(f):
         raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
     method = canonicalize_method(method)
-    if method is Method.STRUCTURED_DERIVATIVES:
-        raise NotImplementedError(
-            "method='structured_derivatives' is not available yet; use "
-            "'jacobian_contraction', 'ntk_vector_products' or 'auto'."
-        )
     return KernelFn(
         f,
         method,

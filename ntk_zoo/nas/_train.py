@@ -1,0 +1,83 @@
+"""A short, deterministic training run of a ``PureFn`` classifier with optax."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk_zoo._pure_fn import PureFn
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+class TrainResult(NamedTuple):
+    """Accuracy on the test split after training, and the last training loss."""
+
+    accuracy: float
+    final_loss: float
+    params: Any
+
+
+def train_classifier(
+    pure: PureFn,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str = "adam",
+    seed: int = 0,
+) -> TrainResult:
+    """Trains ``pure.params`` by softmax cross-entropy for ``steps`` minibatch steps.
+
+    Minibatches are drawn with replacement by a NumPy generator seeded with ``seed``; the whole
+    loop is one ``jax.lax.scan`` (one compilation). Only ``pure.params`` change: whatever
+    ``pure.apply`` holds as constants (e.g. BatchNorm statistics frozen from a calibration
+    batch) stays as it is. ``optimizer="sgd"`` uses momentum 0.9.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+      >>> y = (x[:, 0] > 0).astype(np.int32)
+      >>> pure = PureFn(lambda p, x: x @ p["w"], {"w": jnp.zeros((3, 2), jnp.float32)})
+      >>> r = train_classifier(pure, x[:30], y[:30], x[30:], y[30:], steps=50, batch_size=10,
+      ...                      learning_rate=0.1)
+      >>> r.accuracy > 0.6
+      True
+    """
+    import optax
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use one of {OPTIMIZERS}.")
+    tx = optax.adam(learning_rate) if optimizer == "adam" else optax.sgd(learning_rate, 0.9)
+    rng = np.random.default_rng(seed)
+    batches = rng.integers(0, len(x_train), (steps, batch_size))
+
+    def loss_fn(params, xb, yb):
+        logits = pure.apply(params, xb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def fit(params, xs, ys, batches):
+        def step(carry, idx):
+            params, state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params, xs[idx], ys[idx])
+            updates, state = tx.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), loss
+
+        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), batches)
+        return params, losses[-1]
+
+    @jax.jit
+    def accuracy(params, x, y):
+        return jnp.mean(jnp.argmax(pure.apply(params, x), axis=-1) == y)
+
+    params, loss = fit(pure.params, jnp.asarray(x_train), jnp.asarray(y_train), batches)
+    acc = accuracy(params, jnp.asarray(x_test), jnp.asarray(y_test))
+    return TrainResult(float(acc), float(loss), params)

@@ -1,0 +1,304 @@
+"""The structured-derivatives NTK: ``∂f/∂y`` at every use of every param, contracted with each
+use's structured ``∂y/∂w`` by one einsum per pair of uses (order chosen by cost).
+
+For a param leaf ``w`` used by equations with outputs ``y_1..y_K``::
+
+    Θ_w(x1, x2) = Σ_k Σ_l (∂f/∂y_k)(x1) (∂y_k/∂w)(x1) (∂y_l/∂w)(x2)ᵀ (∂f/∂y_l)(x2)ᵀ
+
+Everything per example (``∂f/∂y``, the structure factors) is computed under ``vmap`` when
+``vmap_axes`` is given; the einsums then run over all example pairs at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ntk_zoo.engine._axes import LeafAxes, to_layout
+from ntk_zoo.engine._problem import Problem
+from ntk_zoo.structured import _registry
+from ntk_zoo.structured._ir import Eqn, Program, Var, linear_program, size, zeros
+from ntk_zoo.structured._structure import Structure
+
+PyTree = Any
+
+# Bijections of a param's elements; a param reaching its uses only through these is re-expressed
+# in the coordinates of the last one (the NTK does not change under a permutation or sign of w).
+_VIEWS = frozenset(
+    {"reshape", "transpose", "convert_element_type", "copy", "copy_p", "squeeze", "neg"}
+    | {"expand_dims", "reduce_precision"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Use:
+    """What is static about one use of a param: its structure without the arrays."""
+
+    pullback: bool
+    trace: tuple[tuple[int, int], ...] = ()
+    maps: tuple[tuple[int, int], ...] = ()
+    diag: tuple[tuple[int, int], ...] = ()
+    dense_y: tuple[int, ...] = ()
+    dense_w: tuple[int, ...] = ()
+    index_w: tuple[int, ...] = ()
+    has_d: bool = False
+    has_src: bool = False
+    kept_y: tuple[int, ...] = ()  # output axes of the use left in ∂f/∂y (broadcast ones summed)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    shape: tuple[int, ...]  # the param in its root coordinates
+    uses: tuple[_Use, ...]
+
+
+def _roots(program: Program) -> tuple[list[Var], dict[Var, list[tuple[Eqn, int]]]]:
+    consumers = program.consumers()
+    outputs = {v for v in program.outputs if isinstance(v, Var)}
+    roots = []
+    for v in program.inputs:
+        while v not in outputs:
+            users = consumers.get(v, [])
+            if len(users) != 1 or users[0][0].name not in _VIEWS:
+                break
+            eqn = users[0][0]
+            if eqn.name == "reshape" and eqn.params.get("dimensions") is not None:
+                break
+            v = eqn.outputs[0]
+        roots.append(v)
+    return roots, consumers
+
+
+def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> list:
+    """Per param leaf, per use: ``{"g": [per output leaf], "d", "maps", "src"}`` arrays."""
+    _, program = linear_program(fn, params)
+    roots, consumers = _roots(program)
+    eqns: list[Eqn] = []
+    for root in roots:
+        for eqn, _ in consumers.get(root, []):
+            if eqn not in eqns:
+                eqns.append(eqn)
+    ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
+
+    def h(ys, zs):
+        inputs = [zeros(v) for v in program.inputs]
+        return program.evaluate(inputs, dict(zip(eqns, ys)), dict(zip(ident, zs)))
+
+    ys_structs = [[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in e.outputs] for e in eqns]
+    zs_structs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in ident]
+    transpose = jax.linear_transpose(h, ys_structs, zs_structs)
+    out_vars = program.outputs
+    out_shapes = [
+        jnp.shape(program.value(v)) if not isinstance(v, Var) else v.shape for v in out_vars
+    ]
+    out_dtypes = [v.dtype if isinstance(v, Var) else jnp.result_type(v.value) for v in out_vars]
+    cts = []  # per output leaf: (ys cotangents, zs cotangents), each with the output's axes first
+    for j, shape in enumerate(out_shapes):
+        n = size(shape)
+
+        def pull(e, j=j):
+            outs = [jnp.zeros(s, d) for s, d in zip(out_shapes, out_dtypes)]
+            outs[j] = e.reshape(out_shapes[j]).astype(out_dtypes[j])
+            return transpose(outs)
+
+        basis = jnp.eye(n, dtype=out_dtypes[j])
+        ys_ct, zs_ct = jax.vmap(pull)(basis)
+        unflat = lambda a, shape=shape: a.reshape(*shape, *a.shape[1:])
+        cts.append(jax.tree.map(unflat, (ys_ct, zs_ct)))
+
+    leaves, uses_static = [], []
+    for root in roots:
+        per_use, static = [], []
+        for eqn, idx in consumers.get(root, []):
+            args = [
+                None if isinstance(v, Var) and v in program.tangent else program.value(v)
+                for v in eqn.inputs
+            ]
+            s: Structure = _registry.structure(eqn, idx, args)
+            k = eqns.index(eqn)
+            if s.pullback is not None:
+                g = []
+                for (ys_ct, _), shape in zip(cts, out_shapes):
+                    flat = [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ys_ct[k]]
+                    a = jax.vmap(s.pullback)(flat)
+                    g.append(a.reshape(*shape, *root.shape))
+                per_use.append({"g": g})
+                static.append(_Use(pullback=True))
+                continue
+            y = eqn.outputs[0]
+            used = sorted(s.y_axes_used)
+            g = []
+            for (ys_ct, _), shape in zip(cts, out_shapes):
+                c = ys_ct[k][0]
+                broadcast = tuple(len(shape) + a for a in range(y.ndim) if a not in used)
+                g.append(c.sum(broadcast) if broadcast else c)
+            per_use.append(
+                {
+                    "g": g,
+                    "d": s.d,
+                    "maps": [m for _, _, m in s.maps],
+                    "src": s.src,
+                }
+            )
+            static.append(
+                _Use(
+                    pullback=False,
+                    trace=s.trace,
+                    maps=tuple((a, b) for a, b, _ in s.maps),
+                    diag=s.diag,
+                    dense_y=s.dense_y,
+                    dense_w=s.dense_w,
+                    index_w=s.index_w,
+                    has_d=s.d is not None,
+                    has_src=s.src is not None,
+                    kept_y=tuple(used),
+                )
+            )
+        if root in ident:
+            k = ident.index(root)
+            per_use.append({"g": [zs_ct[k] for _, zs_ct in cts]})
+            static.append(_Use(pullback=True))
+        leaves.append(per_use)
+        uses_static.append(_Leaf(root.shape, tuple(static)))
+    if not record:
+        record.append(uses_static)
+    return leaves
+
+
+class _Labels:
+    def __init__(self):
+        self._ids: dict[Any, int] = {}
+
+    def __call__(self, key: Any) -> int:
+        return self._ids.setdefault(key, len(self._ids))
+
+
+def _side_operands(
+    use: _Use, arrays: dict, j: int, key: tuple, batch: list, outs: list, w_ndim: int, lab: _Labels
+) -> list:
+    """Operands ``(array, labels)`` of one side of one use, for output leaf ``j``."""
+    w = lambda b: lab(("w", b))
+    if use.pullback:
+        return [(arrays["g"][j], batch + outs + [w(b) for b in range(w_ndim)])]
+    y_label = {a: w(b) for a, b in use.trace + use.diag}
+    y_label |= {a: lab(("y", *key, a)) for a in use.kept_y if a not in y_label}
+    ops = [(arrays["g"][j], batch + outs + [y_label[a] for a in use.kept_y])]
+    for (a, b), m in zip(use.maps, arrays["maps"]):
+        ops.append((m, [*batch, y_label[a], w(b)]))
+    if use.has_d:
+        d_labels = [y_label[a] for a in use.dense_y] + [w(b) for _, b in use.diag]
+        ops.append((arrays["d"], batch + d_labels + [w(b) for b in use.dense_w]))
+    return ops
+
+
+def _contract(
+    leaf: _Leaf, f1: list, f2: list, j: int, axes: LeafAxes, batch_axis: int | None, lab: _Labels
+) -> jax.Array:
+    """The kernel of one param leaf for output leaf ``j``, in canonical order (unscaled)."""
+    side_labels = []
+    for side in (1, 2):
+        labels = {}
+        for k in range(axes.ndim):
+            if k in axes.trace or k in axes.diagonal:
+                labels[k] = lab(("o", k))
+            else:
+                labels[k] = lab(("o", side, k))
+        side_labels.append(labels)
+    out = [side_labels[0][k] for k in axes.diagonal]
+    out += [side_labels[0][k] for k in axes.free] + [side_labels[1][k] for k in axes.free]
+    per_example = [k for k in range(axes.ndim) if k != batch_axis]
+    total = None
+    for (u, use1), (v, use2) in itertools.product(enumerate(leaf.uses), repeat=2):
+        operands = []
+        srcs = []
+        for side, (x, use, arrays) in enumerate(((u, use1, f1[u]), (v, use2, f2[v])), start=1):
+            labels = side_labels[side - 1]
+            batch = [] if batch_axis is None else [labels[batch_axis]]
+            outs = [labels[k] for k in per_example]
+            operands += _side_operands(use, arrays, j, (side, x), batch, outs, len(leaf.shape), lab)
+            if use.has_src:
+                srcs.append(
+                    (arrays["src"], batch, [lab(("y", side, x, a)) for a in use.dense_y], use)
+                )
+        if len(srcs) == 2 and srcs[0][3].index_w == srcs[1][3].index_w:
+            operands.append(_gram(srcs[0][:3], srcs[1][:3]))
+        else:
+            for src, batch, ylabels, use in srcs:
+                onehot = jax.nn.one_hot(src - 1, size([leaf.shape[b] for b in use.index_w]))
+                onehot = onehot.reshape(src.shape + tuple(leaf.shape[b] for b in use.index_w))
+                operands.append((onehot, batch + ylabels + [lab(("w", b)) for b in use.index_w]))
+        args = []
+        for arr, labels in operands:
+            args += [arr, labels]
+        term = jnp.einsum(*args, out, precision=lax.Precision.HIGHEST)
+        total = term if total is None else total + term
+    return total
+
+
+def _gram(side1: tuple, side2: tuple) -> tuple[jax.Array, list]:
+    """``E[..1, ..2] = [src1 == src2 > 0]``: which output pairs read the same param element."""
+    (s1, b1, y1), (s2, b2, y2) = side1, side2
+    shared = b1 == b2
+    lead = len(b1)
+    if shared:  # one batch axis for both sides (examples paired 1:1)
+        a = s1.reshape(s1.shape + (1,) * len(y2))
+        b = s2.reshape(s2.shape[:lead] + (1,) * len(y1) + s2.shape[lead:])
+        labels = b1 + y1 + y2
+    else:
+        a = s1.reshape(s1.shape + (1,) * (len(b2) + len(y2)))
+        b = s2.reshape((1,) * (len(b1) + len(y1)) + s2.shape)
+        labels = b1 + y1 + b2 + y2
+    return ((a == b) & (a > 0)).astype(jnp.float32), labels
+
+
+def structured_derivatives(problem: Problem, sum_params: bool = True) -> list:
+    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions."""
+    record: list = []
+    if problem.vmap is None:
+
+        def compute(x, kw):
+            return _factors(lambda p: problem.f(p, x, **kw), problem.params, record)
+
+        f1 = compute(problem.x1, problem.kwargs1)
+        f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
+    else:
+
+        def one(params, x, kw):
+            return _factors(lambda p: problem.f_example(p, x, kw), params, record)
+
+        def compute(x, kw):
+            x_axes, kw_axes = problem.vmap_in_axes(x, kw)
+            return jax.vmap(one, in_axes=(None, x_axes, kw_axes))(problem.params, x, kw)
+
+        f1 = compute(problem.x1, problem.kwargs1)
+        f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
+    leaves = record[0]
+    param_def = jax.tree.structure(problem.params)
+    out = []
+    for j, axes in enumerate(problem.axes):
+        batch_axis = None if problem.vmap is None else problem.vmap.out_axes[j]
+        shape = _kernel_canonical_shape(problem, j, axes)
+        kernels = []
+        for leaf, a1, a2 in zip(leaves, f1, f2):
+            lab = _Labels()
+            k = _contract(leaf, a1, a2, j, axes, batch_axis, lab) if leaf.uses else None
+            k = jnp.zeros(shape, problem.dtype) if k is None else k.astype(problem.dtype)
+            kernels.append(to_layout(k, axes))
+        out.append(jax.tree.unflatten(param_def, kernels))
+    return out
+
+
+def _kernel_canonical_shape(problem: Problem, j: int, axes: LeafAxes) -> tuple[int, ...]:
+    s1 = jax.tree.leaves(problem.fx1)[j].shape
+    s2 = jax.tree.leaves(problem.fx2)[j].shape
+    return (
+        tuple(s1[k] for k in axes.diagonal)
+        + tuple(s1[k] for k in axes.free)
+        + tuple(s2[k] for k in axes.free)
+    )

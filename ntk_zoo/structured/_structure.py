@@ -1,0 +1,95 @@
+"""How the Jacobian ``∂y/∂w`` of one primitive application looks, without forming it.
+
+A :class:`Structure` says, for an output ``y`` and a param operand ``w`` of one equation::
+
+    ∂y[y...]/∂w[w...] = Π_(a,b) in trace   δ(y_a, w_b)
+                      · Π_(a,b,M) in maps  M[y_a, w_b]
+                      · Π_(a,b) in diag    δ(y_a, w_b)
+                      · D[y_dense..., y_diag..., w_dense...]
+                      · [src[y_dense...] == 1 + flat index of w over ``index_w``]   (if ``src``)
+
+Output axes listed nowhere are *broadcast*: the Jacobian is constant along them, so ``∂f/∂y`` is
+summed over them before anything else. ``trace`` pairs are identities (the factor ``∂f/∂y`` of
+both sides shares one index); ``maps`` are small per-axis matrices (padding, slicing, windows);
+``diag`` pairs are identities along which ``D`` varies; ``src`` describes gathers (embedding
+lookups): each output element reads at most one param element, and two sides are contracted by
+comparing indices instead of forming one-hot matrices.
+
+A structure whose ``pullback`` is set instead says "no structure worth keeping": that use's
+contribution ``∂f/∂w = ∂f/∂y · ∂y/∂w`` is computed by the primitive's transpose rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass
+class Structure:
+    trace: tuple[tuple[int, int], ...] = ()
+    maps: tuple[tuple[int, int, Any], ...] = ()
+    diag: tuple[tuple[int, int], ...] = ()
+    dense_y: tuple[int, ...] = ()
+    dense_w: tuple[int, ...] = ()
+    d: Any = None  # None means the scalar 1
+    src: Any = None  # int array over ``dense_y``; 0 = reads nothing
+    index_w: tuple[int, ...] = ()
+    pullback: Callable[[Any], Any] | None = None  # cotangent of y -> cotangent of w
+
+    @property
+    def y_axes_used(self) -> set[int]:
+        pairs = [a for a, _ in self.trace] + [a for a, _, _ in self.maps]
+        return set(pairs) | {a for a, _ in self.diag} | set(self.dense_y)
+
+    def onehot_d(self, w_shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
+        """``D`` with the index part materialised as a one-hot block: (array, dense_w axes)."""
+        sizes = [w_shape[b] for b in self.index_w]
+        onehot = jax.nn.one_hot(self.src - 1, int(np.prod(sizes, dtype=np.int64)))
+        onehot = onehot.reshape(self.src.shape + tuple(sizes))
+        if self.d is not None:
+            raise NotImplementedError("a structure with both `src` and `d` is not supported")
+        return onehot, self.index_w
+
+
+def identity(ndim: int, scale: Any = None) -> Structure:
+    """``y = scale · w`` elementwise, same shape."""
+    return Structure(trace=tuple((a, a) for a in range(ndim)), d=scale)
+
+
+def dense_jacobian(s: Structure, y_shape: tuple, w_shape: tuple, dtype: Any = None) -> jax.Array:
+    """The full Jacobian ``y_shape + w_shape`` that ``s`` describes (for tests and small cases)."""
+    ny = len(y_shape)
+    y_lab = [f"y{a}" for a in range(ny)]
+    w_lab = [f"w{b}" for b in range(len(w_shape))]
+    for a, b in s.trace + s.diag:
+        w_lab[b] = y_lab[a]
+    ops: list[tuple[Any, list[str]]] = []
+    for a, b, m in s.maps:
+        ops.append((m, [y_lab[a], w_lab[b]]))
+    if s.src is not None:
+        d, dense_w = s.onehot_d(w_shape)
+        ops.append((d, [y_lab[a] for a in s.dense_y] + [w_lab[b] for b in dense_w]))
+    elif s.d is not None:
+        labels = [y_lab[a] for a in s.dense_y] + [y_lab[a] for a, _ in s.diag]
+        ops.append((jnp.asarray(s.d), labels + [w_lab[b] for b in s.dense_w]))
+    symbols = {}
+    sym = lambda lab: symbols.setdefault(lab, len(symbols))
+    out = y_lab + [f"w{b}" for b in range(len(w_shape))]
+    # Output labels: each w axis paired with a y axis gets its own (diagonal) copy.
+    args = []
+    for arr, labs in ops:
+        args += [arr, [sym(x) for x in labs]]
+    for a, b in s.trace + s.diag:
+        eye = jnp.eye(y_shape[a], dtype=dtype)
+        args += [eye, [sym(y_lab[a]), sym(f"w{b}")]]
+    out_sub = [sym(x) for x in out]
+    for x in out:  # axes no operand mentions (broadcast y axes, unpaired w axes)
+        if not any(symbols[x] in labs for labs in args[1::2]):
+            args += [jnp.ones((dict(zip(out, (*y_shape, *w_shape)))[x],), dtype), [sym(x)]]
+    return jnp.einsum(*args, out_sub)
