@@ -4,6 +4,7 @@
 """
 
 from ntk_zoo import data as data
+from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
 from ntk_zoo._linearize import linearize as linearize
@@ -33,6 +34,7 @@ __all__ = [
     "ntk_fn",
     "ntk_vp_fn",
     "data",
+    "nas",
     "predict",
     "spectrum",
 ]

@@ -17,6 +17,7 @@ from ntk_zoo.data import load_dataset
 from ntk_zoo.engine import forward_flops, ntk_fn
 from ntk_zoo.parallel import batched
 from ntk_zoo.spectrum import plot_spectrum, spectrum
+from ntk_zoo.spectrum._layers import group_name
 
 
 def prepare_workdir(workdir: str, overwrite: bool) -> None:
@@ -43,10 +44,7 @@ def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     for start in range(0, x.shape[0], block):
         per_leaf = diag_fn(x[start : start + block])
         for path, leaf in jax.tree_util.tree_flatten_with_path(per_leaf)[0]:
-            names = [jax.tree_util.keystr((k,)).strip("[]'.") for k in path]
-            names = [n for n in names if n not in ("value",)]
-            module = "/".join(names[:-1]) or names[-1]
-            totals[module] += float(jnp.sum(leaf))
+            totals[group_name(path)] += float(jnp.sum(leaf))  # as layer_shares groups
     whole = sum(totals.values())
     return {k: v / whole for k, v in sorted(totals.items())} if whole else dict(totals)
 

@@ -13,15 +13,20 @@ model, ``max(flops, BALANCE · bytes)``:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import opt_einsum
 
 from ntk_zoo import _compat
 from ntk_zoo.engine._axes import kernel_shape, trace_size
 from ntk_zoo.engine._problem import Problem
+from ntk_zoo.structured import structured_derivatives
 
 # FLOPs per byte moved at which a phase turns from memory- to compute-bound (machine balance).
 # Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
@@ -53,6 +58,53 @@ def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
 class Costs(NamedTuple):
     jacobian_contraction: float
     ntk_vector_products: float
+    structured_derivatives: float
+
+
+def _phase(flops: float, values: float, itemsize: int) -> float:
+    return max(flops, BALANCE * values * itemsize)
+
+
+def _abstract(fn: Any, *trees: Any) -> Any:
+    """``fn(*trees)`` traced with every array leaf abstract (nothing is computed)."""
+    leaves, treedef = jax.tree.flatten(trees)
+    is_array = [isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves]
+
+    def call(*arrays):
+        it = iter(arrays)
+        full = [next(it) if a else x for x, a in zip(leaves, is_array)]
+        return fn(*jax.tree.unflatten(treedef, full))
+
+    return jax.eval_shape(call, *[x for x, a in zip(leaves, is_array) if a])
+
+
+def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
+    """Factor phase (``∂f/∂y`` at every use: ``n·o`` transposed passes) plus every einsum's cost
+    as opt_einsum counts it for the actual shapes (the same path the contraction will take)."""
+    einsums: list[float] = []
+    factors: dict[int, float] = {}
+
+    def counting_einsum(*args):
+        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
+        sym = lambda labels: "".join(opt_einsum.get_symbol(i) for i in labels)
+        eq = ",".join(sym(s) for s in subs) + "->" + sym(out)
+        shapes = [tuple(o.shape) for o in operands]
+        _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
+        values = sum(math.prod(s) for s in shapes) + float(info.largest_intermediate)
+        einsums.append(_phase(float(info.opt_cost), values, itemsize))
+        for o in operands:
+            factors[id(o)] = math.prod(o.shape)
+        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
+        return jnp.zeros([sizes[i] for i in out], operands[0].dtype)
+
+    def run(params, x1, x2, kw1, kw2):
+        problem = dataclasses.replace(p, params=params, x1=x1, x2=x2, kwargs1=kw1, kwargs2=kw2)
+        return structured_derivatives(problem, counting_einsum)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fallbacks warn when the kernel is actually computed
+        _abstract(run, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
+    return _phase(factor_flops, sum(factors.values()), itemsize) + sum(einsums)
 
 
 def estimate(problem: Problem) -> Costs:
@@ -70,7 +122,7 @@ def estimate(problem: Problem) -> Costs:
     o1, o2 = sum(out1) / n1, sum(out2) / n2  # outputs per example
 
     def phase(flops: float, values: float) -> float:
-        return max(flops, BALANCE * values * itemsize)
+        return _phase(flops, values, itemsize)
 
     # Jacobian contraction: jacrev (a forward pass and o VJPs of ~2 passes), then contraction.
     jac_values = sum(out1) * n_params + (0 if p.x2 is None else sum(out2) * n_params)
@@ -91,4 +143,5 @@ def estimate(problem: Problem) -> Costs:
     v_values = sum(out2) * n_params
     vjp = phase((1 + 2 * o2) * fp2, v_values)
     jvp = phase(jvps * 2 * fp1 / n1, v_values)
-    return Costs(jc, vjp + jvp)
+    sd = _structured_cost(p, itemsize, jac_flops)
+    return Costs(jc, vjp + jvp, sd)

@@ -21,13 +21,14 @@ from ntk_zoo.engine._problem import Problem
 PyTree = Any
 
 
-def _jacobian(problem: Problem, x: PyTree, kwargs: dict) -> PyTree:
+def _jacobian(problem: Problem, x: PyTree, kwargs: dict, forward: bool = False) -> PyTree:
     """Output-tree of param-trees of ``∂f(x)/∂params``, batch axes at their output positions."""
+    jacobian = jax.jacfwd if forward else jax.jacrev
     if problem.vmap is None:
-        return jax.jacrev(lambda p: problem.f(p, x, **kwargs))(problem.params)
+        return jacobian(lambda p: problem.f(p, x, **kwargs))(problem.params)
     x_axes, kw_axes = problem.vmap_in_axes(x, kwargs)
     out_axes = jax.tree.unflatten(problem.fx_treedef, problem.vmap.out_axes)
-    jac = jax.jacrev(problem.f_example)
+    jac = jacobian(problem.f_example)
     return jax.vmap(jac, in_axes=(None, x_axes, kw_axes), out_axes=out_axes)(
         problem.params, x, kwargs
     )
@@ -54,10 +55,14 @@ def contract(j1: jax.Array, j2: jax.Array, axes: LeafAxes) -> jax.Array:
     return to_layout(kernel.reshape(diag + free1 + free2), axes)
 
 
-def jacobian_contraction(problem: Problem) -> list[PyTree]:
-    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions."""
-    j1 = _jacobian(problem, problem.x1, problem.kwargs1)
-    j2 = j1 if problem.x2 is None else _jacobian(problem, problem.x2, problem.kwargs2)
+def jacobian_contraction(problem: Problem, forward: bool = False) -> list[PyTree]:
+    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
+
+    ``forward=True`` builds the Jacobians by forward mode (``jax.jacfwd``), which also works
+    for programs that cannot be transposed (``lax.while_loop`` with a dynamic trip count).
+    """
+    j1 = _jacobian(problem, problem.x1, problem.kwargs1, forward)
+    j2 = j1 if problem.x2 is None else _jacobian(problem, problem.x2, problem.kwargs2, forward)
     out = []
     for jac1, jac2, axes in zip(
         problem.fx_treedef.flatten_up_to(j1), problem.fx_treedef.flatten_up_to(j2), problem.axes

@@ -37,7 +37,9 @@ def kendall_tau(a: ArrayLike, b: ArrayLike) -> float:
     concordance = 0.0
     untied_a = untied_b = 0
     for i in range(a.size - 1):  # one row of pairs at a time: memory stays O(n)
-        sa, sb = np.sign(a[i + 1 :] - a[i]), np.sign(b[i + 1 :] - b[i])
+        # Comparisons, not differences: inf - inf is NaN.
+        sa = np.greater(a[i + 1 :], a[i]).astype(np.int8) - np.less(a[i + 1 :], a[i])
+        sb = np.greater(b[i + 1 :], b[i]).astype(np.int8) - np.less(b[i + 1 :], b[i])
         concordance += float(np.sum(sa * sb))
         untied_a += int(np.count_nonzero(sa))
         untied_b += int(np.count_nonzero(sb))

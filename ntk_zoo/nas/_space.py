@@ -51,12 +51,14 @@ def enumerate_space(space: Mapping[str, Any], framework: str = "linen") -> dict[
     ``space[family]`` maps each of the family's keys (``SPACE_KEYS``) to a sequence of choices.
     """
     families = tuple(space["families"])
+    unknown_families = [f for f in families if f not in SPACE_KEYS]
+    if unknown_families or not families:
+        raise ValueError(
+            f"space.families={families} must name some of {sorted(SPACE_KEYS)}; "
+            f"unknown: {unknown_families}."
+        )
     out = {}
     for family in families:
-        if family not in SPACE_KEYS:
-            raise ValueError(
-                f"Unknown family {family!r} in space.families; known: {sorted(SPACE_KEYS)}."
-            )
         options = dict(space[family]) if family in space else {}
         keys = SPACE_KEYS[family]
         unknown = sorted(set(options) - set(keys))

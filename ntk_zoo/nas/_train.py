@@ -63,8 +63,8 @@ def train_classifier(
         logits = pure.apply(params, xb)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
-    @jax.jit
-    def fit(params, xs, ys, batches):
+    @jax.jit  # one program: the training loop, then the test accuracy
+    def fit(params, xs, ys, batches, x_test, y_test):
         def step(carry, idx):
             params, state = carry
             loss, grads = jax.value_and_grad(loss_fn)(params, xs[idx], ys[idx])
@@ -72,12 +72,15 @@ def train_classifier(
             return (optax.apply_updates(params, updates), state), loss
 
         (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), batches)
-        return params, losses[-1]
+        correct = jnp.argmax(pure.apply(params, x_test), axis=-1) == y_test
+        return params, losses[-1], jnp.mean(correct)
 
-    @jax.jit
-    def accuracy(params, x, y):
-        return jnp.mean(jnp.argmax(pure.apply(params, x), axis=-1) == y)
-
-    params, loss = fit(pure.params, jnp.asarray(x_train), jnp.asarray(y_train), batches)
-    acc = accuracy(params, jnp.asarray(x_test), jnp.asarray(y_test))
+    params, loss, acc = fit(
+        pure.params,
+        jnp.asarray(x_train),
+        jnp.asarray(y_train),
+        batches,
+        jnp.asarray(x_test),
+        jnp.asarray(y_test),
+    )
     return TrainResult(float(acc), float(loss), params)

@@ -69,8 +69,8 @@ def layer_shares(
     ``Θ = Σ_l Θ_l`` over param leaves ``l``. A group ``G`` of leaves gets the trace share
     ``Σ_{l∈G} tr Θ_l / tr Θ`` and the ``λ_max`` share ``Σ_{l∈G} v_maxᵀ Θ_l v_max / λ_max``, with
     ``v_max`` the top eigenvector of ``Θ`` (float64): how much of the stiffest direction each
-    module makes. Both sum to 1 over the groups. A ``λ_max`` share depends on the sign of
-    nothing (``v_max`` enters twice) but is ill defined when ``λ_max`` is repeated.
+    module makes. Both sum to 1 over the groups. The ``λ_max`` share does not depend on the sign
+    of ``v_max`` (it enters twice) but is ill defined when ``λ_max`` is repeated.
 
     Args:
       per_leaf_kernels: what ``ntk_fn(f, trace_axes=(-1,) or (), sum_params=False)(x, None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from ntk_zoo.engine._axes import LeafAxes, to_layout
+from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
 from ntk_zoo.engine._problem import Problem
 from ntk_zoo.structured import _registry
-from ntk_zoo.structured._ir import Eqn, Program, Var, linear_program, size, zeros
+from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
 from ntk_zoo.structured._structure import Structure
 
 PyTree = Any
@@ -58,6 +60,19 @@ class _Leaf:
     uses: tuple[_Use, ...]
 
 
+class NotTransposable(Exception):
+    """``f``'s linearisation has a part JAX cannot transpose (e.g. a dynamic ``while_loop``)."""
+
+
+def _transposing(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (ValueError, NotImplementedError, TypeError) as e:
+        if "transpose" in str(e).lower() or "reverse-mode" in str(e).lower():
+            raise NotTransposable(str(e)) from e
+        raise
+
+
 def _roots(program: Program) -> tuple[list[Var], dict[Var, list[tuple[Eqn, int]]]]:
     consumers = program.consumers()
     outputs = {v for v in program.outputs if isinstance(v, Var)}
@@ -88,9 +103,15 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
 
     def h(ys, zs):
         inputs = [zeros(v) for v in program.inputs]
-        return program.evaluate(inputs, dict(zip(eqns, ys)), dict(zip(ident, zs)))
+        inject = {}
+        for e, y in zip(eqns, ys):
+            it = iter(y)
+            inject[e] = [next(it) if is_float(v) else None for v in e.outputs]
+        return program.evaluate(inputs, inject, dict(zip(ident, zs)))
 
-    ys_structs = [[jax.ShapeDtypeStruct(v.shape, v.dtype) for v in e.outputs] for e in eqns]
+    ys_structs = [
+        [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in e.outputs if is_float(v)] for e in eqns
+    ]
     zs_structs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in ident]
     transpose = jax.linear_transpose(h, ys_structs, zs_structs)
     out_vars = program.outputs
@@ -108,7 +129,7 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
             return transpose(outs)
 
         basis = jnp.eye(n, dtype=out_dtypes[j])
-        ys_ct, zs_ct = jax.vmap(pull)(basis)
+        ys_ct, zs_ct = _transposing(jax.vmap(pull), basis)
         unflat = lambda a, shape=shape: a.reshape(*shape, *a.shape[1:])
         cts.append(jax.tree.map(unflat, (ys_ct, zs_ct)))
 
@@ -120,13 +141,13 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
                 None if isinstance(v, Var) and v in program.tangent else program.value(v)
                 for v in eqn.inputs
             ]
-            s: Structure = _registry.structure(eqn, idx, args)
+            s: Structure = _transposing(_registry.structure, eqn, idx, args)
             k = eqns.index(eqn)
             if s.pullback is not None:
                 g = []
                 for (ys_ct, _), shape in zip(cts, out_shapes):
                     flat = [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ys_ct[k]]
-                    a = jax.vmap(s.pullback)(flat)
+                    a = _transposing(jax.vmap(s.pullback), flat)
                     g.append(a.reshape(*shape, *root.shape))
                 per_use.append({"g": g})
                 static.append(_Use(pullback=True))
@@ -198,7 +219,14 @@ def _side_operands(
 
 
 def _contract(
-    leaf: _Leaf, f1: list, f2: list, j: int, axes: LeafAxes, batch_axis: int | None, lab: _Labels
+    leaf: _Leaf,
+    f1: list,
+    f2: list,
+    j: int,
+    axes: LeafAxes,
+    batch_axis: int | None,
+    lab: _Labels,
+    einsum: Callable,
 ) -> jax.Array:
     """The kernel of one param leaf for output leaf ``j``, in canonical order (unscaled)."""
     side_labels = []
@@ -236,7 +264,7 @@ def _contract(
         args = []
         for arr, labels in operands:
             args += [arr, labels]
-        term = jnp.einsum(*args, out, precision=lax.Precision.HIGHEST)
+        term = einsum(*args, out)
         total = term if total is None else total + term
     return total
 
@@ -257,16 +285,42 @@ def _gram(side1: tuple, side2: tuple) -> tuple[jax.Array, list]:
     return ((a == b) & (a > 0)).astype(jnp.float32), labels
 
 
-def structured_derivatives(problem: Problem, sum_params: bool = True) -> list:
-    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions."""
+def _einsum(*args: Any) -> jax.Array:
+    return jnp.einsum(*args, precision=lax.Precision.HIGHEST)
+
+
+_WARNED: set[str] = set()
+
+
+def structured_derivatives(problem: Problem, einsum: Callable = _einsum) -> list:
+    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
+
+    ``einsum(*operands_and_sublists, out_sublist)`` runs each contraction (the cost model passes
+    one that only counts). A program JAX cannot transpose (a ``while_loop`` with a dynamic trip
+    count) falls back, exactly, to forward-mode Jacobian contraction with a one-time warning.
+    """
+    try:
+        return _structured(problem, einsum)
+    except NotTransposable as e:
+        key = str(e).splitlines()[0][:200]
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(
+                "structured_derivatives: this function's linearisation cannot be transposed "
+                f"({key}); computing its kernel exactly by forward-mode Jacobian contraction "
+                "instead.",
+                stacklevel=4,
+            )
+        return jacobian_contraction(problem, forward=True)
+
+
+def _structured(problem: Problem, einsum: Callable) -> list:
     record: list = []
     if problem.vmap is None:
 
         def compute(x, kw):
             return _factors(lambda p: problem.f(p, x, **kw), problem.params, record)
 
-        f1 = compute(problem.x1, problem.kwargs1)
-        f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
     else:
 
         def one(params, x, kw):
@@ -276,8 +330,8 @@ def structured_derivatives(problem: Problem, sum_params: bool = True) -> list:
             x_axes, kw_axes = problem.vmap_in_axes(x, kw)
             return jax.vmap(one, in_axes=(None, x_axes, kw_axes))(problem.params, x, kw)
 
-        f1 = compute(problem.x1, problem.kwargs1)
-        f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
+    f1 = compute(problem.x1, problem.kwargs1)
+    f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
     leaves = record[0]
     param_def = jax.tree.structure(problem.params)
     out = []
@@ -286,8 +340,9 @@ def structured_derivatives(problem: Problem, sum_params: bool = True) -> list:
         shape = _kernel_canonical_shape(problem, j, axes)
         kernels = []
         for leaf, a1, a2 in zip(leaves, f1, f2):
-            lab = _Labels()
-            k = _contract(leaf, a1, a2, j, axes, batch_axis, lab) if leaf.uses else None
+            k = None
+            if leaf.uses:
+                k = _contract(leaf, a1, a2, j, axes, batch_axis, _Labels(), einsum)
             k = jnp.zeros(shape, problem.dtype) if k is None else k.astype(problem.dtype)
             kernels.append(to_layout(k, axes))
         out.append(jax.tree.unflatten(param_def, kernels))

@@ -127,7 +127,7 @@ class Program:
                 continue
             outs = eqn.bind(*(read(v) for v in eqn.inputs))
             if inject is not None and eqn in inject:
-                outs = [o + d for o, d in zip(outs, inject[eqn])]
+                outs = [o if d is None else o + d for o, d in zip(outs, inject[eqn])]
             env.update(zip(eqn.outputs, outs))
         results = []
         for v in self.outputs:
@@ -188,6 +188,10 @@ def linear_program(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[PyTr
             args = [v.value if isinstance(v, Const) else consts[v] for v in eqn.inputs]
             consts.update(zip(eqn.outputs, eqn.bind(*args)))
     return out, Program(inputs, live, outputs, tangent, consts)
+
+
+def is_float(v: Var) -> bool:
+    return jax.numpy.issubdtype(v.dtype, jax.numpy.inexact)
 
 
 def zeros(v: Var) -> Any:

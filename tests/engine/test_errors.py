@@ -109,11 +109,6 @@ def test_unknown_method_lists_valid_ones():
         ntk_zoo.ntk_fn(MLP.f, method="fastest")
 
 
-def test_structured_derivatives_not_yet_available():
-    with pytest.raises(NotImplementedError, match="structured_derivatives"):
-        _call(method="structured_derivatives")
-
-
 def test_non_callable_f():
     with pytest.raises(TypeError, match="callable"):
         ntk_zoo.ntk_fn("mlp")

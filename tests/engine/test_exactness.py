@@ -11,7 +11,7 @@ import ntk_zoo
 from tests.cases import CASE_IDS, CASES
 from tests.oracle import oracle_ntk, oracle_vp, rel_error
 
-METHODS = ["jacobian_contraction", "ntk_vector_products", "auto"]
+METHODS = ["jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto"]
 EXACT = 1e-10  # float64 against float64: only rounding separates the methods
 
 
@@ -94,7 +94,9 @@ AXES = [
 
 
 @pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
-@pytest.mark.parametrize("method", ["jacobian_contraction", "ntk_vector_products"])
+@pytest.mark.parametrize(
+    "method", ["jacobian_contraction", "ntk_vector_products", "structured_derivatives"]
+)
 @pytest.mark.parametrize("trace_axes,diagonal_axes", AXES, ids=[f"t{t}-d{d}" for t, d in AXES])
 def test_trace_and_diagonal_axes_on_4d_outputs(trace_axes, diagonal_axes, method, vmap):
     case = _conv4d()
