@@ -173,7 +173,12 @@ def _flatten(jaxpr: Any, consts: Sequence[Any], args: Sequence[Operand], eqns: l
 def linear_program(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[PyTree, Program]:
     """``fn(params)`` and its linearisation in ``params`` as a flat :class:`Program`."""
     out, lin = jax.linearize(fn, params)
-    closed = jax.make_jaxpr(lin)(params)
+    return out, program_of(lin, params)
+
+
+def program_of(fn: Callable[[PyTree], PyTree], params: PyTree) -> Program:
+    """The flat :class:`Program` of a function ``fn`` that is linear in ``params``."""
+    closed = jax.make_jaxpr(fn)(params)
     inputs = [Var(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
     eqns: list[Eqn] = []
     outputs = _flatten(closed.jaxpr, closed.consts, inputs, eqns)
@@ -187,7 +192,7 @@ def linear_program(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[PyTr
         else:  # residual arithmetic (e.g. recomputation inside remat): evaluate it once
             args = [v.value if isinstance(v, Const) else consts[v] for v in eqn.inputs]
             consts.update(zip(eqn.outputs, eqn.bind(*args)))
-    return out, Program(inputs, live, outputs, tangent, consts)
+    return Program(inputs, live, outputs, tangent, consts)
 
 
 def is_float(v: Var) -> bool:
