@@ -61,7 +61,7 @@ def demo(args: argparse.Namespace) -> int:
         f"  device {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
     )
 
-    methods = [ntk_zoo.Method.JACOBIAN_CONTRACTION, ntk_zoo.Method.NTK_VECTOR_PRODUCTS]
+    methods = [m for m in ntk_zoo.Method if m is not ntk_zoo.Method.AUTO]
     for trace_axes, label in (((-1,), "mean over logits"), ((), "full logit blocks")):
         print(f"\nkernel with trace_axes={trace_axes} ({label}), vmap_axes=0")
         print(f"  {'method':<34} {'first call s':>12} {'steady ms':>10} {'rel. diff':>10}")

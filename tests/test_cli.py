@@ -12,6 +12,7 @@ def test_demo_prints_agreeing_methods(capsys):
     assert [r[0].split(" ")[0] for r in rows] == [
         "jacobian_contraction",
         "ntk_vector_products",
+        "structured_derivatives",
         "auto",
     ] * 2
     assert all(float(r[3]) < 1e-5 for r in rows)  # float32 methods agree

@@ -24,16 +24,39 @@ class Method(enum.StrEnum):
       ``vmap_axes`` meets diagonal batch axes (only ``n`` pairs).
 
     ``STRUCTURED_DERIVATIVES`` (``"structured_derivatives"``)
-      The paper's main algorithm (Novak et al., 2022): contracts the structured primitive
-      Jacobians without forming them. Not available yet; asking for it raises
-      ``NotImplementedError``.
+      The paper's main algorithm (Novak et al., 2022). ``f`` is linearised in its params
+      (``jax.linearize``); for every use of a param by a primitive, one transposed pass per
+      output records ``∂f/∂y`` at that primitive's output, and a rule per primitive describes
+      ``∂y/∂w`` by its structure (identity, diagonal and tiled axes, a small dense block: the
+      inputs of a dense layer, the patches of a convolution, the token ids of an embedding)
+      instead of forming it. Each pair of uses is then one einsum whose contraction order is
+      chosen by cost for the actual shapes. Time ``n·o·[FP]`` plus the sum of those einsums
+      (for a dense layer ``n1·n2·(w_in + o²·w_out)`` instead of ``n1·n2·o²·w_in·w_out``),
+      memory ``n·o·Y`` (``Y``: the outputs of the primitives that use params) plus the kernel.
+      Wins almost always, by orders of magnitude on fully connected networks. Primitives without
+      a rule (``cumsum``, ``scan``, ``cond``, ...) contribute through their transpose rule with a
+      one-time warning, exactly; a program JAX cannot transpose (a ``while_loop`` with a dynamic
+      trip count) is computed by forward-mode Jacobian contraction with a warning.
 
     ``AUTO`` (``"auto"``, the default)
-      Picks the method with the lowest estimate from a roofline cost model of ours: each phase
-      (Jacobians, contraction, VJPs, JVPs) costs ``max(flops, 48·bytes)``, with the FLOPs of
-      ``f`` counted on its traced program, Jacobian sizes from shapes, and the pairing of
-      examples implied by ``vmap_axes`` and the diagonal/traced axes. XLA's own
-      ``cost_analysis()`` is not used: it is wrong on CPU and GPU.
+      Picks the method with the lowest estimate of a roofline cost model of ours. Each phase
+      costs ``max(flops, 48·bytes)`` (48 FLOPs per byte: the machine balance measured on CPU):
+
+      * Jacobian contraction: ``n·o`` VJPs writing ``n·o·p`` values, then
+        ``2·n1·n2·o²·p`` FLOPs reading both Jacobians;
+      * NTK-vector products: ``n2·o`` VJPs writing ``n2·o·p`` values, then one JVP (about two
+        forward passes) per kernel column and pair of examples (``n`` pairs when the batch axis
+        is traced or diagonal);
+      * structured derivatives: ``n·o`` transposed passes writing the factors, then every einsum
+        at the FLOPs and bytes that opt_einsum's path for the actual shapes gives (the same path
+        the computation takes), the structure found by tracing ``f`` (nothing is computed).
+
+      FLOPs of ``f`` are counted on its traced program (``dot_general`` and convolutions
+      exactly, one per element elsewhere). XLA's ``cost_analysis()`` is not used: it is wrong
+      on CPU and GPU. Decision guide: fully connected and attention models, any ``o`` →
+      structured derivatives; small convolutional models with ``trace_axes=(-1,)`` may go to
+      Jacobian contraction; a cheap forward pass with many outputs and traced or diagonal batch
+      axes may go to NTK-vector products. ``KernelFn.choose()`` shows the estimates.
     """
 
     JACOBIAN_CONTRACTION = "jacobian_contraction"

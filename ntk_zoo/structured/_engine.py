@@ -58,6 +58,7 @@ class _Use:
 class _Leaf:
     shape: tuple[int, ...]  # the param in its root coordinates
     uses: tuple[_Use, ...]
+    scaled: bool = False  # the root is a scalar multiple of the param (factors carry "scale")
 
 
 class NotTransposable(Exception):
@@ -73,27 +74,53 @@ def _transposing(fn: Callable, *args: Any) -> Any:
         raise
 
 
-def _roots(program: Program) -> tuple[list[Var], dict[Var, list[tuple[Eqn, int]]]]:
+def _scalar_factor(program: Program, eqn: Eqn, idx: int) -> Any | None:
+    """``c`` when ``eqn`` computes ``c · w`` (``w`` its operand ``idx``) for a scalar ``c``."""
+    if eqn.name in ("mul", "div") and len(eqn.inputs) == 2:
+        other = eqn.inputs[1 - idx]
+        if other.ndim == 0 and not (isinstance(other, Var) and other in program.tangent):
+            if eqn.name == "mul":
+                return program.value(other)
+            if idx == 0:
+                return 1 / program.value(other)
+    return None
+
+
+def _roots(program: Program) -> tuple[list[tuple[Var, Any]], dict]:
+    """Per param, the variable its uses are expressed in, and the scalar relating the two.
+
+    A param reaching its uses only through bijections of its elements (reshape, transpose,
+    sign, dtype) and scalings (``w / sqrt(fan_in)`` of the NTK parameterisation) is re-expressed
+    in the coordinates of the last one: ``J_w = c · J_root`` up to a permutation, so
+    ``Θ_w = c1 · c2 · J_root(x1) J_root(x2)ᵀ``.
+    """
     consumers = program.consumers()
     outputs = {v for v in program.outputs if isinstance(v, Var)}
     roots = []
     for v in program.inputs:
+        scale = None
         while v not in outputs:
             users = consumers.get(v, [])
-            if len(users) != 1 or users[0][0].name not in _VIEWS:
+            if len(users) != 1:
                 break
-            eqn = users[0][0]
-            if eqn.name == "reshape" and eqn.params.get("dimensions") is not None:
+            eqn, idx = users[0]
+            c = _scalar_factor(program, eqn, idx)
+            if c is not None:
+                scale = c if scale is None else scale * c
+            elif eqn.name not in _VIEWS:
+                break
+            elif eqn.name == "reshape" and eqn.params.get("dimensions") is not None:
                 break
             v = eqn.outputs[0]
-        roots.append(v)
+        roots.append((v, scale))
     return roots, consumers
 
 
 def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> list:
     """Per param leaf, per use: ``{"g": [per output leaf], "d", "maps", "src"}`` arrays."""
     _, program = linear_program(fn, params)
-    roots, consumers = _roots(program)
+    scaled_roots, consumers = _roots(program)
+    roots = [r for r, _ in scaled_roots]
     eqns: list[Eqn] = []
     for root in roots:
         for eqn, _ in consumers.get(root, []):
@@ -185,8 +212,10 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
             k = ident.index(root)
             per_use.append({"g": [zs_ct[k] for _, zs_ct in cts]})
             static.append(_Use(pullback=True))
-        leaves.append(per_use)
-        uses_static.append(_Leaf(root.shape, tuple(static)))
+        scale = scaled_roots[len(leaves)][1]
+        scale = None if scale is None else jnp.asarray(scale, root.dtype)
+        leaves.append({"uses": per_use, "scale": scale})
+        uses_static.append(_Leaf(root.shape, tuple(static), scale is not None))
     if not record:
         record.append(uses_static)
     return leaves
@@ -242,8 +271,15 @@ def _contract(
     out += [side_labels[0][k] for k in axes.free] + [side_labels[1][k] for k in axes.free]
     per_example = [k for k in range(axes.ndim) if k != batch_axis]
     total = None
+    scales = []
+    if leaf.scaled:
+        for side, f in ((1, f1), (2, f2)):
+            labels = side_labels[side - 1]
+            batch = [] if batch_axis is None else [labels[batch_axis]]
+            scales.append((f["scale"], batch))
+    f1, f2 = f1["uses"], f2["uses"]
     for (u, use1), (v, use2) in itertools.product(enumerate(leaf.uses), repeat=2):
-        operands = []
+        operands = list(scales)
         srcs = []
         for side, (x, use, arrays) in enumerate(((u, use1, f1[u]), (v, use2, f2[v])), start=1):
             labels = side_labels[side - 1]

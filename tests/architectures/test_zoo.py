@@ -68,7 +68,9 @@ def test_vit_class_token_and_intermediates():
 
 # The engine's axes, vmap and x2=None paths are swept on tests/cases.py; here each zoo model is
 # checked per method with per-example Jacobians and distinct x1, x2.
-@pytest.mark.parametrize("method", ["jacobian_contraction", "ntk_vector_products", "auto"])
+@pytest.mark.parametrize(
+    "method", ["jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto"]
+)
 @pytest.mark.parametrize("case_id", ZOO_IDS)
 def test_zoo_ntk_matches_oracle(case_id, method):
     case = zoo_case(case_id)
