@@ -79,7 +79,7 @@ def _abstract(fn: Any, *trees: Any) -> Any:
 
 
 def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
-    """Factor phase (``∂f/∂y`` at every use: ``n·o`` transposed passes) plus every einsum's cost
+    """Factor phase (``∂f/∂y`` at every use) plus every einsum's cost
     as opt_einsum counts it for the actual shapes (the same path the contraction will take)."""
     einsums: list[float] = []
     factors: dict[int, float] = {}
@@ -143,5 +143,9 @@ def estimate(problem: Problem) -> Costs:
     v_values = sum(out2) * n_params
     vjp = phase((1 + 2 * o2) * fp2, v_values)
     jvp = phase(jvps * 2 * fp1 / n1, v_values)
-    sd = _structured_cost(p, itemsize, jac_flops)
+    # Structured derivatives: a forward pass, then o transposed passes that carry cotangents of
+    # activations only (about one pass each: the weight-gradient half of a backward pass is what
+    # the einsums replace, and they are counted on their own).
+    factor_flops = (1 + o1) * fp1 + (0 if p.x2 is None else (1 + o2) * fp2)
+    sd = _structured_cost(p, itemsize, factor_flops)
     return Costs(jc, vjp + jvp, sd)

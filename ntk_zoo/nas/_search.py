@@ -51,7 +51,20 @@ def _check(config: Any) -> None:
 
 
 def correlations(candidates: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per proxy: Kendall τ and Spearman ρ of its score with accuracy, and its top pick."""
+    """Per proxy: Kendall τ and Spearman ρ of its score with accuracy, and its top pick.
+
+    ``candidates`` are ``nas.json`` entries (``name``, ``scores``, ``accuracy``).
+
+    Example:
+      >>> names = ["a", "b", "c"]
+      >>> scores = [{"condition_number": -k, "trace": 1.0, "lambda_max": 1.0, "n_params": p,
+      ...            "flops": p} for k, p in [(1, 3), (2, 2), (3, 1)]]
+      >>> cands = [{"name": n, "scores": s, "accuracy": a}
+      ...          for n, s, a in zip(names, scores, [0.9, 0.5, 0.7])]
+      >>> c = correlations(cands)
+      >>> round(c["condition_number"]["kendall_tau"], 3), c["condition_number"]["top_pick"]
+      (0.333, 'a')
+    """
     acc = [c["accuracy"] for c in candidates]
     out = {}
     for name, proxy in PROXIES.items():
@@ -128,7 +141,18 @@ def run_search(config: Any, workdir: str, *, progress: bool = True) -> dict[str,
     ``space`` (``num_candidates``, ``families`` and per-family choices, see
     :func:`sample_space`), ``proxies`` (``kernel``, ``method``, ``dtype``), ``train``
     (``optimizer``, ``learning_rate``, ``steps``, ``batch_size``) and ``output.plot``; see
-    ``configs/nas.py``. Returns what ``nas.json`` holds.
+    ``configs/nas.py``. Returns what ``nas.json`` holds. Non-finite numbers (``κ = inf`` and its
+    score ``-inf``; ``τ = nan`` when all accuracies tie) are written as JSON's ``Infinity`` /
+    ``NaN`` extension, which Python's ``json`` reads back.
+
+    Example (about a minute on a laptop CPU)::
+
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("nas_config", "configs/nas.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        report = run_search(module.get_config("runlocal"), "runs/nas-tiny")
+        print(ranking_table(report))
     """
     from tqdm.auto import tqdm
 
@@ -178,7 +202,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 
 
 def ranking_table(report: dict[str, Any]) -> str:
-    """Markdown: each proxy's rank correlation with accuracy, then the candidates by accuracy."""
+    """Markdown: each proxy's rank correlation with accuracy, then the candidates by accuracy.
+
+    ``report`` is what :func:`run_search` returns (``candidates``, ``correlations``).
+    """
     candidates = report["candidates"]
     lines = []
     if report["correlations"]:

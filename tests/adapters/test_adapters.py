@@ -12,7 +12,7 @@ import ntk_zoo
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
-METHODS = ["jacobian_contraction", "ntk_vector_products", "auto"]
+METHODS = ["jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto"]
 rng = np.random.default_rng(0)
 W = {
     "w0": rng.standard_normal((4, 6)),

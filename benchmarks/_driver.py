@@ -1,0 +1,267 @@
+"""Drives benchmarks/_worker.py processes: start, time, save kernels, watch memory, stop.
+
+Shared by structured.py and vs_neural_tangents.py. Each worker runs one (model, O, trace_axes,
+method) case in a fresh process, so its ``ru_maxrss`` is that case's peak memory. A watchdog
+thread polls the resident memory of all live workers and kills the largest when their sum
+passes the limit (so a case that would exhaust the shared machine is reported, not run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORKER = os.path.join(HERE, "_worker.py")
+OURS_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+NT_PYTHON = os.path.join(HERE, ".nt-venv", "bin", "python")
+
+SHORT = {
+    "jacobian_contraction": "JC",
+    "ntk_vector_products": "VP",
+    "structured_derivatives": "SD",
+    "auto": "auto",
+}
+
+
+def trace_arg(trace_axes: tuple) -> str:
+    return ",".join(map(str, trace_axes)) if trace_axes else "none"
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class _Watchdog:
+    def __init__(self) -> None:
+        self.workers: list[Worker] = []
+        self.limit = None
+        self.lock = threading.Lock()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.05)
+            with self.lock:
+                live = [w for w in self.workers if w.proc.poll() is None]
+                self.workers = live
+                if not live or self.limit is None:
+                    continue
+                rss = {w: _rss_bytes(w.proc.pid) for w in live}
+                if sum(rss.values()) > self.limit:
+                    worst = max(rss, key=rss.get)
+                    worst.killed = (
+                        f"killed at {rss[worst] / 2**30:.1f} GiB resident: workers passed the "
+                        f"{self.limit / 2**30:.0f} GiB limit (--mem-limit-gib)"
+                    )
+                    worst.proc.kill()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class Worker:
+    """One case in a child process; methods return the worker's JSON replies as dicts."""
+
+    def __init__(self, python: str, backend: str, model: str, o: int, n: int, trace_axes, method):
+        self.killed = None
+        self.failed = None
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        cmd = [python, WORKER, "--backend", backend, "--model", model, "--o", str(o)]
+        cmd += ["--n", str(n), f"--trace={trace_arg(trace_axes)}", "--method", method]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        with _WATCHDOG.lock:
+            _WATCHDOG.workers.append(self)
+
+    def _recv(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        self.proc.wait()
+        if self.killed:
+            return {"status": "error", "error": self.killed}
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-800:]
+        return {"status": "error", "error": f"worker exited ({self.proc.returncode}): {tail}"}
+
+    def ready(self) -> dict:
+        return self._recv()
+
+    def send(self, cmd: str) -> dict:
+        if self.proc.poll() is not None:
+            return {"status": "error", "error": self.killed or "worker is not running"}
+        try:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        return self._recv()
+
+    def quit(self) -> dict:
+        r = self.send("quit")
+        self.close()
+        return r
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def set_mem_limit(gib: float) -> None:
+    _WATCHDOG.limit = int(gib * 2**30)
+
+
+def static_estimate(method: str, n: int, o: int, n_params: int) -> int:
+    """Bytes a method needs at least when XLA will not tell (jax 0.4.23 reports zeros on CPU).
+
+    Jacobian contraction holds the ``n·o·p`` per-example Jacobian, and NTK-vector products the
+    ``n·o·p`` batch of VJP results it feeds to the JVPs; structured derivatives never form it.
+    """
+    if method in ("jacobian_contraction", "ntk_vector_products"):
+        return 4 * n * o * n_params
+    return 0
+
+
+def too_big(ready: dict, method: str, n: int, o: int, limit_gib: float) -> str | None:
+    """Why the case should be skipped (it would not fit), or None."""
+    planned = ready.get("planned_bytes") or 0
+    source = "XLA plans"
+    if planned == 0:
+        planned = static_estimate(ready.get("chosen", method), n, o, ready["n_params"])
+        source = "needs ≥ 4·N·O·P bytes ="
+    if planned > limit_gib * 2**30:
+        return f"skipped: {source} {planned / 2**30:.1f} GiB > {limit_gib:.0f} GiB limit"
+    return None
+
+
+def timed_rounds(workers: dict, repeats: int, slow_s: float = 5.0) -> dict:
+    """Alternating steady calls (one per live worker per round); returns lists of seconds.
+
+    Each round calls every worker once, in order, so machine noise hits all alike. ``repeats``
+    drops to 3 when a first call took more than ``slow_s`` seconds.
+    """
+    times: dict = {k: [] for k in workers}
+    for i in range(repeats):
+        for key, w in workers.items():
+            if w.failed:
+                continue
+            r = w.send("run")
+            if r["status"] != "ok":
+                w.failed = r["error"]
+                continue
+            times[key].append(r["t"])
+        if repeats > 3 and i >= 2 and any(t and t[0] > slow_s for t in times.values()):
+            break
+    return times
+
+
+def run_group(
+    specs: dict,
+    model: str,
+    o: int,
+    n: int,
+    trace_axes,
+    repeats: int,
+    limit_gib: float,
+    kernel_dir: str,
+) -> dict:
+    """Runs several workers on one case, timing them alternately.
+
+    ``specs`` maps a key to ``(python, backend, method)``. Workers start (and compile) one after
+    another, then are timed in alternating rounds, save their kernels under ``kernel_dir`` and
+    quit. Returns, per key, a dict with ``status`` (ok / n/a / skipped / error), ``note``,
+    ``compile_s`` (ahead-of-time compile + first call - steady), ``steady_s`` (median),
+    ``times``, ``peak_rss_mib``, ``base_rss_mib`` (after imports and inputs, before compiling),
+    ``chosen`` (auto) and ``kernel`` (path of the saved .npy).
+    """
+    out: dict = {}
+    workers: dict = {}
+    for key, (python, backend, method) in specs.items():
+        res = out[key] = {"status": "error", "note": "", "method": method, "backend": backend}
+        w = Worker(python, backend, model, o, n, trace_axes, method)
+        r = w.ready()
+        for k in ("checksum", "jax", "numpy", "library", "chosen", "description", "n_params"):
+            if k in r:
+                res[k] = r[k]
+        if r["status"] == "unavailable":
+            res.update(status="n/a", note="n/a (not available)")
+            w.close()
+            continue
+        if r["status"] != "ready":
+            res["note"] = r["error"].strip().splitlines()[-1][:300] if r["error"] else "error"
+            w.close()
+            continue
+        res["base_rss_mib"] = r["rss_base_mib"]
+        reason = too_big(r, method, n, o, limit_gib)
+        if reason:
+            res.update(status="skipped", note=reason)
+            w.close()
+            continue
+        first = w.send("first")
+        if first["status"] != "ok":
+            res["note"] = first["error"].strip().splitlines()[-1][:300]
+            w.close()
+            continue
+        res["first_s"] = r["aot_compile_s"] + first["t"]
+        workers[key] = w
+    times = timed_rounds(workers, repeats)
+    for key, w in workers.items():
+        res = out[key]
+        res["times"] = times[key]
+        if w.failed:
+            res["note"] = w.failed.strip().splitlines()[-1][:300]
+            w.close()
+            continue
+        res["steady_s"] = median(times[key])
+        res["compile_s"] = max(res["first_s"] - res["steady_s"], 0.0)
+        path = os.path.join(kernel_dir, f"{key}.npy".replace("/", "_").replace(" ", "_"))
+        if w.send(f"save {path}")["status"] == "ok":
+            res["kernel"] = path
+        q = w.quit()
+        res["peak_rss_mib"] = q.get("peak_rss_mib")
+        res["status"] = "ok"
+    return out
+
+
+def rel_err(a_path: str, b_path: str) -> float:
+    """max |a - b| / max |b| of two saved kernels (float64 arithmetic)."""
+    import numpy as np
+
+    a = np.load(a_path).astype(np.float64)
+    b = np.load(b_path).astype(np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def median(values) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def python_info() -> str:
+    return f"python {sys.version.split()[0]}"
