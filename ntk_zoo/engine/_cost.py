@@ -21,16 +21,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import opt_einsum
 
 from ntk_zoo import _compat
+from ntk_zoo import _roofline as roofline
 from ntk_zoo.engine._axes import kernel_shape, trace_size
 from ntk_zoo.engine._problem import Problem
 from ntk_zoo.structured import structured_derivatives
-
-# FLOPs per byte moved at which a phase turns from memory- to compute-bound (machine balance).
-# Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
-BALANCE = 48.0
+from ntk_zoo.structured._plan import plan, steps
 
 
 def _eqn_flops(eqn: Any) -> float:
@@ -62,7 +59,7 @@ class Costs(NamedTuple):
 
 
 def _phase(flops: float, values: float, itemsize: int) -> float:
-    return max(flops, BALANCE * values * itemsize)
+    return roofline.cost(flops, values * itemsize)
 
 
 def _abstract(fn: Any, *trees: Any) -> Any:
@@ -79,22 +76,33 @@ def _abstract(fn: Any, *trees: Any) -> Any:
 
 
 def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
-    """Factor phase (``∂f/∂y`` at every use) plus every einsum's cost
-    as opt_einsum counts it for the actual shapes (the same path the contraction will take)."""
-    einsums: list[float] = []
+    """Two phases, like Jacobian contraction's: the factors (``∂f/∂y`` at every use, and every
+    einsum step that involves one side only, e.g. a convolution's patches times ``∂f/∂y``), then
+    the steps that combine the two sides, each at its roofline cost on the path the contraction
+    takes (``structured._plan``). With ``x2=None`` the second side's own steps are the first's."""
+    cross: list[float] = []
+    one_sided = [0.0, 0.0]  # FLOPs, values
     factors: dict[int, float] = {}
 
-    def counting_einsum(*args):
+    def counting_einsum(*args, sides):
         operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
-        sym = lambda labels: "".join(opt_einsum.get_symbol(i) for i in labels)
-        eq = ",".join(sym(s) for s in subs) + "->" + sym(out)
-        shapes = [tuple(o.shape) for o in operands]
-        _, info = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="auto")
-        values = sum(math.prod(s) for s in shapes) + float(info.largest_intermediate)
-        einsums.append(_phase(float(info.opt_cost), values, itemsize))
+        shapes = tuple(tuple(o.shape) for o in operands)
+        subs = tuple(tuple(s) for s in subs)
+        path, _ = plan(subs, shapes, tuple(out), itemsize)
+        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
+        owners = [{s} if s else {1, 2} for s in sides]
+        for i, j, flops, moved in steps(path, subs, tuple(out), sizes):
+            merged = owners[i] | owners[j]
+            owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
+            if merged == {2} and p.x2 is None:
+                continue  # the same as side 1's step
+            if len(merged) == 1:
+                one_sided[0] += flops
+                one_sided[1] += moved
+            else:
+                cross.append(_phase(flops, moved, itemsize))
         for o in operands:
             factors[id(o)] = math.prod(o.shape)
-        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
         return jnp.zeros([sizes[i] for i in out], operands[0].dtype)
 
     def run(params, x1, x2, kw1, kw2):
@@ -104,7 +112,8 @@ def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallbacks warn when the kernel is actually computed
         _abstract(run, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    return _phase(factor_flops, sum(factors.values()), itemsize) + sum(einsums)
+    values = sum(factors.values()) + one_sided[1]
+    return _phase(factor_flops + one_sided[0], values, itemsize) + sum(cross)
 
 
 def estimate(problem: Problem) -> Costs:

@@ -26,6 +26,7 @@ from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
 from ntk_zoo.engine._problem import Problem
 from ntk_zoo.structured import _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
+from ntk_zoo.structured._plan import plan
 from ntk_zoo.structured._structure import Structure
 
 PyTree = Any
@@ -280,27 +281,31 @@ def _contract(
     f1, f2 = f1["uses"], f2["uses"]
     for (u, use1), (v, use2) in itertools.product(enumerate(leaf.uses), repeat=2):
         operands = list(scales)
+        sides = [1, 2][: len(scales)]
         srcs = []
         for side, (x, use, arrays) in enumerate(((u, use1, f1[u]), (v, use2, f2[v])), start=1):
             labels = side_labels[side - 1]
             batch = [] if batch_axis is None else [labels[batch_axis]]
             outs = [labels[k] for k in per_example]
-            operands += _side_operands(use, arrays, j, (side, x), batch, outs, len(leaf.shape), lab)
+            ops = _side_operands(use, arrays, j, (side, x), batch, outs, len(leaf.shape), lab)
+            operands += ops
+            sides += [side] * len(ops)
             if use.has_src:
-                srcs.append(
-                    (arrays["src"], batch, [lab(("y", side, x, a)) for a in use.dense_y], use)
-                )
+                ylabels = [lab(("y", side, x, a)) for a in use.dense_y]
+                srcs.append((arrays["src"], batch, ylabels, use, side))
         if len(srcs) == 2 and srcs[0][3].index_w == srcs[1][3].index_w:
             operands.append(_gram(srcs[0][:3], srcs[1][:3]))
+            sides.append(0)  # both sides
         else:
-            for src, batch, ylabels, use in srcs:
+            for src, batch, ylabels, use, side in srcs:
+                sides.append(side)
                 onehot = jax.nn.one_hot(src - 1, size([leaf.shape[b] for b in use.index_w]))
                 onehot = onehot.reshape(src.shape + tuple(leaf.shape[b] for b in use.index_w))
                 operands.append((onehot, batch + ylabels + [lab(("w", b)) for b in use.index_w]))
         args = []
         for arr, labels in operands:
             args += [arr, labels]
-        term = einsum(*args, out)
+        term = einsum(*args, out, sides=tuple(sides))
         total = term if total is None else total + term
     return total
 
@@ -321,8 +326,16 @@ def _gram(side1: tuple, side2: tuple) -> tuple[jax.Array, list]:
     return ((a == b) & (a > 0)).astype(jnp.float32), labels
 
 
-def _einsum(*args: Any) -> jax.Array:
-    return jnp.einsum(*args, precision=lax.Precision.HIGHEST)
+def _einsum(*args: Any, sides: tuple[int, ...] = ()) -> jax.Array:
+    """``jnp.einsum`` along the path of least roofline cost (``_plan``)."""
+    operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
+    path, _ = plan(
+        tuple(tuple(s) for s in subs),
+        tuple(tuple(o.shape) for o in operands),
+        tuple(out),
+        jnp.dtype(operands[0].dtype).itemsize,
+    )
+    return jnp.einsum(*args, optimize=path, precision=lax.Precision.HIGHEST)
 
 
 _WARNED: set[str] = set()

@@ -1,0 +1,17 @@
+"""The roofline cost shared by ``auto`` and the structured contraction planner.
+
+A step that does ``flops`` floating-point operations and moves ``bytes`` costs
+``max(flops, BALANCE · bytes)``: large intermediates are paid for even when they are cheap in
+FLOPs (on a CPU, an elementwise pass over a big array is as slow as a matmul many times its
+FLOPs).
+"""
+
+from __future__ import annotations
+
+# FLOPs per byte moved at which a step turns from memory- to compute-bound (machine balance).
+# Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
+BALANCE = 48.0
+
+
+def cost(flops: float, nbytes: float) -> float:
+    return max(flops, BALANCE * nbytes)

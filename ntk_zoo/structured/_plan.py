@@ -1,0 +1,76 @@
+"""The order of each einsum's pairwise contractions, chosen by roofline cost for the shapes.
+
+opt_einsum orders contractions by FLOPs alone; here a step also pays for the bytes it reads and
+writes, which steers away from paths through huge intermediates (e.g. a Gram matrix of all
+token pairs of all example pairs) towards paths that are a few large matrix products.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+
+import opt_einsum
+
+from ntk_zoo._roofline import cost
+
+Labels = tuple[int, ...]
+_EXHAUSTIVE = 6  # operands up to which every pairwise order is tried
+
+
+def _step(a: Labels, b: Labels, keep: set[int], sizes: dict[int, int]):
+    """Contracting ``a`` with ``b``: the result's labels, its FLOPs and the values it moves."""
+    result = tuple(label for label in dict.fromkeys(a + b) if label in keep)
+    flops = 2.0 * math.prod(sizes[label] for label in set(a) | set(b))
+    moved = sum(math.prod(sizes[label] for label in x) for x in (a, b, result))
+    return result, flops, moved
+
+
+def steps(
+    path: Sequence[tuple[int, ...]], subs: Sequence[Labels], out: Labels, sizes: dict
+) -> Iterator[tuple[int, int, float, float]]:
+    """Each pairwise step of ``path``: (position of a, position of b, FLOPs, values moved)."""
+    ops = [tuple(s) for s in subs]
+    for step in path:
+        if len(step) == 1:
+            continue
+        i, j = sorted(step)
+        rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+        keep = set(out).union(*rest) if rest else set(out)
+        result, flops, moved = _step(ops[i], ops[j], keep, sizes)
+        yield i, j, flops, moved
+        ops = [*rest, result]
+
+
+@functools.lru_cache(maxsize=4096)
+def plan(
+    subs: tuple[Labels, ...], shapes: tuple[tuple[int, ...], ...], out: Labels, itemsize: int
+) -> tuple[list[tuple[int, int]], float]:
+    """The cheapest contraction path (opt_einsum's format) and its cost."""
+    sizes = {label: n for s, shape in zip(subs, shapes) for label, n in zip(s, shape)}
+    if len(subs) == 1:
+        return [(0,)], 0.0
+    if len(subs) > _EXHAUSTIVE:
+        sym = lambda labels: "".join(opt_einsum.get_symbol(i) for i in labels)
+        eq = ",".join(sym(s) for s in subs) + "->" + sym(out)
+        path, _ = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize="greedy")
+        total = sum(cost(f, m * itemsize) for _, _, f, m in steps(path, subs, out, sizes))
+        return list(path), total
+    best: list = [None, math.inf]
+
+    def search(ops: list[Labels], path: list, total: float) -> None:
+        if total >= best[1]:
+            return
+        if len(ops) == 1:
+            best[0], best[1] = list(path), total
+            return
+        for i, j in itertools.combinations(range(len(ops)), 2):
+            rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+            keep = set(out).union(*rest) if rest else set(out)
+            result, flops, moved = _step(ops[i], ops[j], keep, sizes)
+            search([*rest, result], [*path, (i, j)], total + cost(flops, moved * itemsize))
+
+    search([tuple(s) for s in subs], [], 0.0)
+    return best[0], best[1]
