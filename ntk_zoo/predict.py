@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ntk_zoo.spectrum._dense import flatten_kernel
+
 __all__ = ["gradient_descent_mse"]
 
 PredictFn = Callable[..., Any]
@@ -21,15 +23,12 @@ PredictFn = Callable[..., Any]
 
 def _flat_kernel(k: np.ndarray, name: str) -> np.ndarray:
     """``(n1, n2)`` stays; ``(n1, n2, o1, o2)`` becomes ``(n1·o1, n2·o2)`` (example-major)."""
-    if k.ndim == 2:
-        return k
-    if k.ndim == 4:
-        n1, n2, o1, o2 = k.shape
-        return k.transpose(0, 2, 1, 3).reshape(n1 * o1, n2 * o2)
-    raise ValueError(
-        f"{name} has shape {k.shape}: expected (n1, n2) (trace_axes=(-1,), shared by every "
-        "output) or (n1, n2, o, o) (trace_axes=()), with diagonal_axes=()."
-    )
+    if k.ndim not in (2, 4):
+        raise ValueError(
+            f"{name} has shape {k.shape}: expected (n1, n2) (trace_axes=(-1,), shared by every "
+            "output) or (n1, n2, o, o) (trace_axes=()), with diagonal_axes=()."
+        )
+    return flatten_kernel(k)
 
 
 def gradient_descent_mse(
