@@ -23,7 +23,7 @@ from jax import lax
 import ntk_zoo
 from architectures.jax import mlp
 
-METHODS = ["jacobian_contraction", "ntk_vector_products"]
+METHODS = ["jacobian_contraction", "ntk_vector_products", "structured_derivatives"]
 
 
 def conv_net(params, x):

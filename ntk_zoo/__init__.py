@@ -3,6 +3,11 @@
 ``import ntk_zoo`` imports only JAX and NumPy; framework adapters import Flax or Haiku lazily.
 """
 
+from ntk_zoo import _compat
+
+if not _compat.avoid_cpu_miscompilation():
+    _compat.warn_if_cpu_exposed()
+
 from ntk_zoo import data as data
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict

@@ -7,3 +7,5 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", 4)
 # Correctness tests only: skip XLA's optimisation passes to keep compiles short.
 jax.config.update("jax_disable_most_optimizations", True)
+
+import ntk_zoo  # noqa: E402, F401  (first: sets its XLA:CPU workaround before the backend starts)
