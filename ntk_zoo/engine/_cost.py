@@ -46,10 +46,19 @@ def _eqn_flops(eqn: Any) -> float:
     return float(sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars))
 
 
+def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, float]:
+    """FLOPs of one call ``f(params, x, **kwargs)`` and the values its equations write."""
+    jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
+    flops = values = 0.0
+    for eqn, k in _compat.iter_eqns(jaxpr):
+        flops += _eqn_flops(eqn) * k
+        values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+    return flops, values
+
+
 def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
     """FLOPs of one call ``f(params, x, **kwargs)``, from its jaxpr."""
-    jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
-    return sum(_eqn_flops(eqn) * k for eqn, k in _compat.iter_eqns(jaxpr))
+    return _forward_counts(f, params, x, kwargs)[0]
 
 
 class Costs(NamedTuple):
@@ -75,7 +84,7 @@ def _abstract(fn: Any, *trees: Any) -> Any:
     return jax.eval_shape(call, *[x for x, a in zip(leaves, is_array) if a])
 
 
-def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
+def _structured_cost(p: Problem, itemsize: int, factor_flops: float, passes_y: float) -> float:
     """Two phases, like Jacobian contraction's: the factors (``∂f/∂y`` at every use, and every
     einsum step that involves one side only, e.g. a convolution's patches times ``∂f/∂y``), then
     the steps that combine the two sides, each at its roofline cost on the path the contraction
@@ -112,7 +121,7 @@ def _structured_cost(p: Problem, itemsize: int, factor_flops: float) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallbacks warn when the kernel is actually computed
         _abstract(run, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    values = sum(factors.values()) + one_sided[1]
+    values = sum(factors.values()) + one_sided[1] + passes_y
     return _phase(factor_flops + one_sided[0], values, itemsize) + sum(cross)
 
 
@@ -120,8 +129,8 @@ def estimate(problem: Problem) -> Costs:
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
-    fp1 = forward_flops(p.f, p.params, p.x1, p.kwargs1)
-    fp2 = fp1 if p.x2 is None else forward_flops(p.f, p.params, p.x2, p.kwargs2)
+    fp1, y1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    fp2, y2 = (fp1, y1) if p.x2 is None else _forward_counts(p.f, p.params, p.x2, p.kwargs2)
     out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
     out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
     n1 = n2 = 1
@@ -133,8 +142,12 @@ def estimate(problem: Problem) -> Costs:
     def phase(flops: float, values: float) -> float:
         return _phase(flops, values, itemsize)
 
+    # Every pass over the network (VJP, JVP, transposed pass) also writes its activations'
+    # tangents or cotangents (``y`` values per forward pass, from the traced program).
+    passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
+
     # Jacobian contraction: jacrev (a forward pass and o VJPs of ~2 passes), then contraction.
-    jac_values = sum(out1) * n_params + (0 if p.x2 is None else sum(out2) * n_params)
+    jac_values = sum(out1) * n_params + (0 if p.x2 is None else sum(out2) * n_params) + passes_y
     jac_flops = (1 + 2 * o1) * fp1 + (0 if p.x2 is None else (1 + 2 * o2) * fp2)
     contract_flops = 0.0
     for a, b, ax in zip(jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes):
@@ -150,11 +163,11 @@ def estimate(problem: Problem) -> Costs:
         paired = b is not None and b in ax.trace + ax.diagonal
         jvps += (n1 if paired else n1 * n2) * leaf_out2 / n2
     v_values = sum(out2) * n_params
-    vjp = phase((1 + 2 * o2) * fp2, v_values)
-    jvp = phase(jvps * 2 * fp1 / n1, v_values)
+    vjp = phase((1 + 2 * o2) * fp2, v_values + o2 * y2)
+    jvp = phase(jvps * 2 * fp1 / n1, v_values + jvps * y1 / n1)
     # Structured derivatives: a forward pass, then o transposed passes that carry cotangents of
     # activations only (about one pass each: the weight-gradient half of a backward pass is what
     # the einsums replace, and they are counted on their own).
     factor_flops = (1 + o1) * fp1 + (0 if p.x2 is None else (1 + o2) * fp2)
-    sd = _structured_cost(p, itemsize, factor_flops)
+    sd = _structured_cost(p, itemsize, factor_flops, passes_y)
     return Costs(jc, vjp + jvp, sd)
