@@ -79,6 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     trace_axes = () if args.trace == "none" else tuple(int(a) for a in args.trace.split(","))
 
+    if args.backend != "nt":
+        # Before any JAX computation: ntk_zoo sets its XLA:CPU workaround (XLA_FLAGS) on import.
+        import ntk_zoo  # noqa: F401
+
     import bench_models
     import jax
     import jax.numpy as jnp
