@@ -27,7 +27,7 @@ from ntk_zoo.engine._problem import Problem
 from ntk_zoo.structured import _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
 from ntk_zoo.structured._plan import plan
-from ntk_zoo.structured._structure import Structure
+from ntk_zoo.structured._structure import Structure, onehot
 
 PyTree = Any
 
@@ -299,9 +299,8 @@ def _contract(
         else:
             for src, batch, ylabels, use, side in srcs:
                 sides.append(side)
-                onehot = jax.nn.one_hot(src - 1, size([leaf.shape[b] for b in use.index_w]))
-                onehot = onehot.reshape(src.shape + tuple(leaf.shape[b] for b in use.index_w))
-                operands.append((onehot, batch + ylabels + [lab(("w", b)) for b in use.index_w]))
+                block = onehot(src, [leaf.shape[b] for b in use.index_w])
+                operands.append((block, batch + ylabels + [lab(("w", b)) for b in use.index_w]))
         args = []
         for arr, labels in operands:
             args += [arr, labels]

@@ -49,17 +49,15 @@ class Structure:
 
     def onehot_d(self, w_shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
         """``D`` with the index part materialised as a one-hot block: (array, dense_w axes)."""
-        sizes = [w_shape[b] for b in self.index_w]
-        onehot = jax.nn.one_hot(self.src - 1, int(np.prod(sizes, dtype=np.int64)))
-        onehot = onehot.reshape(self.src.shape + tuple(sizes))
         if self.d is not None:
             raise NotImplementedError("a structure with both `src` and `d` is not supported")
-        return onehot, self.index_w
+        return onehot(self.src, [w_shape[b] for b in self.index_w]), self.index_w
 
 
-def identity(ndim: int, scale: Any = None) -> Structure:
-    """``y = scale · w`` elementwise, same shape."""
-    return Structure(trace=tuple((a, a) for a in range(ndim)), d=scale)
+def onehot(src: Any, sizes: list[int]) -> jax.Array:
+    """``[src == 1 + flat index]`` over param axes of ``sizes``, appended to ``src``'s axes."""
+    block = jax.nn.one_hot(src - 1, int(np.prod(sizes, dtype=np.int64)))
+    return block.reshape(src.shape + tuple(sizes))
 
 
 def dense_jacobian(s: Structure, y_shape: tuple, w_shape: tuple, dtype: Any = None) -> jax.Array:
