@@ -13,7 +13,13 @@ from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
 from ntk_zoo._linearize import linearize as linearize
+from ntk_zoo._monte_carlo import monte_carlo_kernel_fn as monte_carlo_kernel_fn
+from ntk_zoo._nngp import EmpiricalKernelFn as EmpiricalKernelFn
+from ntk_zoo._nngp import NngpFn as NngpFn
+from ntk_zoo._nngp import kernel_fn as kernel_fn
+from ntk_zoo._nngp import nngp_fn as nngp_fn
 from ntk_zoo._pure_fn import PureFn as PureFn
+from ntk_zoo._taylor import taylor_expand as taylor_expand
 from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
@@ -27,17 +33,23 @@ from ntk_zoo.parallel import batched as batched
 __version__ = "0.1.0"
 
 __all__ = [
+    "EmpiricalKernelFn",
     "KernelFn",
+    "NngpFn",
     "PureFn",
     "batched",
     "from_haiku",
     "from_linen",
     "forward_flops",
     "from_nnx",
+    "kernel_fn",
     "linearize",
+    "monte_carlo_kernel_fn",
+    "nngp_fn",
     "Method",
     "ntk_fn",
     "ntk_vp_fn",
+    "taylor_expand",
     "data",
     "nas",
     "predict",

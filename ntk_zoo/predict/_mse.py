@@ -1,4 +1,4 @@
-"""Kernel regression and the training dynamics of linearised networks, in closed form.
+"""``gradient_descent_mse``: linearised training on the MSE, in closed form.
 
 ``gradient_descent_mse`` predicts the outputs of a network trained by full-batch gradient descent
 on the mean squared error, under the NTK (linearised) approximation: the function-space
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ntk_zoo.spectrum._dense import flatten_kernel
+from ntk_zoo.spectrum import flatten_kernel
 
 __all__ = ["gradient_descent_mse"]
 
