@@ -49,12 +49,11 @@ class TargetLayout(NamedTuple):
         return tuple(s for i in self.free for s in (self.shape[i], self.shape[i]))
 
     def to_matrix(self, y: Any) -> np.ndarray:
-        """``y`` (this shape, possibly with leading time axes) → ``(..., D, T)``."""
+        """``y`` (this shape or another free size; leading time axes allowed) → ``(..., D, T)``."""
         lead = y.ndim - len(self.shape)
         order = tuple(range(lead)) + tuple(lead + i for i in self.free + self.trace)
         y = y.transpose(order)
-        free = math.prod(self.shape[i] for i in self.free)
-        return y.reshape((*y.shape[:lead], free, math.prod(self.trace_shape)))
+        return y.reshape((*y.shape[:lead], -1, math.prod(self.trace_shape)))
 
     def from_matrix(self, m: Any, free_shape: tuple[int, ...] | None = None) -> Any:
         """``(..., D, T)`` → targets of this shape (or with the free axes of ``free_shape``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -98,8 +99,6 @@ def gradient_descent(
     Reference: J. Lee et al., "Wide Neural Networks of Any Depth Evolve as Linear Models Under
     Gradient Descent", NeurIPS 2019 (function-space dynamics, momentum in continuous time).
     """
-    import diffrax  # imported on use: only this predictor needs it
-
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
     if momentum is not None and not 0 <= momentum < 1:
@@ -110,39 +109,16 @@ def gradient_descent(
     _layout.check_train_kernel(k, layout)
     dtype = jnp.result_type(k.dtype, y.dtype, float)
     k_matrix = _layout.as_matrix(k).astype(dtype)
-    grad_loss = jax.grad(lambda fx: loss(fx, y))
     if momentum is None:
         time_unit, friction = learning_rate, None
     else:
         time_unit = learning_rate**0.5
         friction = (1.0 - momentum) / time_unit
-
-    def field(tau, state, k_test):
-        fx_train, _, q_train, q_test = state
-        g = layout.to_matrix(grad_loss(layout.from_matrix(fx_train)))  # (D, T)
-        force_train = -k_matrix @ g
-        force_test = None if k_test is None else -k_test @ g
-        if friction is None:
-            return (force_train, force_test, None, None)
-        acc_train = force_train - friction * q_train
-        acc_test = None if k_test is None else force_test - friction * q_test
-        return (q_train, q_test, acc_train, acc_test)
-
-    @jax.jit
-    def solve(state0, taus, k_test):
-        solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(field),
-            diffrax.Dopri8(),
-            t0=0.0,
-            t1=taus[-1],
-            dt0=None,
-            y0=state0,
-            args=k_test,
-            saveat=diffrax.SaveAt(ts=taus),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps,
-        )
-        return solution.ys
+    settings = (loss, layout, friction is not None, rtol, atol, max_steps)
+    try:
+        solve = _solver(*settings)
+    except TypeError:  # an unhashable loss: compiled for this predictor only
+        solve = _solver.__wrapped__(*settings)
 
     def predict(
         t: Any,
@@ -197,7 +173,13 @@ def gradient_descent(
         if unique[-1] == 0:
             ys = jax.tree.map(lambda a: a[None].repeat(len(unique), 0), state0)
         else:
-            ys = solve(state0, jnp.asarray(unique * time_unit, dtype), k_test)
+            # Save points padded to a power of two (repeating the last): fewer compilations.
+            padded = np.pad(
+                unique, (0, 2 ** int(np.ceil(np.log2(len(unique)))) - len(unique)), "edge"
+            )
+            taus = jnp.asarray(padded * time_unit, dtype)
+            ys = solve(state0, taus, k_matrix, k_test, y.astype(dtype), friction)
+            ys = jax.tree.map(lambda a: a[: len(unique)], ys)
         at = lambda a: None if a is None else a[inverse].reshape(t_np.shape + a.shape[1:])
         ys = [at(a) for a in ys]
         fx_train_t = layout.from_matrix(ys[0])
@@ -209,3 +191,47 @@ def gradient_descent(
         return fx_train_t if fx_test_t is None else (fx_train_t, fx_test_t)
 
     return predict
+
+
+@functools.lru_cache(maxsize=64)
+def _solver(
+    loss: Callable,
+    layout: _layout.TargetLayout,
+    momentum: bool,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+) -> Callable:
+    """The compiled ODE solve, shared by predictors of the same loss, layout and settings."""
+    import diffrax  # imported on use: only this predictor needs it
+
+    grad_loss = jax.grad(loss)
+
+    def field(tau, state, args):
+        k_train, k_test, y, friction = args
+        fx_train, _, q_train, q_test = state
+        g = layout.to_matrix(grad_loss(layout.from_matrix(fx_train), y))  # (D, T)
+        force_train = -k_train @ g
+        force_test = None if k_test is None else -k_test @ g
+        if not momentum:
+            return (force_train, force_test, None, None)
+        acc_test = None if k_test is None else force_test - friction * q_test
+        return (q_train, q_test, force_train - friction * q_train, acc_test)
+
+    @jax.jit
+    def solve(state0, taus, k_train, k_test, y, friction):
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Dopri8(),
+            t0=0.0,
+            t1=taus[-1],
+            dt0=None,
+            y0=state0,
+            args=(k_train, k_test, y, friction),
+            saveat=diffrax.SaveAt(ts=taus),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+        )
+        return solution.ys
+
+    return solve
