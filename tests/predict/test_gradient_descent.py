@@ -78,12 +78,10 @@ def test_momentum_mse_equals_the_second_order_closed_form():
     lam, vec = np.linalg.eigh(flatten_kernel(np.asarray(k_dd)))
     r0 = vec.T @ np.asarray(f0 - y).ravel()
     tau = np.sqrt(lr) * t
+    friction = (1 - m) / np.sqrt(lr)
     x = [
-        (
-            scipy.linalg.expm(np.array([[0, 1], [-l / y.size, -(1 - m) / np.sqrt(lr)]]) * tau)
-            @ [r, 0]
-        )[0]
-        for l, r in zip(lam, r0)
+        (scipy.linalg.expm(np.array([[0, 1], [-e / y.size, -friction]]) * tau) @ [r, 0])[0]
+        for e, r in zip(lam, r0)
     ]
     want = np.asarray(y) + (vec @ np.array(x)).reshape(y.shape)
     assert rel_error(got, want) < ODE
