@@ -107,6 +107,11 @@ def gp_inference(
     layout = _layout.target_layout(y, trace_axes)
     y_matrix = layout.to_matrix(y)
     solvers: dict[str, _Solver] = {}
+    for kind in ("nngp", "ntk"):  # shapes checked now, factors computed on first use
+        if hasattr(k_train_train, "shape") or kind in _layout.kinds_in(k_train_train):
+            _layout.check_train_kernel(
+                _layout.kernel_of(k_train_train, kind, "k_train_train"), layout
+            )
 
     def train_kernel(kind: str) -> np.ndarray:
         k = _layout.kernel_of(k_train_train, kind, "k_train_train")

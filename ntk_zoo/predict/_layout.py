@@ -169,3 +169,10 @@ def kernel_of(kernels: Any, kind: str, name: str) -> np.ndarray:
             "entry (e.g. from ntk_zoo.kernel_fn(f, get=('nngp', 'ntk')))."
         )
     return np.asarray(value, np.float64)
+
+
+def kinds_in(kernels: Any) -> tuple[str, ...]:
+    """The kinds a mapping or named tuple of kernels holds (not ``None``)."""
+    if isinstance(kernels, Mapping):
+        return tuple(k for k in ("nngp", "ntk") if kernels.get(k) is not None)
+    return tuple(k for k in ("nngp", "ntk") if getattr(kernels, k, None) is not None)
