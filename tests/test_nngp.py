@@ -28,7 +28,7 @@ def oracle_nngp(f, x1, x2, params, *, trace_axes=(-1,), diagonal_axes=(), **kwar
     for a, b in zip(jax.tree.leaves(out1), jax.tree.leaves(out2)):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         nd = a.ndim
-        canon = lambda axes: sorted({x % nd for x in np.atleast_1d(axes).tolist()})
+        canon = lambda axes, nd=nd: sorted({x % nd for x in np.atleast_1d(axes).tolist()})
         trace, diagonal = canon(trace_axes), canon(diagonal_axes)
         la = list(string.ascii_letters[:nd])
         lb = [la[i] if i in trace + diagonal else string.ascii_letters[nd + i] for i in range(nd)]
@@ -66,7 +66,8 @@ def test_nngp_matches_oracle(case, vmap, same, jit):
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_full_nngp_matches_oracle(case):
-    got = ntk_zoo.nngp_fn(case.f, trace_axes=())(case.x1, case.x2, case.params, **case.kwargs(False))
+    fn = ntk_zoo.nngp_fn(case.f, trace_axes=())
+    got = fn(case.x1, case.x2, case.params, **case.kwargs(False))
     want = oracle_nngp(case.f, case.x1, case.x2, case.params, trace_axes=(), **case.kwargs(False))
     assert rel_error(got, want) <= EXACT
 
