@@ -167,10 +167,10 @@ def kernel_fn(
     Neural-tangents' ``empirical_kernel_fn`` with ``get`` fixed when the function is built:
     ``"nngp"`` (:func:`nngp_fn`), ``"ntk"`` (:func:`ntk_zoo.ntk_fn`) or both, with the same
     axis conventions. Both kernels come from **one compiled program**: one ``jax.jit``
-    dispatch, one validation of ``params`` (finite, floating) and of the inputs, one split of
-    the keyword arguments; the NNGP's forward passes are traced beside the NTK's derivative
-    passes, and XLA merges the computations they have in common (the forward pass inside a
-    whole-batch Jacobian, ``vmap_axes=None``, is the same program). ``method`` and
+    dispatch, one validation of ``params`` (finite, floating), one split of the keyword
+    arguments. Inside it the NNGP's forward passes (one per side, on the whole batch) are traced
+    beside the NTK's derivative passes; XLA's common-subexpression elimination may merge them
+    with the forward pass the NTK method runs, but nothing more is shared. ``method`` and
     ``vmap_axes`` choose how the NTK is computed; the NNGP needs neither.
 
     Args:

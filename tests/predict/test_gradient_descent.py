@@ -3,6 +3,9 @@
 ODE tolerance: diffrax Dopri8 with rtol = atol = 1e-11 here; compared at rel. error 1e-8.
 """
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,3 +186,8 @@ def test_errors():
         fn(1.0, 0.0, jnp.zeros((3, 2)))
     with pytest.raises(ValueError, match="velocities"):
         fn(1.0, predict.ODEState(jnp.zeros((4, 2)), qx_train=jnp.zeros((4, 2))))
+
+
+def test_import_does_not_load_diffrax():
+    code = "import sys, ntk_zoo; sys.exit('diffrax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
