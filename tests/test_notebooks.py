@@ -13,9 +13,16 @@ NOTEBOOKS = os.path.join(ROOT, "notebooks")
 # Files each notebook writes into NTK_ZOO_NOTEBOOK_OUTDIR.
 EXPECTED = {
     "01_quick_start.ipynb": ["01_kernel.png"],
-    "02_ntk_spectra.ipynb": ["02_decay.png", "02_condition.png", "02_layer_shares.png"],
+    "02_ntk_spectra.ipynb": [
+        "02_decay.png",
+        "02_condition.png",
+        "02_layer_shares.png",
+        "02_nngp_vs_ntk.png",
+        "02_cross_entropy.png",
+    ],
     "03_architecture_search.ipynb": [
         "03_top_k.png",
+        "03_proxy_error_bars.png",
         "nas/nas.json",
         "nas/proxies.png",
         "nas/ranking.md",
