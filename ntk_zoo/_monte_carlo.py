@@ -201,6 +201,7 @@ def monte_carlo_kernel_fn(
         *_, last = stream
         return last
 
+    kernel_fn.get = get  # what a plain-array result is, for predict.gradient_descent_mse_ensemble
     return kernel_fn
 
 

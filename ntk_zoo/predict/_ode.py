@@ -37,8 +37,8 @@ def gradient_descent(
     momentum: float | None = None,
     trace_axes: int | Sequence[int] = (-1,),
     *,
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 1_000_000,
 ) -> Callable[..., Any]:
     """Outputs of a linearised network trained by gradient descent on any loss, at times ``t``.
@@ -73,8 +73,9 @@ def gradient_descent(
       learning_rate: the step size ``η``.
       momentum: ``None`` for gradient descent, or the heavy-ball momentum ``m`` in ``[0, 1)``.
       trace_axes: output axes absent from the kernels.
-      rtol: relative tolerance of the ODE solver.
-      atol: absolute tolerance of the ODE solver.
+      rtol: relative tolerance of the ODE solver; default ``1e-8`` in float64, ``1e-5`` in
+        float32 (the kernel's and targets' dtype; tolerances near the float epsilon stall).
+      atol: absolute tolerance of the ODE solver; defaults as ``rtol``.
       max_steps: the most solver steps before giving up.
 
     Returns:
@@ -114,6 +115,9 @@ def gradient_descent(
     else:
         time_unit = learning_rate**0.5
         friction = (1.0 - momentum) / time_unit
+    default_tol = 1e-8 if jnp.finfo(dtype).eps < 1e-10 else 1e-5
+    rtol = default_tol if rtol is None else rtol
+    atol = default_tol if atol is None else atol
     settings = (loss, layout, friction is not None, rtol, atol, max_steps)
     try:
         solve = _solver(*settings)
@@ -173,10 +177,9 @@ def gradient_descent(
         if unique[-1] == 0:
             ys = jax.tree.map(lambda a: a[None].repeat(len(unique), 0), state0)
         else:
-            # Save points padded to a power of two (repeating the last): fewer compilations.
-            padded = np.pad(
-                unique, (0, 2 ** int(np.ceil(np.log2(len(unique)))) - len(unique)), "edge"
-            )
+            # Save points padded to a power of two >= 2 (repeating the last): fewer compilations.
+            size = max(2, 2 ** int(np.ceil(np.log2(len(unique)))))
+            padded = np.pad(unique, (0, size - len(unique)), "edge")
             taus = jnp.asarray(padded * time_unit, dtype)
             ys = solve(state0, taus, k_matrix, k_test, y.astype(dtype), friction)
             ys = jax.tree.map(lambda a: a[: len(unique)], ys)
