@@ -155,6 +155,8 @@ def monte_carlo_kernel_fn(
         raise ValueError(
             f"get={get!r}: give 'nngp', 'ntk' or a tuple of them (each once), or None for both."
         )
+    if mesh is not None and batch_size is None:
+        raise ValueError("mesh spreads blocks over devices: give batch_size too.")
     if not callable(init_fn):
         raise TypeError("init_fn must be callable as init_fn(key) -> params.")
     axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, vmap_axes=vmap_axes)

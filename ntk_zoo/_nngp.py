@@ -70,7 +70,8 @@ class EmpiricalKernelFn(KernelFn):
 
     Returns the kernel named by ``get`` (a string), or a named tuple ``EmpiricalKernel`` with
     one field per kind in ``get``'s order; each field holds the pytree of per-output-leaf
-    kernels.
+    kernels. :func:`ntk_zoo.batched` takes it with a string ``get``; for both kernels in blocks,
+    batch :func:`nngp_fn` and :func:`ntk_zoo.ntk_fn` separately.
     """
 
     def __init__(self, base: KernelFn, get: tuple[str, ...] | str):
