@@ -56,6 +56,12 @@ class NngpFn(KernelFn):
 
     get = "nngp"
 
+    def choose(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            "The NNGP needs no NTK method: it is one forward pass per side. choose() applies to "
+            "ntk_fn and kernel_fn."
+        )
+
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
         return _nngp(self, x1, x2, params, kwargs)
 

@@ -101,7 +101,7 @@ def test_momentum_zero_tends_to_gradient_descent():
     k_dd, k_td = kernels(params, x_train, x_test, ())
     f0, f0_test = mlp(params, x_train), mlp(params, x_test)
     errors = []
-    for lr in (1e-2, 1e-3):
+    for lr in (1e-2, 2e-3):  # the ODE is stiff (friction 1/√η): small η costs many steps
         t = np.array([2.5, 5.0]) / lr
         plain, heavy = (
             predict.gradient_descent(cross_entropy, k_dd, y, lr, momentum=m, trace_axes=(), **TOL)(
@@ -110,8 +110,8 @@ def test_momentum_zero_tends_to_gradient_descent():
             for m in (None, 0.0)
         )
         errors.append(max(rel_error(a, b) for a, b in zip(heavy, plain)))
-    assert errors[1] < 2e-3
-    assert 7 < errors[0] / errors[1] < 13  # first order in η
+    assert errors[1] < 4e-3
+    assert 3.5 < errors[0] / errors[1] < 6.5  # first order in η: η shrank 5-fold
 
 
 def test_test_outputs_follow_the_train_outputs_for_any_loss():
