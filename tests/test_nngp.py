@@ -110,8 +110,11 @@ def test_kernel_fn_get_forms():
     reordered = ntk_zoo.kernel_fn(case.f, get=("ntk", "nngp"))(case.x1, None, case.params)
     assert reordered._fields == ("ntk", "nngp")
     assert rel_error(reordered.nngp, nngp) <= EXACT
-    both = ntk_zoo.kernel_fn(case.f, get=None)(case.x1, None, case.params)
+    both_fn = ntk_zoo.kernel_fn(case.f, get=None, method="jacobian_contraction")
+    both = both_fn(case.x1, None, case.params)
     assert both._fields == ("nngp", "ntk")
+    jitted = jax.jit(both_fn)(case.x1, None, case.params)  # traced through: same numbers
+    assert rel_error(jitted.nngp, both.nngp) <= EXACT and rel_error(jitted.ntk, both.ntk) <= EXACT
     with pytest.raises(ValueError, match="get="):
         ntk_zoo.kernel_fn(case.f, get=("ntk", "ntkgp"))
 

@@ -193,3 +193,27 @@ def test_errors():
         predict.gp_inference(np.eye(4), y, diag_reg=-1.0)("ntk", np.ones((1, 4)))
     with pytest.raises(np.linalg.LinAlgError, match="diag_reg"):
         predict.gp_inference(np.zeros((4, 4)), y)("ntk", np.ones((1, 4)))
+
+
+def test_traced_middle_axis():
+    # Outputs (n, 3, 2) with trace_axes=(1,): kernels (n, n, 2, 2), Θ ⊗ I over the middle axis.
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((10, 10))
+    k_mat = a @ a.T + np.eye(10)  # (n·2, n·2), example-major
+    k = k_mat.reshape(5, 2, 5, 2).transpose(0, 2, 1, 3)
+    k_td_mat = rng.standard_normal((6, 10))  # 3 test examples
+    k_td = k_td_mat.reshape(3, 2, 5, 2).transpose(0, 2, 1, 3)
+    y = rng.standard_normal((5, 3, 2))
+    mean = predict.gp_inference(k, y, trace_axes=(1,))("ntk", k_td)
+    assert mean.shape == (3, 3, 2)
+    for c in range(3):
+        want = (k_td_mat @ np.linalg.solve(k_mat, y[:, c, :].ravel())).reshape(3, 2)
+        assert rel_error(mean[:, c, :], want) < EXACT
+    # The same layout through the ODE: MSE gradient flow is exp(−ηΘt/N) on each column.
+    mse = lambda fx, yy: 0.5 * jnp.sum((fx - yy) ** 2) / yy.size
+    fn = predict.gradient_descent(mse, k, y, 0.5, trace_axes=(1,), rtol=1e-11, atol=1e-11)
+    got = fn(np.array([4.0, 4.0]), 0.0)[0]
+    e = scipy.linalg.expm(-0.5 * 4.0 * k_mat / y.size)
+    for c in range(3):
+        want = (y[:, c, :].ravel() - e @ y[:, c, :].ravel()).reshape(5, 2)
+        assert rel_error(got[:, c, :], want) < 1e-8  # ODE tolerance 1e-11
