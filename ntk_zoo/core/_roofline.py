@@ -15,3 +15,14 @@ BALANCE = 48.0
 
 def cost(flops: float, nbytes: float) -> float:
     return max(flops, BALANCE * nbytes)
+
+
+def roofline_cost(flops: float, nbytes: float) -> float:
+    """The roofline cost of one step: ``max(flops, BALANCE · nbytes)`` (FLOP-equivalents).
+
+    Example:
+      >>> from ntk_zoo.core import roofline_cost
+      >>> roofline_cost(1e6, 10.0), roofline_cost(10.0, 1e3)
+      (1000000.0, 48000.0)
+    """
+    return cost(flops, nbytes)
