@@ -9,7 +9,8 @@ FLOPs).
 from __future__ import annotations
 
 # FLOPs per byte moved at which a step turns from memory- to compute-bound (machine balance).
-# Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
+# Measured on a 2-core x86 CPU with the methods suite (python -m benchmarks methods); GPUs
+# have a similar balance.
 BALANCE = 48.0
 
 
