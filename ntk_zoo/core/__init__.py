@@ -6,7 +6,9 @@ method. The helpers here are the single implementation of each convention: outpu
 (``leaf_axes``, ``to_layout``, ``kernel_shape``, ``batch_mode``), ``vmap_axes``
 (``canonicalize_vmap_axes``, ``resolve_vmap``, ``per_example_fn``), the
 ``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
-``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``).
+``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``). The
+cost model's shared measurements live here too (``forward_flops``, ``count``, ``Counts``,
+``roofline_cost``), with the contract every method declares to the engine (``NtkMethod``).
 Nothing here imports a method, the engine or any tool above it.
 """
 

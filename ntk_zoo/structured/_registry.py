@@ -44,10 +44,10 @@ def register(*names: str, view: bool = False) -> Callable[[Rule], Rule]:
       >>> @register("my_identity_p", view=True)
       ... def my_identity(eqn, idx, args):
       ...     return Structure(trace=tuple((a, a) for a in range(eqn.outputs[0].ndim)))
-      >>> from ntk_zoo.structured import RULES
-      >>> RULES["my_identity_p"] is my_identity
-      True
-      >>> _ = RULES.pop("my_identity_p")
+      >>> from ntk_zoo.structured import RULES, VIEWS
+      >>> RULES["my_identity_p"] is my_identity, "my_identity_p" in VIEWS
+      (True, True)
+      >>> _ = RULES.pop("my_identity_p"); VIEWS.discard("my_identity_p")
     """
 
     def wrap(rule: Rule) -> Rule:
