@@ -7,6 +7,7 @@ from ntk_zoo.spectrum._density import SpectralDensity as SpectralDensity
 from ntk_zoo.spectrum._density import spectral_density as spectral_density
 from ntk_zoo.spectrum._lanczos import LanczosSpectrum as LanczosSpectrum
 from ntk_zoo.spectrum._lanczos import lanczos as lanczos
+from ntk_zoo.spectrum._layers import group_name as group_name
 from ntk_zoo.spectrum._layers import layer_shares as layer_shares
 from ntk_zoo.spectrum._operator import NtkOperator as NtkOperator
 from ntk_zoo.spectrum._operator import ntk_operator as ntk_operator
@@ -20,6 +21,7 @@ __all__ = [
     "SpectralDensity",
     "Spectrum",
     "flatten_kernel",
+    "group_name",
     "lanczos",
     "layer_shares",
     "ntk_operator",
