@@ -37,7 +37,7 @@ import tempfile
 import numpy as np
 
 from benchmarks import _harness
-from benchmarks._harness import SHORT
+from benchmarks._harness import SHORT, fmt
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 EXPECTED = {
@@ -110,14 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         for m in METHODS:
             ts = [r[m] for r in rows]
             if all(t is None for t in ts):
-                print(f"| {name} | {SHORT[m]} | n/a (not available) | | {EXPECTED[name, m]} |")
+                print(f"| {name} | {SHORT[m]} | n/a (no time) | | {EXPECTED[name, m]} |")
                 continue
             hi, full = slope(values[half:], ts[half:]), slope(values, ts)
             fits[name, m] = hi
-            print(
-                f"| {name} | {SHORT[m]} | {hi:.2f} | {full:.2f} | {EXPECTED[name, m]} |",
-                flush=True,
-            )
+            hi_s, full_s = fmt(hi, ".2f") or "n/a", fmt(full, ".2f") or "n/a"
+            print(f"| {name} | {SHORT[m]} | {hi_s} | {full_s} | {EXPECTED[name, m]} |", flush=True)
     plot(sweeps, fits, out, n, o_fixed, w_fixed)
     print(f"\nwrote {os.path.relpath(out, _harness.ROOT)}")
 

@@ -1,4 +1,4 @@
-"""Structured derivatives against the other methods (and auto), ours only; issue 3's targets.
+"""Structured derivatives against the other methods (and auto), ours only.
 
     python -m benchmarks structured [--models mlp,conv,vit] [--repeats 5] [--quick]
                                              [--json out.json] [--mem-limit-gib 14]
@@ -18,10 +18,9 @@ process of its own (benchmarks/_harness.py), so:
 
 A case that would not fit in ``--mem-limit-gib`` (XLA's own memory plan for the compiled
 program) is skipped and says so — on the MLP with O=100, JC and VP would need the 16×100×14.9M
-float32 Jacobian-sized buffer (~38 GiB planned), more than the 24 GiB machine. SD prints
-``n/a (not available)`` while ntk_zoo lacks it.
+float32 Jacobian-sized buffer (~38 GiB planned), more than the 24 GiB machine.
 
-Ratios printed (the issue's targets): SD's speed-up over JC and over VP on the MLP; over the
+Ratios printed: SD's speed-up over JC and over VP on the MLP; over the
 faster of JC and VP on conv and ViT; and auto's choice against the fastest measured method
 (a miss is a choice more than 10% slower than the fastest).
 """
