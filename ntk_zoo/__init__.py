@@ -3,11 +3,13 @@
 ``import ntk_zoo`` imports only JAX and NumPy; framework adapters import Flax or Haiku lazily.
 """
 
-from ntk_zoo import _compat
+from ntk_zoo import _xla_flags
 
-if not _compat.avoid_cpu_miscompilation():
-    _compat.warn_if_cpu_exposed()
+# Before anything below runs JAX: the one XLA flag ntk_zoo sets (see _xla_flags for why).
+if not _xla_flags.avoid_cpu_miscompilation():
+    _xla_flags.warn_if_cpu_exposed()
 
+from ntk_zoo import core as core
 from ntk_zoo import data as data
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
@@ -18,11 +20,11 @@ from ntk_zoo._nngp import EmpiricalKernelFn as EmpiricalKernelFn
 from ntk_zoo._nngp import NngpFn as NngpFn
 from ntk_zoo._nngp import kernel_fn as kernel_fn
 from ntk_zoo._nngp import nngp_fn as nngp_fn
-from ntk_zoo._pure_fn import PureFn as PureFn
 from ntk_zoo._taylor import taylor_expand as taylor_expand
 from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
+from ntk_zoo.core import PureFn as PureFn
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import forward_flops as forward_flops
@@ -50,6 +52,7 @@ __all__ = [
     "ntk_fn",
     "ntk_vp_fn",
     "taylor_expand",
+    "core",
     "data",
     "nas",
     "predict",

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from ntk_zoo._nngp import nngp_fn
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn
 from ntk_zoo.engine import Method, ntk_fn
 from ntk_zoo.parallel import batched
 

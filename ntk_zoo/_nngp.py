@@ -10,9 +10,8 @@ from typing import Any, NamedTuple
 import jax
 from jax import lax
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import Axes, LeafAxes, PureFn, to_layout, trace_size
 from ntk_zoo.engine import KernelFn, Method, ntk_fn
-from ntk_zoo.engine._axes import Axes, LeafAxes, to_layout, trace_size
 
 PyTree = Any
 
@@ -37,7 +36,7 @@ def _contract_outputs(a: jax.Array, b: jax.Array, axes: LeafAxes) -> jax.Array:
 
 def _nngp(kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
     """The NNGP of ``kernel.f`` with ``kernel``'s axes: one forward pass per side."""
-    problem = kernel._problem(x1, x2, params, kwargs)  # checks shapes, canonical axes per leaf
+    problem = kernel.problem(x1, x2, params, **kwargs)  # checks shapes, canonical axes per leaf
     fx1 = problem.f(problem.params, problem.x1, **problem.kwargs1)
     fx2 = fx1 if problem.x2 is None else problem.f(problem.params, problem.x2, **problem.kwargs2)
     out = []

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn
 
 PyTree = Any
 
