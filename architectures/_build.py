@@ -1,8 +1,8 @@
 """``build(model_config)``: one entry point from a config to a ``PureFn`` in any framework.
 
 Each framework is one entry of ``_FRAMEWORKS`` (a :class:`Framework`): how to turn a model
-class into a pure ``key -> variables`` initialiser, and how to wrap initialised variables as a
-``PureFn`` with the ``ntk_zoo`` adapter. Adding a framework is adding one entry (and its
+class into a pure ``(key, example input) -> variables`` initialiser, and how to wrap the
+initialised variables as a ``PureFn`` with the ``ntk_zoo`` adapter. Adding a framework is adding one entry (and its
 ``architectures/<framework>/`` modules); nothing else branches on the framework's name.
 
 Initialisation skips the forward pass that linen and Haiku run to create variables: ``init`` is
