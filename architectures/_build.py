@@ -2,8 +2,9 @@
 
 Each framework is one entry of ``_FRAMEWORKS`` (a :class:`Framework`): how to turn a model
 class into a pure ``(key, example input) -> variables`` initialiser, and how to wrap the
-initialised variables as a ``PureFn`` with the ``ntk_zoo`` adapter. Adding a framework is adding one entry (and its
-``architectures/<framework>/`` modules); nothing else branches on the framework's name.
+initialised variables as a ``PureFn`` with the ``ntk_zoo`` adapter. Adding a framework is
+adding one entry (and its ``architectures/<framework>/`` modules); nothing else branches on the
+framework's name.
 
 Initialisation skips the forward pass that linen and Haiku run to create variables: ``init`` is
 evaluated with the example input abstract (Flax's ``lazy_init``, a partial evaluation), so only
