@@ -72,7 +72,7 @@ def test_help_prints_usage_fields_and_examples(name, flag, capsys):
 def test_help_shows_the_given_configs_fields(capsys):
     assert cli.main(["run", "--config", "configs/vit.py:depth=3", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "config fields of configs/vit.py:depth=3" in out
+    assert "config fields of configs/vit.py:depth=3 (their values" in out
     assert re.search(r"^  model\.depth +3$", out, re.M)
     assert re.search(r"^  model\.variant +'test/2'$", out, re.M)
 

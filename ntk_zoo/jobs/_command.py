@@ -175,7 +175,8 @@ class ConfigCommand:
                     lines += ["", f"arguments of {shown} (after the colon, e.g. :key=value):"]
                     lines += _columns([(k, repr(v)) for k, v in defaults.items()])
                 fields = list(_flatten(config.to_dict()))
-                lines += ["", f"config fields of {shown}{':' + args if args else ''} (defaults):"]
+                which = f"{shown}:{args} (their values with these arguments)" if args else shown
+                lines += ["", f"config fields of {which} (override with --config.FIELD=VALUE):"]
                 lines += _columns([(k, repr(v)) for k, v in fields])
         lines += ["", "examples:", *(f"  {e}" for e in self.examples)]
         return "\n".join(lines)
