@@ -144,6 +144,11 @@ def test_named_vit_sizes_keep_published_counts_with_explicit_knobs():
     assert architectures.param_count({**config, **dict.fromkeys(explicit, 0)}, (224, 224, 3)) == b16
     # ViT-B/16's width with ViT-S's depth: 6 blocks fewer, each 7,087,872 params.
     assert architectures.param_count({**config, "depth": 6}, (224, 224, 3)) == b16 - 6 * 7_087_872
+    # ViT-B's patches with ViT-L's depth, width, heads and MLP are ViT-L/16.
+    large = {"depth": 24, "width": 1024, "heads": 16, "mlp_dim": 4096}
+    l16 = {"family": "vit", "variant": "L/16", "num_classes": 1000}
+    count = architectures.param_count({**config, **large}, (224, 224, 3))
+    assert count == architectures.param_count(l16, (224, 224, 3)) == 304_326_632
 
 
 @pytest.mark.parametrize("case_id", ZOO_IDS)
