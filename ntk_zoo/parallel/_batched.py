@@ -3,6 +3,7 @@ and hosts, into memory or into files larger than memory."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +65,9 @@ def batched(
     **Several processes and hosts.** After ``jax.distributed.initialize(...)`` on every process,
     pass a mesh over every process's devices (``mesh=True``): the processes share the block list
     (block ``k`` goes to mesh device ``k mod D``), each computes its blocks on its own devices,
-    and results meet through ``jax.experimental.multihost_utils`` one round of ``D`` blocks at a
-    time. Every process must call ``batched`` alike, with the same inputs and ``batch_size``.
+    and results meet through ``jax.experimental.multihost_utils.process_allgather``, a round of
+    blocks at a time (about 16 rounds, at most 256 MiB each). Every process must call
+    ``batched`` alike, with the same inputs.
 
     Args:
       kernel_fn: from :func:`ntk_zoo.ntk_fn`, with ``vmap_axes`` (blocking is exact only for
@@ -237,7 +239,8 @@ def _compute(plan: Plan, team: Team, options: Options) -> PyTree | None:
         unit="block",
         disable=not options.progress or team.process != team.processes[0],
     )
-    for indices in team.rounds(len(tasks)):
+    block_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in shapes)
+    for indices in team.rounds(len(tasks), block_bytes):
         mine = [tasks[k] for k in indices if owners[k] == team.process]
         leaves = _finished(mine, store, compute)
         if gathering:

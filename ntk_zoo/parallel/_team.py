@@ -5,7 +5,8 @@ devices belong to several processes makes them a team: block ``k`` of the common
 to mesh device ``k mod D`` (``D`` devices in all), so each process gets a share proportional to its
 devices, and each computes its share on its own devices only. Results travel with JAX's own
 ``multihost_utils.process_allgather`` (gloo on CPU, the accelerator's interconnect otherwise), one
-round of at most ``D`` blocks at a time, so no process holds more than a round in flight.
+round of blocks at a time (at most ``ROUND_BYTES``), so no process holds more than a round in
+flight.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+ROUND_BYTES = 1 << 28  # blocks gathered at once, at most (per process, in bytes)
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,18 @@ class Team:
         device = self.devices[index % len(self.devices)]
         return self.process if device is None else device.process_index
 
-    def rounds(self, n: int) -> list[range]:
-        """The block list cut into rounds of one block per device."""
+    def rounds(self, n: int, block_bytes: int) -> list[range]:
+        """The block list cut into rounds of ``k`` blocks per device.
+
+        One process: ``k = 1``. Several: each round ends in one gather, whose latency is paid
+        once per round, so ``k`` grows until there are about 16 rounds, as long as a round stays
+        within ``ROUND_BYTES``.
+        """
         d = len(self.devices)
-        return [range(start, min(start + d, n)) for start in range(0, n, d)]
+        k = 1
+        if self.shared:
+            k = max(1, min(-(-n // (16 * d)), ROUND_BYTES // max(1, d * block_bytes)))
+        return [range(start, min(start + k * d, n)) for start in range(0, n, k * d)]
 
     def allgather(
         self, mine: list[list[np.ndarray]], counts: dict[int, int], shapes: list
