@@ -30,6 +30,24 @@ def prepare_workdir(workdir: str, overwrite: bool) -> None:
     os.makedirs(workdir, exist_ok=True)
 
 
+def join_processes(distributed: Any) -> bool:
+    """Joins the other processes of a multi-host run; whether this process writes the artefacts.
+
+    ``distributed.coordinator_address`` empty: one process, which writes. ``"auto"``:
+    ``jax.distributed.initialize()`` detects the cluster (Slurm, Kubernetes, Cloud TPU); otherwise
+    the address, ``num_processes`` and ``process_id`` are passed on. Only process 0 writes into
+    the workdir: the others compute their share of the kernel's blocks and write nothing.
+    Must run before any other JAX computation.
+    """
+    address = distributed.coordinator_address
+    if address and not jax.distributed.is_initialized():
+        if address == "auto":
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(**distributed.to_dict())
+    return jax.process_index() == 0
+
+
 def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     """Each module's share of ``trace Θ(x, x)``, from per-example diagonal kernels."""
     # Jacobian contraction: per-leaf contributions come for free, one example at a time.
@@ -49,12 +67,16 @@ def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     return {k: v / whole for k, v in sorted(totals.items())} if whole else dict(totals)
 
 
-def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``."""
+def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any] | None:
+    """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``.
+
+    With several processes (``config.ntk.distributed``), every process computes its share of the
+    kernel and only process 0 gathers it, reports and writes; the others return ``None``.
+    """
     import architectures
 
-    if config.ntk.distributed.coordinator_address:  # before any other JAX computation
-        jax.distributed.initialize(**config.ntk.distributed.to_dict())
+    writer = join_processes(config.ntk.distributed)  # before any other JAX computation
+    several = jax.process_count() > 1
     dtype = jnp.dtype(config.ntk.dtype)
     x, y = load_dataset(config.data, dtype=str(dtype))
     family = config.model.family
@@ -86,13 +108,17 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
             kernel_fn,
             batch_size=config.ntk.batch_size or None,
             memory_budget=config.ntk.memory_budget or None,
-            mesh=bool(config.ntk.mesh) or None,
+            mesh=bool(config.ntk.mesh) or several or None,  # processes share the blocks
             progress=progress,
             checkpoint_dir=config.ntk.checkpoint_dir or None,
+            gather="process0",
+            out=os.path.join(workdir, config.ntk.out) if config.ntk.out else None,
         )
     start = time.perf_counter()
     kernel = whole(x)
     kernel_s = time.perf_counter() - start
+    if not writer:
+        return None
     spec = spectrum(kernel)
     shares = (
         per_layer_trace_share(pure, x, trace_axes, config.ntk.batch_size or 256)
@@ -114,6 +140,7 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         ),
         "method_costs": costs,
         "timings_s": {"build": build_s, "kernel": kernel_s},
+        "processes": jax.process_count(),
         "n_params": n_params,
         "flops_per_example": flops,
         "kernel_shape": list(kernel.shape),
@@ -126,7 +153,9 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         "per_layer_trace_share": shares,
     }
     if config.output.save_kernel:
-        arrays = {"kernel": kernel, "eigenvalues": spec.eigenvalues}
+        arrays = {"eigenvalues": spec.eigenvalues}
+        if not config.ntk.out:  # else the kernel is in its own .npy file already
+            arrays["kernel"] = kernel
         if y is not None:
             arrays["labels"] = np.asarray(y)
         np.savez(os.path.join(workdir, "kernel.npz"), **arrays)

@@ -145,17 +145,21 @@ def _parse_run(argv: Sequence[str], command: str = "run", usage: str = RUN_USAGE
 
 
 def run(argv: Sequence[str]) -> int:
-    from ntk_zoo._experiment import prepare_workdir, run_experiment, summary
+    from ntk_zoo._experiment import join_processes, prepare_workdir, run_experiment, summary
 
     fv = _parse_run(argv)
     config = fv.config
     if config.ntk.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     try:
-        prepare_workdir(fv.workdir, fv.overwrite)
+        if join_processes(config.ntk.distributed):  # process 0 alone owns the workdir
+            prepare_workdir(fv.workdir, fv.overwrite)
         report = run_experiment(config, fv.workdir, progress=fv.progress)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
+    if report is None:
+        print(f"ntk-zoo run: process {jax.process_index()} computed its share of the kernel")
+        return 0
     print(f"ntk-zoo run: {fv.workdir}")
     print(summary(report))
     print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")

@@ -156,3 +156,40 @@ def test_kernel_file_memory_stays_bounded(tmp_path):
     )
     assert info["peak_growth_bytes"] < info["kernel_bytes"] / 8
     assert rel_error(kernels["rows"], kernels["want"]) <= EXACT
+
+
+def test_command_line_over_two_processes(tmp_path):
+    """`ntk-zoo run` on 2 processes: both compute, process 0 alone writes the workdir."""
+    workdir = tmp_path / "run"
+    port = str(free_port())
+    command = lambda i: [
+        sys.executable,
+        "-m",
+        "ntk_zoo",
+        "run",
+        "--config",
+        "configs/mlp.py:runlocal",
+        "--workdir",
+        str(workdir),
+        "--noprogress",
+        "--config.ntk.batch_size=4",
+        "--config.ntk.method=jacobian_contraction",  # quickest to compile
+        "--config.ntk.per_layer=False",
+        "--config.ntk.out=kernel.npy",
+        f"--config.ntk.distributed.coordinator_address=localhost:{port}",
+        "--config.ntk.distributed.num_processes=2",
+        f"--config.ntk.distributed.process_id={i}",
+    ]
+    assert launch(command, 2, tmp_path) == [0, 0], _logs(tmp_path, 2)
+    assert sorted(p.name for p in workdir.iterdir()) == [
+        "kernel.npy",
+        "kernel.npz",
+        "report.json",
+        "spectrum.png",
+    ]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["processes"] == 2 and report["kernel_shape"] == [16, 16]
+    kernel = np.load(workdir / "kernel.npy")
+    np.testing.assert_allclose(kernel, kernel.T, rtol=1e-6)  # both halves of the blocks met
+    assert "wrote kernel.npy, kernel.npz, report.json, spectrum.png" in _logs(tmp_path, 1)[:3000]
+    assert "process 1 computed its share" in (tmp_path / "log_1.txt").read_text()
