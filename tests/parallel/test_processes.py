@@ -193,3 +193,35 @@ def test_command_line_over_two_processes(tmp_path):
     np.testing.assert_allclose(kernel, kernel.T, rtol=1e-6)  # both halves of the blocks met
     assert "wrote kernel.npy, kernel.npz, report.json, spectrum.png" in _logs(tmp_path, 1)[:3000]
     assert "process 1 computed its share" in (tmp_path / "log_1.txt").read_text()
+
+
+def readme_block(marker: str) -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    after = text[text.index(f"<!-- multihost-example: {marker} -->") :]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    """The README's two-process example, run by its own bash line (on a free port)."""
+    (tmp_path / "kernel.py").write_text(
+        readme_block("kernel.py").replace("localhost:12355", f"localhost:{free_port()}")
+    )
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        ["bash", "-c", readme_block("bash")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    # process 0 prints "0 (70, 70)", process 1 "1 None" (their lines may interleave)
+    assert done.stdout.count("(70, 70)") == 1 and done.stdout.count("None") == 1, (
+        done.stdout + done.stderr
+    )
+    x, _ = ntk_zoo.data.load_digits(70)  # float32, as in the example
+    f = lambda p, x: jax.numpy.tanh(x @ p["w"])
+    want = ntk_zoo.ntk_fn(f, vmap_axes=0)(x, None, {"w": np.ones((64, 10), np.float32) / 8})
+    assert rel_error(np.load(tmp_path / "runs" / "kernel-2p.npy"), want) <= 1e-6  # float32
