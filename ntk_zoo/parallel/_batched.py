@@ -112,8 +112,9 @@ def batched(
       >>> import os, tempfile
       >>> path = os.path.join(tempfile.mkdtemp(), "kernel.npy")
       >>> theta = ntk_zoo.batched(kernel_fn, batch_size=4, progress=False, out=path)
-      >>> theta(jnp.ones((10, 3)), None, jnp.ones((3, 2)))[:2, :2]
-      memmap([[...]], dtype=float32)
+      >>> k = theta(jnp.ones((10, 3)), None, jnp.ones((3, 2)))
+      >>> type(k).__name__, k.shape, os.path.basename(k.filename)
+      ('memmap', (10, 10), 'kernel.npy')
     """
     if not isinstance(kernel_fn, KernelFn):
         raise TypeError("batched takes the kernel function returned by ntk_zoo.ntk_fn.")
