@@ -41,6 +41,8 @@ def join_processes(distributed: Any) -> bool:
     """
     address = distributed.coordinator_address
     if address and not jax.distributed.is_initialized():
+        if jax.config.jax_cpu_collectives_implementation is None:  # older JAX's default
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         if address == "auto":
             jax.distributed.initialize()
         else:

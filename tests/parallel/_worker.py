@@ -65,6 +65,12 @@ if SCENARIO == "equal":  # every method and gather mode against the one-process 
     keep("none", batched("auto", gather="none", checkpoint_dir=f"{DIR}/ckpt")(X1, None, PARAMS))
     keep("out", batched("auto", out=f"{DIR}/kernel.npy")(X1, None, PARAMS))
     keep("out-none", batched("auto", gather="none", out=f"{DIR}/mine.npy")(X1, X2, PARAMS))
+    # Inputs as one global array, each process holding its own rows (fetched whole by batched)
+    mesh = jax.make_mesh((jax.device_count(),), ("blocks",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("blocks"))
+    mine = X1[18 * PROCESS : 18 * PROCESS + 18]
+    x_global = jax.make_array_from_process_local_data(sharding, mine, (36, X1.shape[1]))
+    keep("global", batched("auto")(x_global, None, PARAMS))
 elif SCENARIO == "resume":  # killed after some blocks (by the env var), then rerun
     keep("kernel", batched("auto", checkpoint_dir=f"{DIR}/ckpt")(X1, None, PARAMS))
 elif SCENARIO == "memory":  # peak RSS growth of a kernel far bigger than its blocks

@@ -116,6 +116,8 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     for kernels, info in ((k0, info0), (k1, info1)):  # out=: a memmap on every process
         assert info["memmaps"]["out"] and rel_error(kernels["out"], reference(None)) <= EXACT
     assert "out-none" not in k0 and "out-none" not in k1
+    for kernels in (k0, k1):  # inputs given as a global array spread over the processes
+        assert rel_error(kernels["global"], reference(None)[:36, :36]) <= EXACT
     written = np.load(tmp_path / "mine.npy")  # each process wrote its own blocks into it
     assert rel_error(written, reference(X2)) <= EXACT
     # The blocks saved by 2 processes (gather="none"), reused by this single process: none
