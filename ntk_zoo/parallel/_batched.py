@@ -241,24 +241,30 @@ def _compute(plan: Plan, team: Team, options: Options) -> PyTree | None:
         disable=not options.progress or team.process != team.processes[0],
     )
     block_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in shapes)
-    for indices in team.rounds(len(tasks), block_bytes):
-        mine = [tasks[k] for k in indices if owners[k] == team.process]
-        leaves = _finished(mine, store, compute)
-        if gathering:
-            counts = {p: sum(owners[k] == p for k in indices) for p in team.processes}
-            everyone = team.allgather(leaves, counts, shapes)
-            if sink is not None:
-                for p, blocks in everyone.items():
-                    owned = [tasks[k] for k in indices if owners[k] == p]
-                    for task, block in zip(owned, blocks):
+    try:
+        for indices in team.rounds(len(tasks), block_bytes):
+            mine = [tasks[k] for k in indices if owners[k] == team.process]
+            leaves = _finished(mine, store, compute)
+            if gathering:
+                counts = {p: sum(owners[k] == p for k in indices) for p in team.processes}
+                everyone = team.allgather(leaves, counts, shapes)
+                if sink is not None:
+                    for p, blocks in everyone.items():
+                        owned = [tasks[k] for k in indices if owners[k] == p]
+                        for task, block in zip(owned, blocks):
+                            sink.put(task, block)
+                bar.update(len(indices))
+            else:
+                if sink is not None:
+                    for task, block in zip(mine, leaves):
                         sink.put(task, block)
-            bar.update(len(indices))
-        else:
-            if sink is not None:
-                for task, block in zip(mine, leaves):
-                    sink.put(task, block)
-            bar.update(len(mine))
-    bar.close()
+                bar.update(len(mine))
+    except BaseException:
+        if isinstance(sink, FileSink):
+            sink.close()  # what was written stays; a rerun with checkpoint_dir completes it
+        raise
+    finally:
+        bar.close()
     return _deliver(plan, team, options, sink)
 
 
@@ -342,12 +348,12 @@ def _chunked_outputs(
     select_fn = ntk_fn(
         select, method=kernel_fn.method, trace_axes=(), vmap_axes=kernel_fn.vmap_axes
     )
-    team = Team.of(options.mesh)
-    first = team.process == team.processes[0]
 
     def run(x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any):
         params = kernel_fn.default_params if params is None else params
         x1, x2, params, kwargs = host_value((x1, x2, params, kwargs))
+        team = Team.of(options.mesh)
+        first = team.process == team.processes[0]
         example = jax.eval_shape(
             lambda p: f(p, rows(x1, 0, 1, 1), **side_kwargs(kwargs, 0)), params
         )
