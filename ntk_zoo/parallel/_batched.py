@@ -81,8 +81,9 @@ def batched(
         device, sharded with ``NamedSharding``.
       progress: show a tqdm bar (blocks done, rate, time left; on process 0 only).
       checkpoint_dir: write each finished block there; a rerun resumes from them, computes no
-        saved block again and gives the identical kernel, whatever its processes or devices. A
-        checkpoint from other inputs, params or settings is refused. Several processes need a
+        saved block again and gives the identical kernel, whatever its processes or devices
+        (give ``batch_size``: an automatic one may differ between machines). A checkpoint from
+        other inputs, params or settings (block size included) is refused. Several processes need a
         filesystem they all see to share a checkpoint.
       accumulate_dtype: dtype of the host result (default: the kernel's).
       output_chunk: for ``trace_axes=()`` kernels of ``(n, o)`` outputs, also tile the ``o``

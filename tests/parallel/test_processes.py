@@ -34,8 +34,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(command: list[str], n: int, directory, env=None, timeout=240) -> list[int]:
-    """Starts ``n`` processes of ``command + [process_id]``; waits; returns their exit codes."""
+def launch(command, n: int, directory, env=None, timeout=240) -> list[int]:
+    """Starts processes ``command(0)`` .. ``command(n - 1)``; waits; returns their exit codes."""
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     env.pop("XLA_FLAGS", None)  # the children choose their own devices
