@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -48,7 +47,6 @@ def worker(args: argparse.Namespace) -> None:
     from jax.experimental import multihost_utils
 
     import ntk_zoo
-    from ntk_zoo.parallel import _batched, _team
 
     x, _ = ntk_zoo.data.load_digits(args.n)
     sizes = [x.shape[1], args.width, args.width, 10]
@@ -67,38 +65,22 @@ def worker(args: argparse.Namespace) -> None:
     kernel_fn = ntk_zoo.ntk_fn(mlp, method="jacobian_contraction", vmap_axes=0)
     whole = ntk_zoo.batched(kernel_fn, batch_size=args.block, mesh=True, progress=False)
 
-    # Time spent computing this process's blocks, and gathering them across processes.
-    spent = {"compute": 0.0, "gather": 0.0}
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] += time.perf_counter() - start
-
-        return wrapper
-
-    _batched._finished = timed("compute", _batched._finished)
-    _team.Team.allgather = timed("gather", _team.Team.allgather)
-
     whole(x[: 2 * args.block], None, params)  # warm-up: compiles the block program
     multihost_utils.sync_global_devices("warm")
-    spent.update(compute=0.0, gather=0.0)
-    start = time.perf_counter()
     kernel = whole(x, None, params)
-    wall = time.perf_counter() - start
+    stats = whole.stats  # where this process's time went
     blocks = -(-args.n // args.block)
     blocks = blocks * (blocks + 1) // 2
     if args.process_id == 0:
         result = {
             "processes": args.processes,
-            "wall_s": wall,
+            "wall_s": stats.wall_s,
             "blocks": blocks,
-            "compute_s": spent["compute"],
-            "gather_s": spent["gather"],
-            "outside_compute_s": wall - spent["compute"],
+            "computed": stats.computed,
+            "compute_s": stats.compute_s,
+            "gather_s": stats.gather_s,
+            "place_s": stats.place_s,
+            "outside_compute_s": stats.wall_s - stats.compute_s,
             "trace": float(np.trace(kernel)),
         }
         print("RESULT " + json.dumps(result), flush=True)

@@ -227,6 +227,7 @@ def test_out_resumes_into_the_same_file(tmp_path, monkeypatch):
     )
     resumed = whole(X1, None, params)
     assert len(computed) == 15 - 3
+    assert (whole.stats.computed, whole.stats.loaded) == (15 - 3, 3)
     assert rel_error(resumed, kernel_fn(X1, None, params)) <= EXACT
 
 
