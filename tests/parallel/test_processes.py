@@ -132,16 +132,21 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     assert rel_error(again, reference(None)) <= EXACT
 
 
-def test_killed_processes_resume(tmp_path, monkeypatch):
-    """Both processes die abruptly after 2 saved blocks each; the rerun computes only the rest."""
+def test_killed_processes_resume(tmp_path):
+    """Processes die abruptly mid-run; the rerun computes exactly the blocks not saved."""
     codes = run_worker("resume", tmp_path, env={"NTK_ZOO_TEST_EXIT_AFTER": "2"})
-    assert codes == [17, 17], _logs(tmp_path, 2)
-    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("block_*.npz"))
-    assert len(saved) == 4
-    assert not list((tmp_path / "ckpt").glob(".tmp-*"))  # nothing half-written left behind
+    # The first to save 2 blocks exits (17); its peer also exits after 2 saves, or is aborted
+    # by jax.distributed when the coordinator goes away before it got there.
+    assert 17 in codes and 0 not in codes, _logs(tmp_path, 2)
+    blocks = list((tmp_path / "ckpt").glob("block_*.npz"))
+    saved = len(blocks)
+    assert 2 <= saved <= 4
+    for block in blocks:  # whole files only (a write cut short leaves at most a .tmp-* file)
+        with np.load(block) as f:
+            assert f["leaf_0"].shape == (8, 8)
     assert run_worker("resume", tmp_path) == [0, 0], _logs(tmp_path, 2)
     (k0, info0), (k1, info1) = results(tmp_path)
-    assert info0["saved"] + info1["saved"] == 15 - 4  # no saved block computed again
+    assert info0["saved"] + info1["saved"] == 15 - saved  # no saved block computed again
     for kernels in (k0, k1):
         assert rel_error(kernels["kernel"], reference(None)) <= EXACT
 
