@@ -1,6 +1,6 @@
 """One kernel over 1 and over 2 processes (jax.distributed on localhost, one CPU device each).
 
-    python benchmarks/multihost.py [--n 512] [--block 64] [--width 128] [--repeats 3]
+    python benchmarks/multihost.py [--n 512] [--block 64] [--width 128] [--repeats 3] [--quick]
 
 The digits kernel of a 64-W-W-10 ReLU MLP (logits traced, float32, Jacobian contraction) cut into
 ``--block``-example blocks (512 / 64: 36 blocks of the symmetric half), computed by
@@ -130,8 +130,9 @@ def launch(processes: int, args: argparse.Namespace) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (a smoke run)")
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
@@ -140,9 +141,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--port", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.quick:
+        args.n, args.block, args.width, args.repeats = 128, 32, 32, 1
 
     runs = {1: [], 2: []}
     for _ in range(args.repeats):  # alternating, so that load from elsewhere hits both alike
@@ -180,7 +183,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "same_trace": len({round(r["trace"], 3) for rs in runs.values() for r in rs}) == 1,
     }
-    with open(os.path.join(HERE, "multihost.json"), "w") as f:
+    with open(
+        os.path.join(HERE, "multihost-quick.json" if args.quick else "multihost.json"), "w"
+    ) as f:
         json.dump({"meta": meta, "rows": rows, "runs": runs}, f, indent=2)
     print(json.dumps(meta))
     print(
