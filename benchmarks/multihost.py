@@ -1,6 +1,6 @@
 """One kernel over 1 and over 2 processes (jax.distributed on localhost, one CPU device each).
 
-    python benchmarks/multihost.py [--n 512] [--block 64] [--width 128] [--repeats 3] [--quick]
+    python -m benchmarks processes [--n 512] [--block 64] [--width 128] [--repeats 3] [--quick]
 
 The digits kernel of a 64-W-W-10 ReLU MLP (logits traced, float32, Jacobian contraction) cut into
 ``--block``-example blocks (512 / 64: 36 blocks of the symmetric half), computed by
@@ -11,8 +11,13 @@ running one thread (``intra_op_parallelism_threads=1``), so that "a device" is o
 Reported per configuration (median of ``--repeats`` fresh launches, alternating): wall time of
 the ``batched`` call after a warm-up that compiled the block program, speed-up, blocks per
 second per device, and the time process 0 spends outside computing its blocks (gathering across
-processes and placing blocks into the kernel). Prints a Markdown table and writes
-``benchmarks/multihost.json``.
+processes and placing blocks into the kernel, from ``whole.stats``). Prints a Markdown table
+(``python -m benchmarks`` keeps it in ``benchmarks/results/processes.md``) and writes the raw runs
+to ``benchmarks/results/processes.json``.
+
+Several processes cannot share one process of the suites' harness (``_harness.py`` times one
+process per measurement), so this suite starts its own: fresh processes per launch, alternating
+configurations, medians, as the harness does.
 """
 
 from __future__ import annotations
@@ -183,9 +188,9 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "same_trace": len({round(r["trace"], 3) for rs in runs.values() for r in rs}) == 1,
     }
-    with open(
-        os.path.join(HERE, "multihost-quick.json" if args.quick else "multihost.json"), "w"
-    ) as f:
+    name = "processes-quick.json" if args.quick else "processes.json"
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", name), "w") as f:
         json.dump({"meta": meta, "rows": rows, "runs": runs}, f, indent=2)
     print(json.dumps(meta))
     print(

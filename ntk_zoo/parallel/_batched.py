@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_zoo.core import pad_rows
 from ntk_zoo.engine import KernelFn, ntk_fn
 from ntk_zoo.parallel import _memory
-from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, rows, side_kwargs
+from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, side_kwargs
 from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
 from ntk_zoo.parallel._sink import (
     FileSink,
@@ -401,7 +402,7 @@ def _chunked_outputs(
         team = Team.of(options.mesh)
         first = team.process == team.processes[0]
         example = jax.eval_shape(
-            lambda p: f(p, rows(x1, 0, 1, 1), **side_kwargs(kwargs, 0)), params
+            lambda p: f(p, pad_rows(x1, 0, 1, 1), **side_kwargs(kwargs, 0)), params
         )
         n_out = example.shape[-1]
         n1, n2 = n_examples(x1), n_examples(x1 if x2 is None else x2)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+
+from ntk_zoo.core import pad_rows, split_kwargs
 
 PyTree = Any
 
@@ -18,31 +19,9 @@ def n_examples(x: PyTree) -> int:
     return jax.tree.leaves(x)[0].shape[0]
 
 
-def rows(tree: PyTree, start: int, stop: int, size: int) -> PyTree:
-    """Rows ``start:stop`` of every leaf, padded to ``size`` rows by repeating the first row.
-
-    Padding keeps every block the same shape (one compilation); the padded rows are trimmed from
-    the results.
-    """
-
-    def take(a):
-        block = a[start:stop]
-        pad = size - block.shape[0]
-        if pad:
-            block = jnp.concatenate([block, jnp.repeat(block[:1], pad, axis=0)], axis=0)
-        return block
-
-    return jax.tree.map(take, tree)
-
-
-def is_pair(value: Any) -> bool:
-    """Whether a keyword value is ``(value for x1, value for x2)`` (neural-tangents' convention)."""
-    return isinstance(value, tuple) and len(value) == 2
-
-
 def side_kwargs(kwargs: dict[str, Any], side: int) -> dict[str, Any]:
-    """The keyword arguments of one side (0: ``x1``, 1: ``x2``); shared values go to both."""
-    return {k: v[side] if is_pair(v) else v for k, v in kwargs.items()}
+    """The keyword arguments of one side (0: ``x1``, 1: ``x2``), by the core's convention."""
+    return split_kwargs(kwargs, x2_given=True)[side]
 
 
 def pair_kwargs(kw1: dict[str, Any], kw2: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +34,7 @@ class Layout:
     (n, ...) or ``trace`` (summed out), and how to transpose a block for ``Θ(x2, x1)``."""
 
     def __init__(self, kernel_fn: Any, x: PyTree, params: PyTree, kwargs: dict):
-        problem = kernel_fn._problem(x, None, params, kwargs)
+        problem = kernel_fn.problem(x, None, params, **kwargs)
         if problem.vmap is None:
             raise ValueError(
                 "batched tiles examples into blocks, which is exact only when examples are "
@@ -93,7 +72,7 @@ class Layout:
         out = {}
         for k, v in side_kwargs(kwargs, side).items():
             batched = any(a is not None for a in self.kw_axes.get(k, [None]))
-            out[k] = rows(v, start, stop, size) if batched else v
+            out[k] = pad_rows(v, start, stop, size) if batched else v
         return out
 
 
@@ -155,9 +134,9 @@ class Plan:
         s2 = self.size if padded else r2.stop - r2.start
         xs2 = self.x1 if self.symmetric else self.x2
         side2 = 0 if self.symmetric else 1
-        a1 = rows(self.x1, r1.start, r1.stop, s1)
+        a1 = pad_rows(self.x1, r1.start, r1.stop, s1)
         a1 = a1, self.layout.kwargs_rows(self.kwargs, 0, r1.start, r1.stop, s1)
-        a2 = rows(xs2, r2.start, r2.stop, s2)
+        a2 = pad_rows(xs2, r2.start, r2.stop, s2)
         a2 = a2, self.layout.kwargs_rows(self.kwargs, side2, r2.start, r2.stop, s2)
         return a1, a2
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import jax
 
-from ntk_zoo.parallel._blocks import Layout, n_examples, pair_kwargs, rows
+from ntk_zoo.core import pad_rows
+from ntk_zoo.parallel._blocks import Layout, n_examples, pair_kwargs
 
 
 def default_budget(fraction: float = 0.5) -> int:
@@ -24,13 +25,13 @@ def block_bytes(
 ) -> int:
     """Compiled memory estimate (arguments + outputs + temporaries) of one block."""
     size1 = min(size, n_examples(x1))
-    b1 = rows(x1, 0, size1, size1)
+    b1 = pad_rows(x1, 0, size1, size1)
     kw1 = layout.kwargs_rows(kwargs, 0, 0, size1, size1)
     if x2 is None:
         lowered = jax.jit(lambda a, p, k: kernel_fn(a, None, p, **k)).lower(b1, params, kw1)
     else:
         size2 = min(size, n_examples(x2))
-        b2 = rows(x2, 0, size2, size2)
+        b2 = pad_rows(x2, 0, size2, size2)
         kw = pair_kwargs(kw1, layout.kwargs_rows(kwargs, 1, 0, size2, size2))
         lowered = jax.jit(lambda a, b, p, k: kernel_fn(a, b, p, **k)).lower(b1, b2, params, kw)
     stats = lowered.compile().memory_analysis()
