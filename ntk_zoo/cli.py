@@ -10,208 +10,24 @@ each by NTK proxies at initialisation, trains each briefly, and writes ``nas.jso
 
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
+
+``ntk-zoo <command> --help`` prints the command's usage, options, config fields with their
+defaults and examples. The commands and their jobs live in :mod:`ntk_zoo.jobs` (its
+``COMMANDS`` table); this module is only the entry point.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import sys
-import time
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-import ntk_zoo
-
-
-def _time(fn: Callable[[], jax.Array], repeats: int) -> tuple[float, float, jax.Array]:
-    """(first call incl. compilation, median steady-state call) in seconds, and the result."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - start)
-    return first, statistics.median(runs), out
-
-
-def demo(args: argparse.Namespace) -> int:
-    from architectures.jax import mlp
-
-    x, _ = ntk_zoo.data.load_digits(args.n, dtype=args.dtype)
-    widths = [int(w) for w in args.widths.split(",")]
-    params = mlp.init(
-        jax.random.key(args.seed), x.shape[1], widths, 10, dtype=jnp.dtype(args.dtype)
-    )
-    n_params = sum(a.size for a in jax.tree.leaves(params))
-    x = jnp.asarray(x)
-    arch = "-".join(str(d) for d in [x.shape[1], *widths, 10])
-    print("ntk_zoo demo: the empirical NTK of an MLP on scikit-learn's digits")
-    print(f"  data   {x.shape[0]} digits, {x.shape[1]} pixels each, 10 logits")
-    print(f"  model  MLP {arch}, ReLU, NTK parameterisation, {n_params:,} params, {args.dtype}")
-    print(
-        f"  device {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
-    )
-
-    methods = [m for m in ntk_zoo.Method if m is not ntk_zoo.Method.AUTO]
-    for trace_axes, label in (((-1,), "mean over logits"), ((), "full logit blocks")):
-        print(f"\nkernel with trace_axes={trace_axes} ({label}), vmap_axes=0")
-        print(f"  {'method':<34} {'first call s':>12} {'steady ms':>10} {'rel. diff':>10}")
-        reference = None
-        for method in [*methods, ntk_zoo.Method.AUTO]:
-            kernel_fn = ntk_zoo.ntk_fn(mlp.apply, method=method, trace_axes=trace_axes, vmap_axes=0)
-            first, steady, k = _time(lambda kf=kernel_fn: kf(x, None, params), args.repeats)
-            k = np.asarray(k, np.float64)
-            reference = k if reference is None else reference
-            diff = np.max(np.abs(k - reference)) / np.max(np.abs(reference))
-            name = str(method)
-            if method is ntk_zoo.Method.AUTO:
-                chosen, costs = kernel_fn.choose(x, None, params)
-                name = f"auto -> {chosen}"
-            print(f"  {name:<34} {first:>12.2f} {steady * 1e3:>10.1f} {diff:>10.1e}")
-        if method is ntk_zoo.Method.AUTO:
-            est = ", ".join(f"{m}: {c:.2e}" for m, c in costs.items())
-            print(f"  auto's cost estimates (FLOP-equivalents): {est}")
-        if k.ndim == 2:
-            eig = np.linalg.eigvalsh(k)
-            print(
-                f"  spectrum: trace {np.trace(k):.4g}, lambda_max {eig[-1]:.4g}, "
-                f"lambda_min {eig[0]:.4g}, condition number {eig[-1] / eig[0]:.4g}"
-            )
-    return 0
-
-
-RUN_USAGE = (
-    "usage: ntk-zoo run --config configs/<family>.py[:key=value,...] --workdir DIR "
-    "[--overwrite] [--noprogress] [--config.section.key=value ...]"
-)
-
-
-class UsageError(Exception):
-    """A mistake on the command line: reported in one line, no traceback."""
-
-
-def _config_path(argv: Sequence[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-NAS_USAGE = (
-    "usage: ntk-zoo nas --config configs/nas.py[:key=value,...] --workdir DIR "
-    "[--overwrite] [--noprogress] [--config.section.key=value ...]"
-)
-
-
-def _parse_run(argv: Sequence[str], command: str = "run", usage: str = RUN_USAGE) -> Any:
-    from absl import flags
-    from ml_collections import config_flags
-
-    argv = [f"ntk-zoo {command}", *argv]
-    path = _config_path(argv)
-    if path is None:
-        raise UsageError(f"--config is required\n{usage}")
-    if not os.path.isfile(path.split(":", 1)[0]):
-        raise UsageError(f"config file {path.split(':', 1)[0]!r} not found")
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)
-    flags.DEFINE_string("workdir", None, "where outputs are written", flag_values=fv)
-    flags.DEFINE_bool("overwrite", False, "allow a non-empty workdir", flag_values=fv)
-    flags.DEFINE_bool("progress", True, "show a progress bar", flag_values=fv)
-    try:
-        with warnings.catch_warnings():  # ml_collections loads config files with load_module()
-            warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-            fv(argv)
-    except (AttributeError, KeyError) as e:
-        overrides = [a for a in argv if a.startswith("--config.")]
-        raise UsageError(f"unknown config key {e} in overrides {overrides}") from None
-    except flags.Error as e:
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        raise UsageError(lines[-1] if "Traceback" in str(e) else lines[0]) from None
-    if not fv.workdir:
-        raise UsageError(f"--workdir is required\n{usage}")
-    return fv
-
-
-def run(argv: Sequence[str]) -> int:
-    from ntk_zoo._experiment import join_processes, prepare_workdir, run_experiment, summary
-
-    fv = _parse_run(argv)
-    config = fv.config
-    if config.ntk.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    try:
-        if join_processes(config.ntk.distributed):  # process 0 alone owns the workdir
-            prepare_workdir(fv.workdir, fv.overwrite)
-        report = run_experiment(config, fv.workdir, progress=fv.progress)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-    if report is None:
-        print(f"ntk-zoo run: process {jax.process_index()} computed its share of the kernel")
-        return 0
-    print(f"ntk-zoo run: {fv.workdir}")
-    print(summary(report))
-    print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")
-    return 0
-
-
-def nas(argv: Sequence[str]) -> int:
-    from ntk_zoo._experiment import prepare_workdir
-    from ntk_zoo.nas import ranking_table, run_search
-
-    fv = _parse_run(argv, "nas", NAS_USAGE)
-    config = fv.config
-    if config.proxies.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    try:
-        prepare_workdir(fv.workdir, fv.overwrite)
-        report = run_search(config, fv.workdir, progress=fv.progress)
-    except (ValueError, KeyError, AttributeError, FileExistsError) as e:
-        raise UsageError(str(e).strip("'\"").splitlines()[0]) from None
-    print(f"ntk-zoo nas: {fv.workdir} ({report['wall_s']:.0f} s)")
-    print(ranking_table(report))
-    print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntk-zoo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="NTK of a zoo model from a config file (see `ntk-zoo run`).")
-    sub.add_parser("nas", help="Training-free architecture search (see `ntk-zoo nas`).")
-    p = sub.add_parser("demo", help="NTK of a small MLP on digits by every method, timed.")
-    p.add_argument("--n", type=int, default=128, help="number of digits (default 128)")
-    p.add_argument("--widths", default="256,256", help="hidden widths (default 256,256)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=demo)
-    return parser
+from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["run"], ["nas"]):
-        try:
-            return (run if argv[0] == "run" else nas)(argv[1:])
-        except UsageError as e:
-            print(f"ntk-zoo: error: {e}", file=sys.stderr)
-            return 2
-    args = _parser().parse_args(argv)
-    if args.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    return args.run(args)
+    """Runs ``ntk-zoo`` on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from ntk_zoo.jobs import COMMANDS
+    from ntk_zoo.jobs import main as dispatch
+
+    return dispatch(COMMANDS, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
