@@ -27,12 +27,7 @@ MAY_IMPORT_ZOO = ("ntk_zoo.jobs", "ntk_zoo.cli", "ntk_zoo.__main__")
 # (importing module, imported private module or name). Each is being removed by its owner; the
 # list is emptied at integration. An entry that no longer matches a violation fails the test,
 # so the list can only shrink.
-ALLOWED = frozenset(
-    {
-        # ntk_zoo.parallel (issue 11): KernelFn/ntk_fn through ntk_zoo.engine's public names.
-        ("ntk_zoo.parallel._batched", "ntk_zoo.engine._ntk"),
-    }
-)
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def _modules() -> dict[str, pathlib.Path]:
