@@ -9,6 +9,7 @@ if not _compat.avoid_cpu_miscompilation():
     _compat.warn_if_cpu_exposed()
 
 from ntk_zoo import data as data
+from ntk_zoo import dynamics as dynamics
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
@@ -39,6 +40,7 @@ __all__ = [
     "ntk_fn",
     "ntk_vp_fn",
     "data",
+    "dynamics",
     "nas",
     "predict",
     "spectrum",

@@ -8,6 +8,11 @@ bar, and writes ``kernel.npz``, ``report.json`` and ``spectrum.png`` to ``DIR``.
 each by NTK proxies at initialisation, trains each briefly, and writes ``nas.json``,
 ``ranking.md`` and ``proxies.png`` (proxies against accuracy, with Kendall τ).
 
+``ntk-zoo train --config configs/train.py[:args] --workdir DIR`` trains zoo models of several
+widths on digits and records how their NTK moves (distance from init, alignment with the labels,
+κ) and how far they stray from their linearisation; writes ``dynamics.json``, ``dynamics.png``
+and ``kernels.npz``.
+
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
 """
@@ -181,11 +186,63 @@ def nas(argv: Sequence[str]) -> int:
     return 0
 
 
+TRAIN_USAGE = (
+    "usage: ntk-zoo train --config configs/train.py[:key=value,...] --workdir DIR "
+    "[--overwrite] [--noprogress] [--config.section.key=value ...]"
+)
+
+
+def _train_help() -> str:
+    """Usage, the config's docstring (examples, arguments) and its fields with defaults."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "train.py")
+    lines = [TRAIN_USAGE, ""]
+    if os.path.isfile(path):
+        spec = importlib.util.spec_from_file_location("ntk_zoo_train_config", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        lines += [module.__doc__.strip(), "", "config fields (--config.<field>=value), defaults:"]
+
+        def walk(prefix: str, node: Any) -> None:
+            for key, value in node.items():
+                if hasattr(value, "items"):
+                    walk(f"{prefix}{key}.", value)
+                else:
+                    lines.append(f"  {prefix}{key} = {value!r}")
+
+        walk("", module.get_config().to_dict())
+    return "\n".join(lines)
+
+
+def train(argv: Sequence[str]) -> int:
+    from ntk_zoo._experiment import prepare_workdir
+    from ntk_zoo.jobs import run_training, train_summary
+
+    if {"-h", "--help"} & set(argv):
+        print(_train_help())
+        return 0
+    fv = _parse_run(argv, "train", TRAIN_USAGE)
+    config = fv.config
+    if config.ntk.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    try:
+        prepare_workdir(fv.workdir, fv.overwrite)
+        report = run_training(config, fv.workdir, progress=fv.progress)
+    except (ValueError, KeyError, AttributeError, FileExistsError) as e:
+        raise UsageError(str(e).strip("'\"").splitlines()[0]) from None
+    print(f"ntk-zoo train: {fv.workdir} ({report['wall_s']:.0f} s)")
+    print(train_summary(report))
+    print(f"  wrote {', '.join(sorted(os.listdir(fv.workdir)))}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntk-zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="NTK of a zoo model from a config file (see `ntk-zoo run`).")
     sub.add_parser("nas", help="Training-free architecture search (see `ntk-zoo nas`).")
+    sub.add_parser("train", help="How the NTK moves during training (see `ntk-zoo train`).")
     p = sub.add_parser("demo", help="NTK of a small MLP on digits by every method, timed.")
     p.add_argument("--n", type=int, default=128, help="number of digits (default 128)")
     p.add_argument("--widths", default="256,256", help="hidden widths (default 256,256)")
@@ -198,9 +255,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["run"], ["nas"]):
+    if argv[:1] in (["run"], ["nas"], ["train"]):
         try:
-            return (run if argv[0] == "run" else nas)(argv[1:])
+            return {"run": run, "nas": nas, "train": train}[argv[0]](argv[1:])
         except UsageError as e:
             print(f"ntk-zoo: error: {e}", file=sys.stderr)
             return 2
