@@ -89,18 +89,19 @@ def test_closed_form_and_trained_linearisation_agree():
 
 def test_linearisation_gap_shrinks_with_width():
     # Lee et al. (2019): in NTK parameterisation ‖f_t − f_t^lin‖ = O(1/√width), so over widths
-    # 16 → 1024 the gap should fall about 8×. Measured here (seeds 0–3): median gaps 0.21, 0.063,
-    # 0.016 at widths 16, 128, 1024 (13×, log-log slope −0.6), seed-to-seed scatter under 1.6×
-    # except one narrow net that half-diverged (gap 1.65), hence medians over 3 seeds. We ask
-    # for a 3× fall between the ends and a slope of the medians below −0.25: each margin is
-    # well over the scatter, and the runs are deterministic, so the test cannot flake.
+    # 16 → 1024 the gap should fall about 8×. Measured here (seeds 0–3): gaps 0.20–0.23 at width
+    # 16 (and 1.65 for seed 2, a narrow net that half-diverged), 0.057–0.096 at 128 and
+    # 0.014–0.017 at 1024: a 13× fall, log-log slope −0.6. We ask, for the mean over seeds 0
+    # and 1, for a 3× fall between the ends and a slope below −0.25: each margin is far beyond
+    # the seed-to-seed scatter (under 1.7× at a fixed width; a divergent narrow net only
+    # widens it), and the runs are deterministic, so the test cannot flake.
     config = _config()
     config.data.n_train, config.data.n_test, config.data.probe = 16, 16, 4
     config.model.depth = 1
     config.train.steps, config.record.num = 30, 1
     config.ntk.dtype = "float64"
     data = _digits(config)
-    widths, seeds = (16, 128, 1024), (0, 1, 2)
+    widths, seeds = (16, 128, 1024), (0, 1)
     gaps = np.zeros((len(widths), len(seeds)))
     for i, width in enumerate(widths):
         for j, seed in enumerate(seeds):
@@ -108,9 +109,9 @@ def test_linearisation_gap_shrinks_with_width():
             model = {**config.model.to_dict(), "width": width, "parameterization": "ntk"}
             gaps[i, j] = train_model(model, config, data)["records"][-1]["linearized_gap"]
     assert np.all(gaps > 0)
-    medians = np.median(gaps, axis=1)
-    assert medians[-1] < medians[0] / 3, gaps
-    slope = np.polyfit(np.log(widths), np.log(medians), 1)[0]
+    means = gaps.mean(axis=1)
+    assert means[-1] < means[0] / 3, gaps
+    slope = np.polyfit(np.log(widths), np.log(means), 1)[0]
     assert slope < -0.25, (slope, gaps)
 
 

@@ -360,11 +360,12 @@ def plot_dynamics(report: dict[str, Any], path: str) -> None:
     styles = {"ntk": "-", "standard": "--"}
     for model in report["models"]:
         rows = [r for r in records if r["model"] == model["name"]]
-        steps = [r["step"] for r in rows]
         for ax, (key, _) in zip(axes, panels):
+            # The distance is exactly 0 at step 0, off its log scale.
+            shown = rows[1:] if key == "kernel_distance" else rows
             ax.plot(
-                steps,
-                [r[key] for r in rows],
+                [r["step"] for r in shown],
+                [r[key] for r in shown],
                 styles[model["parameterization"]],
                 color=colors[widths.index(model["width"])],
                 marker="o",
@@ -373,7 +374,7 @@ def plot_dynamics(report: dict[str, Any], path: str) -> None:
             )
     for ax, (key, title) in zip(axes, panels):
         ax.set_xscale("symlog", linthresh=1)
-        if key == "condition_number":
+        if key in ("kernel_distance", "condition_number"):
             ax.set_yscale("log")
         ax.set(title=title, xlabel="step")
         ax.grid(True, which="both", alpha=0.3)
