@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -146,8 +147,16 @@ def _trainer(apply, loss: str, tx, x, y, batches):
     return advance
 
 
-def train_model(model: dict[str, Any], config: Any, data: dict[str, np.ndarray]) -> dict:
-    """Trains one zoo model; returns its records and its probe kernels."""
+def train_model(
+    model: dict[str, Any],
+    config: Any,
+    data: dict[str, np.ndarray],
+    on_record: Callable[[int], None] | None = None,
+) -> dict:
+    """Trains one zoo model; returns its records and its probe kernels.
+
+    ``on_record(step)`` is called as each recorded step is reached (the progress bar's hook).
+    """
     import architectures
 
     dtype = jnp.dtype(config.ntk.dtype)
@@ -200,6 +209,8 @@ def train_model(model: dict[str, Any], config: Any, data: dict[str, np.ndarray])
     kernels, records, done = [], [], 0
     k0 = None
     for step in steps:
+        if on_record is not None:
+            on_record(step)
         params, state = advance(params, state, done, step)
         if mode == "linearize":
             lin_params, lin_state = advance_lin(lin_params, lin_state, done, step)
@@ -303,7 +314,9 @@ def run_training(config: Any, workdir: str, *, progress: bool = True) -> dict[st
         name = model_name(model)
         bar.set_postfix_str(name)
         begin = time.perf_counter()
-        result = train_model(model, config, data)
+        result = train_model(
+            model, config, data, lambda step, name=name: bar.set_postfix_str(f"{name}, step {step}")
+        )
         entries.append(
             {
                 "name": name,
@@ -401,7 +414,7 @@ def train_summary(report: dict[str, Any]) -> str:
         gap = last.get("linearized_gap", float("nan"))
         lines.append(
             f"  {model['name']:<24} {model['n_params']:>9,} {last['test_accuracy']:>8.3f} "
-            f"{last['kernel_distance']:>8.4f} {last['alignment']:>6.3f} "
+            f"{last['kernel_distance']:>8.2e} {last['alignment']:>6.3f} "
             f"{last['condition_number_change']:>+9.2%} {gap:>8.4f}"
         )
     return "\n".join(lines)
