@@ -46,7 +46,8 @@ def test_runlocal_end_to_end(tmp_path, capsys):
     report = json.loads((workdir / "dynamics.json").read_text())
     names = [m["name"] for m in report["models"]]
     assert names == ["mlp-2x8-ntk", "mlp-2x8-standard"]
-    kernels = np.load(workdir / "kernels.npz")
+    with np.load(workdir / "kernels.npz") as f:
+        kernels = dict(f)
     for i, name in enumerate(names):
         records = [r for r in report["records"] if r["model"] == name]
         steps = [r["step"] for r in records]

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ntk_zoo.spectrum._dense import flatten_kernel, spectrum
+from ntk_zoo.spectrum import flatten_kernel, spectrum
 
 
 def square_kernel(kernel: Any, name: str) -> np.ndarray:
