@@ -165,7 +165,7 @@ def kernel_alignment_matrix_free(
     ``centered``):
 
     * the numerator ``⟨Θ_c, T_c⟩ = tr(Y_cᵀ Θ Y_c)`` is exact: one product per column of ``Y_c``
-      (``c`` products; one for the flattened layout);
+      (``c`` columns; one for the flattened layout), computed together;
     * ``‖Θ_c‖_F² = Σ_i ‖H Θ H e_i‖²``: with ``frobenius="exact"`` computed column block by
       column block (``dim`` products, ``chunk`` at a time; memory ``chunk`` vectors, never the
       matrix); with ``"hutchinson"`` estimated as the mean of ``‖H Θ H z‖²`` over ``num_probes``
@@ -178,7 +178,8 @@ def kernel_alignment_matrix_free(
       centered: centre (default) or not.
       frobenius: ``"exact"`` or ``"hutchinson"``.
       num_probes: Rademacher probes for ``"hutchinson"``.
-      chunk: products computed together (vmapped) per compiled call.
+      chunk: products computed together (vmapped) per compiled call; every call has this many
+        columns (zero-padded), so one program is compiled.
       seed: seed of the probes.
 
     Returns:
