@@ -23,9 +23,8 @@ layers for MLPs, 10 for WideResNets), widths (`+`-separated; default 64+256+1024
 channel multipliers 1+2+4 for WideResNets), parameterization (ntk, standard or ntk+standard),
 optimizer (sgd|adam), loss (mse|cross_entropy), steps, learning_rate, seed, runlocal (tiny
 sizes, for tests; explicit widths are kept).
-Expected cost on a 2-core CPU: about 4 minutes of CPU time for the default 6 MLPs and 1,000
-steps (15 min wall measured on a machine shared with other jobs, load near 12); runlocal about
-25 s wall.
+Expected cost on a 2-core CPU: about 4 minutes wall for the default 6 MLPs and 1,000 steps
+(4:18 measured, 3:33 of CPU, on a machine shared with other jobs); runlocal about 25 s.
 """
 
 import ml_collections
