@@ -88,6 +88,22 @@ def test_closed_form_and_trained_linearisation_agree():
         assert a["linearized_gap"] == pytest.approx(b["linearized_gap"], rel=1e-7, abs=1e-12)
 
 
+def test_adam_cross_entropy_trains_the_linearised_model():
+    # No closed form for Adam or cross-entropy: the linearised model is trained alongside.
+    config = _config("optimizer=adam,loss=cross_entropy,learning_rate=0.01")
+    config.data.n_train, config.data.n_test, config.train.steps = 12, 6, 5
+    config.train.batch_size = 4
+    data = _digits(config)
+    model = {**config.model.to_dict(), "width": 8, "parameterization": "standard"}
+    result = train_model(model, config, data)
+    records = result["records"]
+    assert result["info"]["linearized"] == "linearize"
+    assert records[0]["linearized_gap"] == 0.0 and records[0]["kernel_distance"] == 0.0
+    assert records[0]["linearized_loss"] == records[0]["loss"]
+    assert records[-1]["linearized_loss"] < records[0]["linearized_loss"]
+    assert records[-1]["linearized_gap"] > 0
+
+
 def test_linearisation_gap_shrinks_with_width():
     # Lee et al. (2019): in NTK parameterisation ‖f_t − f_t^lin‖ = O(1/√width), so over widths
     # 16 → 1024 the gap should fall about 8×. Measured with these settings (runlocal's learning
@@ -146,6 +162,19 @@ def test_errors_are_one_line(tmp_path, capsys):
             f"--workdir={tmp_path}/b",
             "--config.ntk.linearized=closed_form",
             "--config.train.optimizer=adam",
+        ],
+        capsys,
+    )
+    assert "diverged" in _error(
+        [
+            *base,
+            f"--workdir={tmp_path}/d",
+            "--config.train.learning_rate=1e8",
+            "--config.sweep.widths=(8,)",
+            "--config.sweep.parameterizations=('ntk',)",
+            "--config.data.n_train=8",
+            "--config.data.n_test=4",
+            "--config.data.probe=4",
         ],
         capsys,
     )

@@ -128,6 +128,14 @@ def _metrics(kind: str, logits: np.ndarray, labels: np.ndarray) -> tuple[float, 
     return float(loss), float(np.mean(np.argmax(logits, -1) == labels))
 
 
+def _alignment(kernel: np.ndarray, labels: np.ndarray) -> float:
+    """The centred alignment, ``nan`` where it is undefined (a constant kernel or labels)."""
+    try:
+        return kernel_alignment(kernel, labels)
+    except ValueError:  # e.g. every ReLU dead: only the output biases' constant kernel is left
+        return float("nan")
+
+
 def _trainer(apply, loss: str, tx, x, y, batches):
     """``advance(params, state, start, stop)``: steps ``start..stop-1``, one compilation."""
 
@@ -233,7 +241,7 @@ def train_model(
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "kernel_distance": kernel_distance(k0, k),
-            "alignment": kernel_alignment(k, probe_y),
+            "alignment": _alignment(k, probe_y),
             "trace": spec.trace,
             "lambda_max": spec.lambda_max,
             "condition_number": spec.condition_number,
