@@ -30,8 +30,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# `make bench` runs every benchmark suite; `make bench SUITE=methods ARGS=--quick` one of them
+# (`$(PY) -m benchmarks` lists them). Tables go to benchmarks/results/.
+SUITE ?= all
+ARGS ?=
 bench: $(STAMP)
-	$(PY) benchmarks/methods.py
+	$(PY) -m benchmarks $(SUITE) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

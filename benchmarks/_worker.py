@@ -1,6 +1,6 @@
-"""One NTK case in its own process, driven over stdin/stdout (by benchmarks/_driver.py).
+"""One NTK case in its own process, driven over stdin/stdout by benchmarks/_harness.py.
 
-    python benchmarks/_worker.py --backend ours|nt --model mlp --o 8 --trace -1 --method NAME
+    python -m benchmarks._worker --backend ours|nt --model mlp --o 8 --trace -1 --method NAME
 
 Runs unchanged under our venv (jax 0.10.2, ``ntk_zoo.ntk_fn``) and under benchmarks/.nt-venv
 (jax 0.4.23, ``neural_tangents.empirical_ntk_fn``); it only uses APIs both jax versions have.
@@ -17,21 +17,14 @@ replies ``ready`` (with XLA's planned memory, when it can tell). Then, one comma
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmarks._harness import reply
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto")
-
-
-def reply(**kw) -> None:
-    sys.stdout.write("@@ " + json.dumps(kw) + "\n")
-    sys.stdout.flush()
 
 
 def rss_mib() -> float:
@@ -76,19 +69,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--trace", default="-1", help="comma-separated axes, or 'none' for ()")
     parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--widths", default="", help="model sizes (bench_models.build)")
     args = parser.parse_args()
+    widths = tuple(int(w) for w in args.widths.split(",") if w)
     trace_axes = () if args.trace == "none" else tuple(int(a) for a in args.trace.split(","))
 
     if args.backend != "nt":
         # Before any JAX computation: ntk_zoo sets its XLA:CPU workaround (XLA_FLAGS) on import.
         import ntk_zoo  # noqa: F401
 
-    import bench_models
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    model = bench_models.build(args.model, o=args.o, n=args.n)
+    from benchmarks import bench_models
+
+    model = bench_models.build(args.model, o=args.o, n=args.n, widths=widths)
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     x = jnp.asarray(model.x)
     info = {

@@ -14,6 +14,8 @@ Models (the names used on the command line):
 * ``conv``: a small pre-activation WideResNet: 3×3 conv stem (16 ch), a residual block at 16 ch,
   a stride-2 residual block to 32 ch with a 1×1 projection shortcut, ReLU, global average pool,
   dense head; 16×16×3 images, N=16.
+* ``convnet``: two ReLU 3×3 convolutions (C channels, the second of stride 2), global average
+  pool, dense head; 16×16×3 images, N examples (the second model of the methods suite).
 * ``vit``: a small ViT: 4×4 patches of 16×16×3 images embedded by reshape + dense (dim 64),
   learned position embedding, 2 pre-LayerNorm blocks (4-head self-attention, MLP 64-128-64 with
   tanh-approximate GELU), final LayerNorm, mean pooling over tokens, dense head; N=16.
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-MODELS = ("mlp", "conv", "vit")
+MODELS = ("mlp", "conv", "vit", "convnet")
 
 
 class Model(NamedTuple):
@@ -216,9 +218,40 @@ def vit(o: int = 8, n: int = 16, seed: int = 0, size=16, patch=4, dim=64, mlp_di
     return Model("vit", vit_apply, params, x, desc)
 
 
-def build(name: str, o: int = 8, n: int = 16, seed: int = 0) -> Model:
-    """One of :data:`MODELS` with ``o`` outputs and ``n`` examples."""
-    builders = {"mlp": mlp, "conv": conv, "vit": vit}
+def convnet_apply(params, x):
+    conv = lambda h, w, s: lax.conv_general_dilated(h, w, (s, s), "SAME", dimension_numbers=_DN)
+    h = jnp.maximum(conv(x, params["c1"], 1), 0.0)
+    h = jnp.maximum(conv(h, params["c2"], 2), 0.0)
+    return h.mean((1, 2)) @ params["head"]
+
+
+def convnet(o: int = 10, n: int = 8, seed: int = 0, channels: int = 32) -> Model:
+    rng = np.random.default_rng(seed)
+    c = channels
+    params = {
+        "c1": _normal(rng, (3, 3, 3, c), 1 / 3),
+        "c2": _normal(rng, (3, 3, c, c), 1 / (3 * c**0.5)),
+        "head": _normal(rng, (c, o), 1 / c**0.5),
+    }
+    x = _normal(np.random.default_rng(seed + 1), (n, 16, 16, 3))
+    return Model("convnet", convnet_apply, params, x, f"ConvNet 2x conv{c} 16x16, N={n}")
+
+
+def build(name: str, o: int = 8, n: int = 16, seed: int = 0, widths: tuple = ()) -> Model:
+    """One of :data:`MODELS` with ``o`` outputs and ``n`` examples.
+
+    ``widths`` resizes a model: for ``mlp`` the input and hidden widths (``(64, 512, 512)``
+    gives 64-512-512-O), for ``convnet`` its channels (``(32,)``); the other models have one
+    size.
+    """
+    builders = {"mlp": mlp, "conv": conv, "vit": vit, "convnet": convnet}
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return builders[name](o=o, n=n, seed=seed)
+    if not widths:
+        return builders[name](o=o, n=n, seed=seed)
+    if name == "mlp":
+        return mlp(o=o, n=n, seed=seed, widths=tuple(widths))
+    if name == "convnet":
+        (channels,) = widths
+        return convnet(o=o, n=n, seed=seed, channels=channels)
+    raise ValueError(f"model {name!r} has one size; got widths={widths}")

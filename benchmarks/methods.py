@@ -1,99 +1,76 @@
-"""Times every NTK method side by side on a few models; prints a markdown table of ratios.
+"""Every NTK method side by side on a small MLP and a small ConvNet; ratios to the fastest.
 
-    .venv/bin/python benchmarks/methods.py [--quick]
+    python -m benchmarks methods [--quick] [--repeats 5]
 
-float32, vmap_axes=0, each kernel function jitted; "compile" is the first call minus a steady
-call, "steady" the median of repeated calls. Methods alternate within each repeat so that machine
-noise hits all of them alike. Ratios are each method's steady time over the fastest one's;
-``auto`` shows the method it picked and its ratio to the fastest.
+float32, ``vmap_axes=0``, each kernel function jitted, one fresh process per method
+(benchmarks/_harness.py): "compile" is the ahead-of-time compile plus the first call minus a
+steady call, "steady" the median of repeated calls, the methods alternating within each round so
+that machine noise hits all of them alike. Ratios are each method's steady time over the fastest
+one's; ``auto`` shows the method it picked and its ratio to the fastest.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import statistics
-import time
+import tempfile
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
+from benchmarks import _harness
 
-import ntk_zoo
-from architectures.jax import mlp
-
-METHODS = ["jacobian_contraction", "ntk_vector_products", "structured_derivatives"]
-
-
-def conv_net(params, x):
-    dn = ("NHWC", "HWIO", "NHWC")
-    h = jax.nn.relu(lax.conv_general_dilated(x, params["c1"], (1, 1), "SAME", dimension_numbers=dn))
-    h = jax.nn.relu(lax.conv_general_dilated(h, params["c2"], (2, 2), "SAME", dimension_numbers=dn))
-    return h.mean((1, 2)) @ params["head"]
+METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 
 
 def cases(quick: bool):
-    k = jax.random.split(jax.random.key(0), 6)
+    """``(name, model, o, n, widths)`` of each model."""
     n = 16 if quick else 64
     width = 128 if quick else 512
-    p = mlp.init(k[0], 64, [width, width], 10)
-    x = jax.random.normal(k[1], (n, 64))
-    yield f"MLP 64-{width}-{width}-10, n={n}", mlp.apply, p, x
+    yield f"MLP 64-{width}-{width}-10, n={n}", "mlp", 10, n, (64, width, width)
     c = 16 if quick else 32
-    p = {
-        "c1": jax.random.normal(k[2], (3, 3, 3, c)) / 3,
-        "c2": jax.random.normal(k[3], (3, 3, c, c)) / (3 * c**0.5),
-        "head": jax.random.normal(k[4], (c, 10)) / c**0.5,
-    }
-    x = jax.random.normal(k[5], (n // 2, 16, 16, 3))
-    yield f"ConvNet 2x conv{c} 16x16, n={n // 2}", conv_net, p, x
+    yield f"ConvNet 2x conv{c} 16x16, n={n // 2}", "convnet", 10, n // 2, (c,)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--mem-limit-gib", type=float, default=14.0)
+    args = parser.parse_args(argv)
+    repeats = 2 if args.quick else args.repeats
+    _harness.set_mem_limit(args.mem_limit_gib)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {jax.device_count()} "
-        f"{jax.default_backend()} device(s); jax {jax.__version__}, numpy {np.__version__}\n"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"{_harness.python_info()}; one process per method\n"
     )
-    print("| model | trace_axes | method | compile s | steady ms | / fastest |")
-    print("|---|---|---|---|---|---|")
-    for name, f, params, x in cases(args.quick):
-        for trace_axes in ((-1,), ()):
-            fns = {
-                m: jax.jit(ntk_zoo.ntk_fn(f, method=m, trace_axes=trace_axes, vmap_axes=0))
-                for m in METHODS
-            }
-            first = {}
-            for m, fn in fns.items():
-                start = time.perf_counter()
-                jax.block_until_ready(fn(x, None, params))
-                first[m] = time.perf_counter() - start
-            runs = {m: [] for m in fns}
-            for _ in range(args.repeats):
-                for m, fn in fns.items():
-                    start = time.perf_counter()
-                    jax.block_until_ready(fn(x, None, params))
-                    runs[m].append(time.perf_counter() - start)
-            steady = {m: statistics.median(r) for m, r in runs.items()}
-            best = min(steady.values())
-            chosen, _ = ntk_zoo.ntk_fn(f, trace_axes=trace_axes, vmap_axes=0).choose(
-                x, None, params
-            )
-            for m in METHODS:
-                print(
-                    f"| {name} | {trace_axes} | {m} | {first[m] - steady[m]:.2f} | "
-                    f"{steady[m] * 1e3:.1f} | {steady[m] / best:.2f} |"
+    print("| model | trace_axes | method | compile s | steady ms | / fastest | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as kdir:
+        for name, model, o, n, widths in cases(args.quick):
+            for trace_axes in ((-1,), ()):
+                specs = {m: (_harness.OURS_PYTHON, "ours", m) for m in (*METHODS, "auto")}
+                res = _harness.run_group(
+                    specs, model, o, n, trace_axes, repeats, args.mem_limit_gib, kdir, widths
                 )
-            print(
-                f"| {name} | {trace_axes} | auto -> {chosen} | | | "
-                f"{steady[str(chosen)] / best:.2f} |"
-            )
+                steady = {m: res[m].get("steady_s") for m in METHODS}
+                timed = [t for t in steady.values() if t is not None]
+                best = min(timed) if timed else None
+                for m in METHODS:
+                    r = res[m]
+                    t = steady[m]
+                    print(
+                        f"| {name} | {trace_axes} | {m} | {_harness.fmt(r.get('compile_s'), '.2f')}"
+                        f" | {_harness.fmt(None if t is None else t * 1e3, '.1f')} | "
+                        f"{_harness.ratio(t, best).rstrip('×')} | "
+                        f"{_harness.fmt(r.get('peak_rss_mib'), '.0f')} {r['note']} |",
+                        flush=True,
+                    )
+                chosen = res["auto"].get("chosen")
+                print(
+                    f"| {name} | {trace_axes} | auto -> {chosen} | | | "
+                    f"{_harness.ratio(steady.get(chosen), best).rstrip('×')} | |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
-    jnp.zeros(())  # initialise the backend before timing
     main()

@@ -1,18 +1,20 @@
 """How each method's time scales with MLP width and with the number of outputs O; log-log plot.
 
-    .venv/bin/python benchmarks/scaling.py [--quick] [--repeats 3] [--out benchmarks/scaling.png]
+    python -m benchmarks scaling [--quick] [--repeats 3] [--out benchmarks/results/scaling.png]
 
 MLP of depth L=3 with square hidden layers, ``W -> W -> W -> W -> O`` (input width W too, so every
 dense layer but the head is W×W), ReLU, NTK parameterisation, float32, ``vmap_axes=0``,
-``trace_axes=()`` (full O×O blocks), jitted; steady = median of ``--repeats`` calls, methods
-alternating. Two sweeps:
+``trace_axes=()`` (full O×O blocks), jitted, one fresh process per method and point
+(benchmarks/_harness.py); steady = median of ``--repeats`` calls, methods alternating. Two
+sweeps:
 
 * width W ∈ 64…2048 at N=4, O=8;
 * outputs O ∈ 1…256 at W=256, N=4.
 
 The least-squares slope of log(time) on log(W) or log(O) over the upper half of each sweep (the
-asymptotic regime; slopes over the whole sweep are printed too) is set beside the exponent
-DESIGN.md §2 predicts. Per dense layer ``y = x·w`` (w: W×W) and with N, L fixed:
+asymptotic regime; slopes over the whole sweep are printed too) is set beside the exponent that
+each method's cost (the formulas of ``ntk_zoo.Method``, repeated in BENCHMARKS.md) predicts.
+Per dense layer ``y = x·w`` (w: W×W) and with N, L fixed:
 
 * JC: the Jacobians cost N·O·[FP] ∝ N·O·W² and the contraction N²·O²·P ∝ N²·O²·W²: slope 2 in
   W; in O, 1 for the Jacobians and 2 for the contraction, which dominates once N·O ≳ 3: → 2.
@@ -30,21 +32,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
-import time
+import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bench_models
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import ntk_zoo
+from benchmarks import _harness
+from benchmarks._harness import SHORT, fmt
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
-SHORT = {"jacobian_contraction": "JC", "ntk_vector_products": "VP", "structured_derivatives": "SD"}
 EXPECTED = {
     ("width", "jacobian_contraction"): "2",
     ("width", "ntk_vector_products"): "2",
@@ -55,31 +50,12 @@ EXPECTED = {
 }
 
 
-def kernel_fns(trace_axes) -> dict:
-    fns = {}
-    for m in METHODS:
-        try:
-            fns[m] = jax.jit(ntk_zoo.ntk_fn(bench_models.mlp_apply, method=m, **trace_axes))
-        except NotImplementedError:
-            fns[m] = None
-    return fns
-
-
-def time_point(widths, n: int, repeats: int) -> dict:
-    """Steady seconds per method (None: not available) for one MLP shape, methods alternating."""
-    params = jax.tree_util.tree_map(jnp.asarray, bench_models.mlp_params(widths, seed=0))
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((n, widths[0])), jnp.float32)
-    fns = kernel_fns({"trace_axes": (), "vmap_axes": 0})
-    live = {m: fn for m, fn in fns.items() if fn is not None}
-    for fn in live.values():
-        jax.block_until_ready(fn(x, None, params))
-    runs: dict = {m: [] for m in live}
-    for _ in range(repeats):
-        for m, fn in live.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(x, None, params))
-            runs[m].append(time.perf_counter() - start)
-    return {m: statistics.median(runs[m]) if m in runs else None for m in METHODS}
+def time_point(widths, o: int, n: int, repeats: int, limit_gib: float) -> dict:
+    """Steady seconds per method (None: failed or skipped) for one MLP ``widths -> o``."""
+    specs = {m: (_harness.OURS_PYTHON, "ours", m) for m in METHODS}
+    with tempfile.TemporaryDirectory() as kdir:
+        res = _harness.run_group(specs, "mlp", o, n, (), repeats, limit_gib, kdir, tuple(widths))
+    return {m: res[m].get("steady_s") for m in METHODS}
 
 
 def slope(xs, ts) -> float | None:
@@ -90,38 +66,42 @@ def slope(xs, ts) -> float | None:
     return float(np.polyfit(lx, lt, 1)[0])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller points; 2 repeats")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "scaling.png"))
-    args = parser.parse_args()
+    parser.add_argument("--out", help="the plot (default benchmarks/results/scaling[-quick].png)")
+    parser.add_argument("--mem-limit-gib", type=float, default=14.0)
+    args = parser.parse_args(argv)
     repeats = 2 if args.quick else args.repeats
+    name = "scaling-quick.png" if args.quick else "scaling.png"
+    out = args.out or os.path.join(_harness.RESULTS, name)
+    _harness.set_mem_limit(args.mem_limit_gib)
     n, depth = 4, 3
-    widths = [64, 128, 256, 512] if args.quick else [64, 128, 256, 512, 1024, 2048]
-    outs = [1, 4, 16, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    widths = [64, 128] if args.quick else [64, 128, 256, 512, 1024, 2048]
+    outs = [1, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]
     w_fixed, o_fixed = 256, 8
     print(
-        f"jax {jax.__version__}, {jax.default_backend()}, {os.cpu_count()} CPUs; "
+        f"{_harness.python_info()}, {os.cpu_count()} CPUs; "
         f"MLP depth {depth}, N={n}, trace_axes=(), float32, median of {repeats}\n"
     )
 
     sweeps = {}
     print(f"| sweep | value | {' | '.join(SHORT[m] + ' s' for m in METHODS)} |")
     print("|---|---|" + "---|" * len(METHODS))
-    for name, values, shape in (
-        ("width", widths, lambda w: [w] * (depth + 1) + [o_fixed]),
-        ("O", outs, lambda o: [w_fixed] * (depth + 1) + [o]),
+    for sweep, values, shape in (
+        ("width", widths, lambda w: ([w] * (depth + 1), o_fixed)),
+        ("O", outs, lambda o: ([w_fixed] * (depth + 1), o)),
     ):
         rows = []
         for v in values:
-            t = time_point(shape(v), n, repeats)
+            t = time_point(*shape(v), n, repeats, args.mem_limit_gib)
             rows.append(t)
             cells = " | ".join("n/a" if t[m] is None else f"{t[m]:.4f}" for m in METHODS)
-            print(f"| {name} | {v} | {cells} |", flush=True)
-        sweeps[name] = (values, rows)
+            print(f"| {sweep} | {v} | {cells} |", flush=True)
+        sweeps[sweep] = (values, rows)
 
-    print("\nFitted log-log slopes (time ∝ value^slope) beside DESIGN.md §2's expectations")
+    print("\nFitted log-log slopes (time ∝ value^slope) beside the costs' expectations")
     print("| sweep | method | slope, upper half | slope, all points | expected |")
     print("|---|---|---|---|---|")
     fits = {}
@@ -130,16 +110,14 @@ def main() -> None:
         for m in METHODS:
             ts = [r[m] for r in rows]
             if all(t is None for t in ts):
-                print(f"| {name} | {SHORT[m]} | n/a (not available) | | {EXPECTED[name, m]} |")
+                print(f"| {name} | {SHORT[m]} | n/a (no time) | | {EXPECTED[name, m]} |")
                 continue
             hi, full = slope(values[half:], ts[half:]), slope(values, ts)
             fits[name, m] = hi
-            print(
-                f"| {name} | {SHORT[m]} | {hi:.2f} | {full:.2f} | {EXPECTED[name, m]} |",
-                flush=True,
-            )
-    plot(sweeps, fits, args.out, n, o_fixed, w_fixed)
-    print(f"\nwrote {args.out}")
+            hi_s, full_s = fmt(hi, ".2f") or "n/a", fmt(full, ".2f") or "n/a"
+            print(f"| {name} | {SHORT[m]} | {hi_s} | {full_s} | {EXPECTED[name, m]} |", flush=True)
+    plot(sweeps, fits, out, n, o_fixed, w_fixed)
+    print(f"\nwrote {os.path.relpath(out, _harness.ROOT)}")
 
 
 def plot(sweeps, fits, path, n, o_fixed, w_fixed) -> None:

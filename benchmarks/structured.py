@@ -1,6 +1,6 @@
-"""Structured derivatives against the other methods (and auto), ours only; issue 3's targets.
+"""Structured derivatives against the other methods (and auto), ours only.
 
-    .venv/bin/python benchmarks/structured.py [--models mlp,conv,vit] [--repeats 5] [--quick]
+    python -m benchmarks structured [--models mlp,conv,vit] [--repeats 5] [--quick]
                                              [--json out.json] [--mem-limit-gib 14]
 
 Models from benchmarks/bench_models.py (mlp, conv, vit), each with O=8 and O=100 logits and
@@ -8,7 +8,7 @@ Models from benchmarks/bench_models.py (mlp, conv, vit), each with O=8 and O=100
 O=8 only, 2 repeats). For each case, every method — jacobian_contraction (JC),
 ntk_vector_products (VP), structured_derivatives (SD), auto — runs
 ``jax.jit(ntk_zoo.ntk_fn(f, method=m, trace_axes=..., vmap_axes=0))`` in float32 in a fresh
-process of its own (benchmarks/_worker.py), so:
+process of its own (benchmarks/_harness.py), so:
 
 * peak memory = that process's ``ru_maxrss`` (imports and inputs included; ``base`` is the
   resident size just before compiling, so peak - base is what the case added);
@@ -18,10 +18,9 @@ process of its own (benchmarks/_worker.py), so:
 
 A case that would not fit in ``--mem-limit-gib`` (XLA's own memory plan for the compiled
 program) is skipped and says so — on the MLP with O=100, JC and VP would need the 16×100×14.9M
-float32 Jacobian-sized buffer (~38 GiB planned), more than the 24 GiB machine. SD prints
-``n/a (not available)`` while ntk_zoo lacks it.
+float32 Jacobian-sized buffer (~38 GiB planned), more than the 24 GiB machine.
 
-Ratios printed (the issue's targets): SD's speed-up over JC and over VP on the MLP; over the
+Ratios printed: SD's speed-up over JC and over VP on the MLP; over the
 faster of JC and VP on conv and ViT; and auto's choice against the fastest measured method
 (a miss is a choice more than 10% slower than the fastest).
 """
@@ -32,42 +31,31 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _driver
-from _driver import SHORT
+from benchmarks import _harness
+from benchmarks._harness import SHORT, fmt, ratio
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto")
 BASE = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 
 
-def fmt(v, spec: str) -> str:
-    return "" if v is None else format(v, spec)
-
-
-def ratio(a, b) -> str:
-    return "n/a" if a is None or b is None else f"{a / b:.2f}×"
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="mlp,conv,vit", help="comma-separated")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="N=4, O=8 only, 2 repeats")
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--mem-limit-gib", type=float, default=14.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     n = 4 if args.quick else 16
     outs = (8,) if args.quick else (8, 100)
     repeats = 2 if args.quick else args.repeats
-    _driver.set_mem_limit(args.mem_limit_gib)
+    _harness.set_mem_limit(args.mem_limit_gib)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; ours: .venv "
-        f"({_driver.python_info()}); float32, vmap_axes=0, jitted; N={n}\n"
+        f"({_harness.python_info()}); float32, vmap_axes=0, jitted; N={n}\n"
     )
     header = (
         "| model | O | trace_axes | method | compile s | steady s | peak MiB | base MiB | note |"
@@ -79,8 +67,8 @@ def main() -> None:
         for model in args.models.split(","):
             for o in outs:
                 for trace_axes in ((), (-1,)):
-                    specs = {m: (_driver.OURS_PYTHON, "ours", m) for m in METHODS}
-                    res = _driver.run_group(
+                    specs = {m: (_harness.OURS_PYTHON, "ours", m) for m in METHODS}
+                    res = _harness.run_group(
                         specs, model, o, n, trace_axes, repeats, args.mem_limit_gib, kdir
                     )
                     ref_m = next((m for m in BASE if "kernel" in res[m]), None)
@@ -91,7 +79,7 @@ def main() -> None:
                         if m == "auto" and "chosen" in r:
                             notes.insert(0, f"picked {SHORT.get(r['chosen'], r['chosen'])}")
                         if "kernel" in r and ref is not None and r["kernel"] != ref:
-                            err = _driver.rel_err(r["kernel"], ref)
+                            err = _harness.rel_err(r["kernel"], ref)
                             notes.append(f"rel. err vs {SHORT[ref_m]}: {err:.1e}")
                         note = "; ".join(x for x in notes if x)
                         print(

@@ -1,7 +1,7 @@
 """ntk_zoo against neural-tangents 0.6.5, method by method, same models, weights and inputs.
 
     bash benchmarks/nt_env.sh            # once: builds benchmarks/.nt-venv (jax 0.4.23)
-    .venv/bin/python benchmarks/vs_neural_tangents.py [--models mlp,conv,vit] [--repeats 5]
+    python -m benchmarks vs-neural-tangents [--models mlp,conv,vit] [--repeats 5]
         [--quick] [--json out.json] [--mem-limit-gib 14]
 
 For each model of benchmarks/bench_models.py × O ∈ {8, 100} × trace_axes ∈ {(), (-1,)} × method
@@ -30,20 +30,14 @@ import platform
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _driver
-from _driver import SHORT
+from benchmarks import _harness
+from benchmarks._harness import SHORT, fmt
 
 METHODS = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 TOL = 1e-4
 
 
-def fmt(v, spec: str) -> str:
-    return "" if v is None else format(v, spec)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="mlp,conv,vit", help="comma-separated")
     parser.add_argument("--methods", default="jc,vp,sd", help="comma-separated subset of jc,vp,sd")
@@ -51,10 +45,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N=4, O=8 only, 2 repeats")
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--mem-limit-gib", type=float, default=14.0)
-    args = parser.parse_args()
-    if not os.path.exists(_driver.NT_PYTHON):
+    args = parser.parse_args(argv)
+    if not os.path.exists(_harness.NT_PYTHON):
         sys.exit(
-            f"neural-tangents' environment {os.path.dirname(os.path.dirname(_driver.NT_PYTHON))} "
+            f"neural-tangents' environment {os.path.dirname(os.path.dirname(_harness.NT_PYTHON))} "
             "is missing: run `bash benchmarks/nt_env.sh` first (it builds it, ~1 minute)."
         )
     wanted = {s.strip().lower() for s in args.methods.split(",")}
@@ -62,7 +56,7 @@ def main() -> None:
     n = 4 if args.quick else 16
     outs = (8,) if args.quick else (8, 100)
     repeats = 2 if args.quick else args.repeats
-    _driver.set_mem_limit(args.mem_limit_gib)
+    _harness.set_mem_limit(args.mem_limit_gib)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs; float32, vmap_axes=0, jitted, "
@@ -82,10 +76,10 @@ def main() -> None:
                     nt_kernels: dict = {}
                     for m in methods:
                         specs = {
-                            f"ours-{m}": (_driver.OURS_PYTHON, "ours", m),
-                            f"nt-{m}": (_driver.NT_PYTHON, "nt", m),
+                            f"ours-{m}": (_harness.OURS_PYTHON, "ours", m),
+                            f"nt-{m}": (_harness.NT_PYTHON, "nt", m),
                         }
-                        res = _driver.run_group(
+                        res = _harness.run_group(
                             specs, model, o, n, trace_axes, repeats, args.mem_limit_gib, kdir
                         )
                         ours, theirs = res[f"ours-{m}"], res[f"nt-{m}"]
@@ -131,7 +125,7 @@ def compare(model, o, trace_axes, m, ours, theirs, nt_kernels, bad) -> str:
     if "kernel" in ours:
         ref_m = m if m in nt_kernels else next(iter(nt_kernels), None)
         if ref_m is not None:
-            err = _driver.rel_err(ours["kernel"], nt_kernels[ref_m])
+            err = _harness.rel_err(ours["kernel"], nt_kernels[ref_m])
             ok = err <= TOL
             err_s = f"{err:.1e} {'ok' if ok else 'FAIL'}"
             if ref_m != m:

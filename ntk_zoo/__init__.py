@@ -3,21 +3,23 @@
 ``import ntk_zoo`` imports only JAX and NumPy; framework adapters import Flax or Haiku lazily.
 """
 
-from ntk_zoo import _compat
+from ntk_zoo import _xla_flags
 
-if not _compat.avoid_cpu_miscompilation():
-    _compat.warn_if_cpu_exposed()
+# Before anything below runs JAX: the one XLA flag ntk_zoo sets (see _xla_flags for why).
+if not _xla_flags.avoid_cpu_miscompilation():
+    _xla_flags.warn_if_cpu_exposed()
 
+from ntk_zoo import core as core
 from ntk_zoo import data as data
 from ntk_zoo import dynamics as dynamics
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
 from ntk_zoo._linearize import linearize as linearize
-from ntk_zoo._pure_fn import PureFn as PureFn
 from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
+from ntk_zoo.core import PureFn as PureFn
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import forward_flops as forward_flops
@@ -39,6 +41,7 @@ __all__ = [
     "Method",
     "ntk_fn",
     "ntk_vp_fn",
+    "core",
     "data",
     "dynamics",
     "nas",

@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn, as_pure_fn
 
 PyTree = Any
 
@@ -41,14 +41,10 @@ def linearize(
     Reference: J. Lee et al., "Wide Neural Networks of Any Depth Evolve as Linear Models Under
     Gradient Descent", NeurIPS 2019.
     """
+    pure = as_pure_fn(f, params, caller="linearize (the expansion point)")
     if isinstance(f, PureFn):
-        point = f.params if params is None else params
-        return f._replace(apply=linearize(f.apply, point), params=point)
-    if not callable(f):
-        raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
-    if params is None:
-        raise TypeError("linearize needs the expansion point `params` for a plain function.")
-    params0 = params
+        return pure._replace(apply=linearize(pure.apply, pure.params))
+    f, params0 = pure.apply, pure.params
 
     def f_lin(p: PyTree, x: PyTree, **kwargs: Any) -> PyTree:
         if jax.tree.structure(p) != jax.tree.structure(params0):

@@ -29,3 +29,19 @@ def test_import_does_not_load_flax_or_haiku():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_core_layer_names_resolve():
+    for name in ntk_zoo.core.__all__:
+        assert getattr(ntk_zoo.core, name) is not None, name
+    assert ntk_zoo.PureFn is ntk_zoo.core.PureFn
+
+
+def test_structured_rules_declare_their_views():
+    from ntk_zoo import structured
+
+    assert {"reshape", "transpose", "neg", "convert_element_type"} <= structured.VIEWS
+    assert "optimization_barrier" in structured.RULES
+    assert "optimization_barrier" not in structured.VIEWS  # a rule, but not a view
+    assert "dot_general" not in structured.VIEWS
+    assert callable(structured.register)

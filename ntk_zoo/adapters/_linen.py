@@ -7,8 +7,8 @@ from typing import Any
 
 import jax
 
-from ntk_zoo._pure_fn import PureFn
 from ntk_zoo.adapters import _common
+from ntk_zoo.core import PureFn
 
 
 def _flat(variables: Any) -> dict[tuple[str, ...], Any]:

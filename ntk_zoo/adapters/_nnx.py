@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ntk_zoo._pure_fn import PureFn
 from ntk_zoo.adapters import _common
+from ntk_zoo.core import PureFn
 
 
 def from_nnx(

@@ -11,15 +11,20 @@ import jax
 import numpy as np
 
 from ntk_zoo._compat import is_tracer
-from ntk_zoo._pure_fn import PureFn
-from ntk_zoo.engine import _checks, _cost
-from ntk_zoo.engine._axes import Axes, trace_size
-from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
+from ntk_zoo.core import (
+    Axes,
+    Problem,
+    PureFn,
+    as_pure_fn,
+    canonicalize_vmap_axes,
+    check_params,
+    check_params_finite,
+    make_problem,
+    trace_size,
+)
+from ntk_zoo.engine import _cost
 from ntk_zoo.engine._method import Method, canonicalize_method
-from ntk_zoo.engine._ntk_vector_products import ntk_vector_products
-from ntk_zoo.engine._problem import Problem, make_problem
-from ntk_zoo.engine._vmap import canonicalize_vmap_axes
-from ntk_zoo.structured import structured_derivatives
+from ntk_zoo.engine._registry import METHODS
 
 PyTree = Any
 
@@ -30,7 +35,7 @@ def _is_concrete_array(x: Any) -> bool:
 
 def _cheapest(problem: Problem) -> tuple[Method, dict[str, float]]:
     """The method with the lowest estimated cost, and every method's estimate."""
-    costs = _cost.estimate(problem)._asdict()
+    costs = _cost.estimate(problem)
     return Method(min(costs, key=costs.get)), costs
 
 
@@ -59,6 +64,15 @@ class KernelFn:
         self.vmap_axes = vmap_axes
         self.sum_params = sum_params
 
+    def problem(
+        self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
+    ) -> Problem:
+        """The checked description of ``kernel_fn(x1, x2, params, **kwargs)`` that a method
+        receives (a :class:`ntk_zoo.core.Problem`: canonical output axes, resolved ``vmap_axes``,
+        output shapes); nothing is computed."""
+        params = self.default_params if params is None else params
+        return self._problem(x1, x2, params, kwargs)
+
     def _problem(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> Problem:
         if params is None:
             raise TypeError("kernel_fn needs `params`: call it as kernel_fn(x1, x2, params).")
@@ -78,8 +92,8 @@ class KernelFn:
     ) -> PyTree:
         params = self.default_params if params is None else params
         if params is not None:
-            _checks.check_params(params)
-            _checks.check_params_finite(params)
+            check_params(params)
+            check_params_finite(params)
         # Called on concrete values, run one compiled program (op-by-op dispatch would compile
         # every primitive separately); under a user's transformation, trace through.
         if any(is_tracer(leaf) for leaf in jax.tree.leaves((x1, x2, params, kwargs))):
@@ -106,19 +120,10 @@ class KernelFn:
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
         method = _cheapest(problem)[0] if self.method is Method.AUTO else self.method
-        if method is Method.JACOBIAN_CONTRACTION:
-            per_leaf = jacobian_contraction(problem)
-        elif method is Method.STRUCTURED_DERIVATIVES:
-            per_leaf = structured_derivatives(problem)
-        else:
-            per_leaf = ntk_vector_products(problem, self.sum_params)
-            if not self.sum_params:
-                param_def = jax.tree.structure(problem.params)
-                per_leaf = [jax.tree.unflatten(param_def, k) for k in per_leaf]
-
+        per_leaf = METHODS[method].compute(problem, self.sum_params)
         kernels = []
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
-            if self.sum_params and method is not Method.NTK_VECTOR_PRODUCTS:
+            if self.sum_params:  # a method may have summed already: then k is one array
                 k = functools.reduce(operator.add, jax.tree.leaves(k))
             scale = trace_size(leaf.shape, axes)
             kernels.append(jax.tree.map(lambda a, s=scale: (a / s).astype(problem.dtype), k))
@@ -180,19 +185,8 @@ def ntk_fn(
     Reference: R. Novak, J. Sohl-Dickstein, S. S. Schoenholz, "Fast Finite Width Neural Tangent
     Kernel", ICML 2022.
     """
-    default_params = None
-    if isinstance(f, PureFn):
-        if f.batch_coupled and vmap_axes is not None:
-            raise ValueError(
-                f"vmap_axes={vmap_axes!r} was requested, but this model's examples interact "
-                "(BatchNorm with batch_norm='coupled' uses the statistics of the whole batch), "
-                "so per-example Jacobians would be wrong. Leave vmap_axes=None, or build the "
-                "model with batch_norm='running' or 'batch'."
-            )
-        vmap_axes = f.vmap_axes if vmap_axes is None else vmap_axes
-        f, default_params = f.apply, f.params
-    if not callable(f):
-        raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
+    pure = as_pure_fn(f, vmap_axes=vmap_axes, require_params=False, caller="ntk_fn")
+    f, default_params, vmap_axes = pure.apply, pure.params, pure.vmap_axes
     method = canonicalize_method(method)
     return KernelFn(
         f,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn, as_pure_fn
 from ntk_zoo.engine import forward_flops, ntk_fn
 from ntk_zoo.spectrum import spectrum
 
@@ -148,10 +148,8 @@ def ntk_proxies(
     """
     if kernel not in KERNELS:
         raise ValueError(f"Unknown proxy kernel {kernel!r}; use one of {KERNELS}.")
-    pure = f if isinstance(f, PureFn) else PureFn(f, params, vmap_axes)
-    params = pure.params if params is None else params
-    if params is None:
-        raise TypeError("ntk_proxies needs `params` (or a PureFn that carries them).")
+    pure = as_pure_fn(f, params, vmap_axes, caller="ntk_proxies")
+    params = pure.params
     apply = pure.apply
     if kernel == "sum_logits":
         apply = lambda p, x, **kw: jnp.sum(pure.apply(p, x, **kw), axis=-1, keepdims=True)

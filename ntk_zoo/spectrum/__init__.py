@@ -4,14 +4,15 @@ from ntk_zoo.spectrum._dense import Spectrum as Spectrum
 from ntk_zoo.spectrum._dense import flatten_kernel as flatten_kernel
 from ntk_zoo.spectrum._dense import spectrum as spectrum
 from ntk_zoo.spectrum._density import SpectralDensity as SpectralDensity
-from ntk_zoo.spectrum._density import plot_spectral_density as plot_spectral_density
 from ntk_zoo.spectrum._density import spectral_density as spectral_density
 from ntk_zoo.spectrum._lanczos import LanczosSpectrum as LanczosSpectrum
 from ntk_zoo.spectrum._lanczos import lanczos as lanczos
+from ntk_zoo.spectrum._layers import group_name as group_name
 from ntk_zoo.spectrum._layers import layer_shares as layer_shares
 from ntk_zoo.spectrum._operator import NtkOperator as NtkOperator
 from ntk_zoo.spectrum._operator import ntk_operator as ntk_operator
 from ntk_zoo.spectrum._operator import trace as trace
+from ntk_zoo.spectrum._plot import plot_spectral_density as plot_spectral_density
 from ntk_zoo.spectrum._plot import plot_spectrum as plot_spectrum
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "SpectralDensity",
     "Spectrum",
     "flatten_kernel",
+    "group_name",
     "lanczos",
     "layer_shares",
     "ntk_operator",

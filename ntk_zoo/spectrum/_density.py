@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn
 from ntk_zoo.spectrum._lanczos import _rng, lanczos_iterations, tridiagonal
 from ntk_zoo.spectrum._operator import NtkOperator, ntk_operator
 
@@ -133,34 +133,3 @@ def spectral_density(
     return SpectralDensity(
         nodes, weights, grid, gaussian_density(nodes, weights, grid, sigma), sigma
     )
-
-
-def plot_spectral_density(
-    density: SpectralDensity, path: str, *, title: str = "NTK spectral density"
-) -> str:
-    """Saves a plot of the smoothed density (log scale) with the quadrature nodes; returns
-    ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    positive = density.density > 0
-    ax.semilogy(density.grid[positive], density.density[positive], lw=1, label="smoothed density")
-    floor = density.density[positive].min() if positive.any() else 1.0
-    ax.plot(
-        density.nodes.ravel(),
-        np.full(density.nodes.size, floor),
-        "|",
-        ms=8,
-        alpha=0.5,
-        label="quadrature nodes",
-    )
-    ax.set(xlabel="eigenvalue", ylabel="density", title=title)
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn
 from ntk_zoo.spectrum._operator import NtkOperator, ntk_operator
 
 PyTree = Any

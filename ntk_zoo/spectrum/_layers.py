@@ -43,8 +43,11 @@ def group_name(path: tuple, group: int | Callable[[str], str] | None = None) -> 
     ``Dense_0``), the first ``group`` path components for an ``int``, or ``group(path)`` for a
     callable taking the ``/``-joined path.
 
+    Public so that every per-layer report groups param leaves alike (as :func:`layer_shares`).
+
     Example:
       >>> from jax.tree_util import DictKey
+      >>> from ntk_zoo.spectrum import group_name
       >>> path = (DictKey("params"), DictKey("block_1"), DictKey("Dense_0"), DictKey("kernel"))
       >>> group_name(path), group_name(path, 1), group_name(path, lambda p: p.split("/")[-1])
       ('block_1/Dense_0', 'block_1', 'kernel')

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo.core import PureFn, as_pure_fn, check_params, pad_rows
 
 PyTree = Any
 
@@ -38,14 +38,10 @@ def _canonical_trace_axes(trace_axes: Any) -> bool:
 
 def _unpack(f: Any, params: PyTree) -> tuple[Callable, PyTree, bool]:
     """``(apply, params, examples_independent)`` from a function or a :class:`PureFn`."""
+    pure = as_pure_fn(f, params, caller="the matrix-free spectrum")
     if isinstance(f, PureFn):
-        independent = f.vmap_axes is not None and not f.batch_coupled
-        return f.apply, f.params if params is None else params, independent
-    if not callable(f):
-        raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
-    if params is None:
-        raise TypeError("`params` is required when `f` is a plain function (not a PureFn).")
-    return f, params, True
+        return pure.apply, pure.params, pure.vmap_axes is not None and not pure.batch_coupled
+    return pure.apply, pure.params, True  # a plain f(params, x): examples are independent
 
 
 def _n_examples(x: PyTree) -> int:
@@ -58,7 +54,12 @@ def _n_examples(x: PyTree) -> int:
             f"Every leaf of `x` needs the examples along axis 0 with one common size; got leading "
             f"sizes {sorted(map(str, sizes))}."
         )
-    return sizes.pop()
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError(
+            "`x` holds no examples (axis 0 has size 0): the spectrum of an empty kernel is empty."
+        )
+    return n
 
 
 class NtkOperator:
@@ -80,8 +81,6 @@ class NtkOperator:
         output_chunk: int | None,
         kwargs: dict,
     ):
-        from ntk_zoo.engine._checks import check_params
-
         self.dtype = check_params(params)
         self.params = params
         self.n = _n_examples(x)
@@ -90,15 +89,10 @@ class NtkOperator:
         n_blocks = math.ceil(self.n / block_size)
         self.block_size = math.ceil(self.n / n_blocks)  # balanced: least padding
         self.n_blocks = n_blocks
-        pad = self.n_blocks * self.block_size - self.n
-
-        def blocks(a):
-            a = jnp.asarray(a)
-            if pad:
-                a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)], axis=0)
-            return a.reshape(self.n_blocks, self.block_size, *a.shape[1:])
-
-        self.x_blocks = jax.tree.map(blocks, x)
+        padded = pad_rows(jax.tree.map(jnp.asarray, x), 0, self.n, n_blocks * self.block_size)
+        self.x_blocks = jax.tree.map(
+            lambda a: a.reshape(n_blocks, self.block_size, *a.shape[1:]), padded
+        )
         self.kwargs = kwargs
 
         def flat_f(p, xb):

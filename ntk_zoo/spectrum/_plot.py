@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from ntk_zoo.spectrum._density import SpectralDensity
 
 
 def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spectrum") -> str:
@@ -28,6 +33,37 @@ def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spect
             fontsize=8,
         )
     ax.set(xlabel="index (largest first)", ylabel="eigenvalue", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_spectral_density(
+    density: SpectralDensity, path: str, *, title: str = "NTK spectral density"
+) -> str:
+    """Saves a plot of the smoothed density (log scale) with the quadrature nodes; returns
+    ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    positive = density.density > 0
+    ax.semilogy(density.grid[positive], density.density[positive], lw=1, label="smoothed density")
+    floor = density.density[positive].min() if positive.any() else 1.0
+    ax.plot(
+        density.nodes.ravel(),
+        np.full(density.nodes.size, floor),
+        "|",
+        ms=8,
+        alpha=0.5,
+        label="quadrature nodes",
+    )
+    ax.set(xlabel="eigenvalue", ylabel="density", title=title)
+    ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import opt_einsum
 
-from ntk_zoo._roofline import cost
+from ntk_zoo.core import roofline_cost as cost
 
 Labels = tuple[int, ...]
 _EXHAUSTIVE = 6  # operands up to which every pairwise order is tried

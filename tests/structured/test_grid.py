@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 import ntk_zoo
-from ntk_zoo.structured import _engine, _registry
+from ntk_zoo.structured import _warnings
 from tests.oracle import oracle_ntk, rel_error
 from tests.structured.grid import MODELS
 
@@ -50,7 +50,7 @@ def _model(name):
 
 @pytest.mark.parametrize("name", ["cumsum-of-param", "scan-over-layers"])
 def test_fallback_warns_once_per_primitive_and_stays_exact(name, monkeypatch):
-    monkeypatch.setattr(_registry, "_WARNED", set())
+    monkeypatch.setattr(_warnings, "_WARNED", set())
     m = _model(name)
     primitive = {"cumsum-of-param": "cumsum", "scan-over-layers": "scan"}[name]
     kernel_fn = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", vmap_axes=0)
@@ -66,8 +66,7 @@ def test_fallback_warns_once_per_primitive_and_stays_exact(name, monkeypatch):
 
 
 def test_untransposable_program_falls_back_to_forward_mode_exactly(monkeypatch):
-    monkeypatch.setattr(_engine, "_WARNED", set())
-    monkeypatch.setattr(_registry, "_WARNED", set())
+    monkeypatch.setattr(_warnings, "_WARNED", set())
     m = _model("while-loop-dynamic")
     kernel_fn = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", vmap_axes=0)
     with warnings.catch_warnings(record=True) as caught:

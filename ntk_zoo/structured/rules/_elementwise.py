@@ -50,12 +50,13 @@ def sub(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return _scaled(eqn, idx, None if idx == 0 else -1)
 
 
-@register("neg")
+@register("neg", view=True)
 def neg(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return _scaled(eqn, idx, -1)
 
 
-@register("convert_element_type", "copy", "copy_p", "reduce_precision", "optimization_barrier")
+@register("optimization_barrier")
+@register("convert_element_type", "copy", "copy_p", "reduce_precision", view=True)
 def copy(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return _scaled(eqn, idx, None)
 

@@ -39,12 +39,12 @@ def broadcast_in_dim(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return Structure(trace=tuple((a, b) for b, a in enumerate(dims) if w.shape[b] == y.shape[a]))
 
 
-@register("transpose")
+@register("transpose", view=True)
 def transpose(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return Structure(trace=tuple(enumerate(eqn.params["permutation"])))
 
 
-@register("squeeze")
+@register("squeeze", view=True)
 def squeeze(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     w = eqn.inputs[0]
     dims = {d % max(w.ndim, 1) for d in eqn.params["dimensions"]}
@@ -52,7 +52,7 @@ def squeeze(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return Structure(trace=tuple(enumerate(kept)))
 
 
-@register("expand_dims")
+@register("expand_dims", view=True)
 def expand_dims(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     y = eqn.outputs[0]
     dims = set(eqn.params["dimensions"])
@@ -60,7 +60,7 @@ def expand_dims(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     return Structure(trace=tuple((a, b) for b, a in enumerate(new)))
 
 
-@register("reshape")
+@register("reshape", view=True)
 def reshape(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     if idx != 0 or eqn.params.get("dimensions") is not None:
         return pullback(eqn, idx, args)

@@ -15,8 +15,7 @@ from typing import Any
 import jax
 from jax import lax
 
-from ntk_zoo.engine._axes import LeafAxes, to_layout
-from ntk_zoo.engine._problem import Problem
+from ntk_zoo.core import Counts, LeafAxes, NtkMethod, Problem, kernel_shape, to_layout, trace_size
 
 PyTree = Any
 
@@ -69,3 +68,22 @@ def jacobian_contraction(problem: Problem, forward: bool = False) -> list[PyTree
     ):
         out.append(jax.tree.map(lambda a, b, ax=axes: contract(a, b, ax), jac1, jac2))
     return out
+
+
+def _cost(p: Problem, c: Counts) -> float:
+    """The Jacobians (a forward pass and ``o`` VJPs of about two passes per example; writes
+    ``n·o·p`` values), then their contraction (``2·n1·n2·o²·p`` FLOPs; reads both)."""
+    jac_values = sum(c.out1) * c.n_params + (0 if p.x2 is None else sum(c.out2) * c.n_params)
+    jac_values += c.passes_y
+    jac_flops = (1 + 2 * c.o1) * c.fp1 + (0 if p.x2 is None else (1 + 2 * c.o2) * c.fp2)
+    contract_flops = 0.0
+    for a, b, ax in zip(jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes):
+        entries = math.prod(kernel_shape(a.shape, b.shape, ax)) * trace_size(a.shape, ax)
+        contract_flops += 2.0 * entries * c.n_params
+    read_values = (sum(c.out1) + sum(c.out2)) * c.n_params
+    return c.phase(jac_flops, jac_values) + c.phase(contract_flops, read_values)
+
+
+JACOBIAN_CONTRACTION = NtkMethod(
+    "jacobian_contraction", lambda problem, sum_params: jacobian_contraction(problem), _cost
+)

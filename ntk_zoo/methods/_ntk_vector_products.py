@@ -17,8 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ntk_zoo.engine._axes import LeafAxes, to_layout
-from ntk_zoo.engine._problem import Problem
+from ntk_zoo.core import (
+    Counts,
+    LeafAxes,
+    NtkMethod,
+    Problem,
+    batch_mode,
+    check_params,
+    split_kwargs,
+    to_layout,
+)
 
 PyTree = Any
 
@@ -53,9 +61,6 @@ def ntk_vp_fn(
       >>> vp(jnp.ones((4, 2))).shape
       (4, 2)
     """
-    from ntk_zoo.engine._checks import check_params
-    from ntk_zoo.engine._vmap import split_kwargs
-
     check_params(params)
     kw1, kw2 = split_kwargs(kwargs, x2 is not None)
     _, jvp1 = jax.linearize(lambda p: f(p, x1, **kw1), params)
@@ -156,7 +161,7 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
     # Group output leaves by how their batch axis pairs examples.
     modes = {}
     for i, (ax, b) in enumerate(zip(p.axes, p.vmap.out_axes)):
-        mode = "diagonal" if b in ax.diagonal else "trace" if b in ax.trace else "grid"
+        mode = batch_mode(ax, b)
         modes.setdefault(mode, []).append(i)
 
     x2 = p.x1 if p.x2 is None else p.x2
@@ -195,3 +200,30 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
 
 def _layout(kernel: Any, axes: LeafAxes) -> Any:
     return jax.tree.map(lambda k: to_layout(k, axes), kernel)
+
+
+def _compute(problem: Problem, sum_params: bool) -> list:
+    per_leaf = ntk_vector_products(problem, sum_params)
+    if sum_params:
+        return per_leaf
+    param_def = jax.tree.structure(problem.params)
+    return [jax.tree.unflatten(param_def, k) for k in per_leaf]
+
+
+def _cost(p: Problem, c: Counts) -> float:
+    """``o`` VJPs per ``x2`` example (writing ``n2·o·p`` values), then one JVP (about two forward
+    passes) per kernel column and pair of examples (``n`` pairs when the batch axis is traced or
+    diagonal), reading them."""
+    out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
+    n1, n2 = max(c.n1, 1), max(c.n2, 1)  # an empty side costs its VJPs / JVPs nothing
+    jvps = 0.0
+    for leaf_out2, ax, b in zip(c.out2, p.axes, out_axes):
+        paired = b is not None and b in ax.trace + ax.diagonal
+        jvps += (c.n1 if paired else c.n1 * c.n2) * leaf_out2 / n2
+    v_values = sum(c.out2) * c.n_params
+    vjp = c.phase((1 + 2 * c.o2) * c.fp2, v_values + c.o2 * c.y2)
+    jvp = c.phase(jvps * 2 * c.fp1 / n1, v_values + jvps * c.y1 / n1)
+    return vjp + jvp
+
+
+NTK_VECTOR_PRODUCTS = NtkMethod("ntk_vector_products", _compute, _cost)

@@ -1,9 +1,15 @@
-"""Drives benchmarks/_worker.py processes: start, time, save kernels, watch memory, stop.
+"""The one timing harness of every suite: each measurement in a fresh process.
 
-Shared by structured.py and vs_neural_tangents.py. Each worker runs one (model, O, trace_axes,
-method) case in a fresh process, so its ``ru_maxrss`` is that case's peak memory. A watchdog
-thread polls the resident memory of all live workers and kills the largest when their sum
-passes the limit (so a case that would exhaust the shared machine is reported, not run).
+A kernel case (model, O, N, trace_axes, method, backend) runs in a worker process of its own
+(``python -m benchmarks._worker``), so its ``ru_maxrss`` is that case's peak memory. The worker
+compiles ahead of time and replies; the harness then times the workers of a group in
+alternating rounds (one steady call per worker per round, so machine noise hits all alike) and
+takes medians: ``compile_s`` = ahead-of-time compile + first call - steady, ``steady_s`` =
+median of the steady calls, ``peak_rss_mib`` / ``base_rss_mib`` = peak and before-compile
+resident memory. A watchdog thread polls the resident memory of all live workers and kills the
+largest when their sum passes the limit (so a case that would exhaust the shared machine is
+reported, not run). Measurements that are not one kernel call (a whole dataset with
+``ntk_zoo.batched``) run through :func:`run_module` in a fresh process too.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-WORKER = os.path.join(HERE, "_worker.py")
-OURS_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-NT_PYTHON = os.path.join(HERE, ".nt-venv", "bin", "python")
+RESULTS = os.path.join(HERE, "results")  # where BENCHMARKS.md links each suite's output
+OURS_PYTHON = sys.executable  # the interpreter running the suite (ntk_zoo's environment)
+NT_PYTHON = os.path.join(HERE, ".nt-venv", "bin", "python")  # built by benchmarks/nt_env.sh
 
 SHORT = {
     "jacobian_contraction": "JC",
@@ -77,12 +83,17 @@ _WATCHDOG = _Watchdog()
 class Worker:
     """One case in a child process; methods return the worker's JSON replies as dicts."""
 
-    def __init__(self, python: str, backend: str, model: str, o: int, n: int, trace_axes, method):
+    def __init__(
+        self, python: str, backend: str, model: str, o: int, n: int, trace_axes, method, widths=()
+    ):
         self.killed = None
         self.failed = None
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        cmd = [python, WORKER, "--backend", backend, "--model", model, "--o", str(o)]
-        cmd += ["--n", str(n), f"--trace={trace_arg(trace_axes)}", "--method", method]
+        cmd = [python, "-m", "benchmarks._worker", "--backend", backend, "--model", model]
+        cmd += ["--o", str(o), "--n", str(n), f"--trace={trace_arg(trace_axes)}"]
+        cmd += ["--method", method]
+        if widths:
+            cmd += ["--widths", ",".join(map(str, widths))]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
         self.proc = subprocess.Popen(
             cmd,
@@ -189,6 +200,7 @@ def run_group(
     repeats: int,
     limit_gib: float,
     kernel_dir: str,
+    widths: tuple = (),
 ) -> dict:
     """Runs several workers on one case, timing them alternately.
 
@@ -203,7 +215,7 @@ def run_group(
     workers: dict = {}
     for key, (python, backend, method) in specs.items():
         res = out[key] = {"status": "error", "note": "", "method": method, "backend": backend}
-        w = Worker(python, backend, model, o, n, trace_axes, method)
+        w = Worker(python, backend, model, o, n, trace_axes, method, widths)
         r = w.ready()
         for k in ("checksum", "jax", "numpy", "library", "chosen", "description", "n_params"):
             if k in r:
@@ -265,3 +277,33 @@ def median(values) -> float | None:
 
 def python_info() -> str:
     return f"python {sys.version.split()[0]}"
+
+
+def fmt(v, spec: str) -> str:
+    """``v`` formatted, or an empty table cell for ``None``."""
+    return "" if v is None else format(v, spec)
+
+
+def ratio(a, b) -> str:
+    return "n/a" if a is None or b is None else f"{a / b:.2f}×"
+
+
+def run_module(module: str, *args: str) -> dict:
+    """``python -m module *args`` in a fresh process; its last ``@@ {json}`` stdout line, with
+    ``peak_rss_mib`` (that process's ``ru_maxrss``) added when it does not report one."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    out = subprocess.run(
+        [OURS_PYTHON, "-m", module, *args], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    replies = [line[3:] for line in out.stdout.splitlines() if line.startswith("@@ ")]
+    if out.returncode != 0 or not replies:
+        raise RuntimeError(
+            f"{module} {' '.join(args)} failed ({out.returncode}): {out.stderr[-800:]}"
+        )
+    return json.loads(replies[-1])
+
+
+def reply(**kw) -> None:
+    """One reply of a measured child process to the harness (a ``@@ {json}`` stdout line)."""
+    sys.stdout.write("@@ " + json.dumps(kw) + "\n")
+    sys.stdout.flush()

@@ -90,3 +90,20 @@ def kernel_shape(shape1: Sequence[int], shape2: Sequence[int], axes: LeafAxes) -
 
 def trace_size(shape: Sequence[int], axes: LeafAxes) -> int:
     return int(np.prod([shape[i] for i in axes.trace], dtype=np.int64))
+
+
+def batch_mode(axes: LeafAxes, batch_axis: int) -> str:
+    """How a kernel leaf treats the batch axis ``batch_axis`` of its output: ``"grid"`` (a pair
+    of axes ``(n1, n2)``), ``"diagonal"`` (one axis ``n``: the pairs of the same example) or
+    ``"trace"`` (summed out).
+
+    Example:
+      >>> from ntk_zoo.core import batch_mode, leaf_axes
+      >>> [batch_mode(leaf_axes(t, d, 2), 0) for t, d in [((-1,), ()), ((), (0,)), ((0,), ())]]
+      ['grid', 'diagonal', 'trace']
+    """
+    if batch_axis in axes.diagonal:
+        return "diagonal"
+    if batch_axis in axes.trace:
+        return "trace"
+    return "grid"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,22 +20,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ntk_zoo.engine._axes import LeafAxes, to_layout
-from ntk_zoo.engine._jacobian_contraction import jacobian_contraction
-from ntk_zoo.engine._problem import Problem
+from ntk_zoo.core import LeafAxes, Problem, to_layout
+from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
 from ntk_zoo.structured._plan import plan
 from ntk_zoo.structured._structure import Structure, onehot
+from ntk_zoo.structured._warnings import warn_once
 
 PyTree = Any
-
-# Bijections of a param's elements; a param reaching its uses only through these is re-expressed
-# in the coordinates of the last one (the NTK does not change under a permutation or sign of w).
-_VIEWS = frozenset(
-    {"reshape", "transpose", "convert_element_type", "copy", "copy_p", "squeeze", "neg"}
-    | {"expand_dims", "reduce_precision"}
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +100,7 @@ def _roots(program: Program) -> tuple[list[tuple[Var, Any]], dict]:
             c = _scalar_factor(program, eqn, idx)
             if c is not None:
                 scale = c if scale is None else scale * c
-            elif eqn.name not in _VIEWS:
+            elif eqn.name not in _registry.VIEWS:
                 break
             elif eqn.name == "reshape" and eqn.params.get("dimensions") is not None:
                 break
@@ -117,17 +109,21 @@ def _roots(program: Program) -> tuple[list[tuple[Var, Any]], dict]:
     return roots, consumers
 
 
-def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> list:
-    """Per param leaf, per use: ``{"g": [per output leaf], "d", "maps", "src"}`` arrays."""
-    _, program = linear_program(fn, params)
-    scaled_roots, consumers = _roots(program)
-    roots = [r for r, _ in scaled_roots]
+def _used_eqns(roots: list[Var], consumers: dict) -> list[Eqn]:
+    """The equations that use a root, each once, in order of first use."""
     eqns: list[Eqn] = []
     for root in roots:
         for eqn, _ in consumers.get(root, []):
             if eqn not in eqns:
                 eqns.append(eqn)
-    ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
+    return eqns
+
+
+def _output_cotangents(program: Program, eqns: list[Eqn], ident: list[Var]) -> list[tuple]:
+    """Per output leaf of shape ``s``, the cotangents ``(ys, zs)`` of every basis vector of the
+    output space, pulled back to the outputs of ``eqns`` (``ys``) and to the roots that are
+    outputs themselves (``zs``), each with the axes ``s`` first: one transposed pass per output.
+    """
 
     def h(ys, zs):
         inputs = [zeros(v) for v in program.inputs]
@@ -142,12 +138,8 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
     ]
     zs_structs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in ident]
     transpose = jax.linear_transpose(h, ys_structs, zs_structs)
-    out_vars = program.outputs
-    out_shapes = [
-        jnp.shape(program.value(v)) if not isinstance(v, Var) else v.shape for v in out_vars
-    ]
-    out_dtypes = [v.dtype if isinstance(v, Var) else jnp.result_type(v.value) for v in out_vars]
-    cts = []  # per output leaf: (ys cotangents, zs cotangents), each with the output's axes first
+    out_shapes, out_dtypes = _output_shapes(program)
+    cts = []
     for j, shape in enumerate(out_shapes):
         n = size(shape)
 
@@ -160,66 +152,83 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree, record: list) -> li
         ys_ct, zs_ct = _transposing(jax.vmap(pull), basis)
         unflat = lambda a, shape=shape: a.reshape(*shape, *a.shape[1:])
         cts.append(jax.tree.map(unflat, (ys_ct, zs_ct)))
+    return cts
 
-    leaves, uses_static = [], []
-    for root in roots:
+
+def _output_shapes(program: Program) -> tuple[list[tuple[int, ...]], list[Any]]:
+    out_vars = program.outputs
+    shapes = [jnp.shape(program.value(v)) if not isinstance(v, Var) else v.shape for v in out_vars]
+    dtypes = [v.dtype if isinstance(v, Var) else jnp.result_type(v.value) for v in out_vars]
+    return shapes, dtypes
+
+
+def _use_factor(
+    program: Program, eqn: Eqn, idx: int, root: Var, ys_cts: list, out_shapes: list
+) -> tuple[dict, _Use]:
+    """One use of ``root`` (operand ``idx`` of ``eqn``): its arrays (``∂f/∂y`` per output leaf
+    and the structure's factors) and what is static about it. ``ys_cts``: per output leaf, the
+    cotangents of ``eqn``'s outputs."""
+    args = [
+        None if isinstance(v, Var) and v in program.tangent else program.value(v)
+        for v in eqn.inputs
+    ]
+    s: Structure = _transposing(_registry.structure, eqn, idx, args)
+    if s.pullback is not None:
+        g = []
+        for ct, shape in zip(ys_cts, out_shapes):
+            flat = [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ct]
+            a = _transposing(jax.vmap(s.pullback), flat)
+            g.append(a.reshape(*shape, *root.shape))
+        return {"g": g}, _Use(pullback=True)
+    y = eqn.outputs[0]
+    used = sorted(s.y_axes_used)
+    g = []
+    for ct, shape in zip(ys_cts, out_shapes):
+        c = ct[0]
+        broadcast = tuple(len(shape) + a for a in range(y.ndim) if a not in used)
+        g.append(c.sum(broadcast) if broadcast else c)
+    arrays = {"g": g, "d": s.d, "maps": [m for _, _, m in s.maps], "src": s.src}
+    static = _Use(
+        pullback=False,
+        trace=s.trace,
+        maps=tuple((a, b) for a, b, _ in s.maps),
+        diag=s.diag,
+        dense_y=s.dense_y,
+        dense_w=s.dense_w,
+        index_w=s.index_w,
+        has_d=s.d is not None,
+        has_src=s.src is not None,
+        kept_y=tuple(used),
+    )
+    return arrays, static
+
+
+def _factors(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[list, list[_Leaf]]:
+    """Per param leaf, per use, the arrays ``{"g": [per output leaf], "d", "maps", "src"}``
+    (and the leaf's ``"scale"``), and the static description of each leaf's uses."""
+    _, program = linear_program(fn, params)
+    scaled_roots, consumers = _roots(program)
+    roots = [r for r, _ in scaled_roots]
+    eqns = _used_eqns(roots, consumers)
+    ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
+    cts = _output_cotangents(program, eqns, ident)
+    out_shapes, _ = _output_shapes(program)
+    leaves, statics = [], []
+    for root, scale in scaled_roots:
         per_use, static = [], []
         for eqn, idx in consumers.get(root, []):
-            args = [
-                None if isinstance(v, Var) and v in program.tangent else program.value(v)
-                for v in eqn.inputs
-            ]
-            s: Structure = _transposing(_registry.structure, eqn, idx, args)
-            k = eqns.index(eqn)
-            if s.pullback is not None:
-                g = []
-                for (ys_ct, _), shape in zip(cts, out_shapes):
-                    flat = [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ys_ct[k]]
-                    a = _transposing(jax.vmap(s.pullback), flat)
-                    g.append(a.reshape(*shape, *root.shape))
-                per_use.append({"g": g})
-                static.append(_Use(pullback=True))
-                continue
-            y = eqn.outputs[0]
-            used = sorted(s.y_axes_used)
-            g = []
-            for (ys_ct, _), shape in zip(cts, out_shapes):
-                c = ys_ct[k][0]
-                broadcast = tuple(len(shape) + a for a in range(y.ndim) if a not in used)
-                g.append(c.sum(broadcast) if broadcast else c)
-            per_use.append(
-                {
-                    "g": g,
-                    "d": s.d,
-                    "maps": [m for _, _, m in s.maps],
-                    "src": s.src,
-                }
-            )
-            static.append(
-                _Use(
-                    pullback=False,
-                    trace=s.trace,
-                    maps=tuple((a, b) for a, b, _ in s.maps),
-                    diag=s.diag,
-                    dense_y=s.dense_y,
-                    dense_w=s.dense_w,
-                    index_w=s.index_w,
-                    has_d=s.d is not None,
-                    has_src=s.src is not None,
-                    kept_y=tuple(used),
-                )
-            )
+            ys_cts = [ys_ct[eqns.index(eqn)] for ys_ct, _ in cts]
+            arrays, use = _use_factor(program, eqn, idx, root, ys_cts, out_shapes)
+            per_use.append(arrays)
+            static.append(use)
         if root in ident:
             k = ident.index(root)
             per_use.append({"g": [zs_ct[k] for _, zs_ct in cts]})
             static.append(_Use(pullback=True))
-        scale = scaled_roots[len(leaves)][1]
         scale = None if scale is None else jnp.asarray(scale, root.dtype)
         leaves.append({"uses": per_use, "scale": scale})
-        uses_static.append(_Leaf(root.shape, tuple(static), scale is not None))
-    if not record:
-        record.append(uses_static)
-    return leaves
+        statics.append(_Leaf(root.shape, tuple(static), scale is not None))
+    return leaves, statics
 
 
 class _Labels:
@@ -337,9 +346,6 @@ def _einsum(*args: Any, sides: tuple[int, ...] = ()) -> jax.Array:
     return jnp.einsum(*args, optimize=path, precision=lax.Precision.HIGHEST)
 
 
-_WARNED: set[str] = set()
-
-
 def structured_derivatives(problem: Problem, einsum: Callable = _einsum) -> list:
     """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
 
@@ -351,36 +357,48 @@ def structured_derivatives(problem: Problem, einsum: Callable = _einsum) -> list
         return _structured(problem, einsum)
     except NotTransposable as e:
         key = str(e).splitlines()[0][:200]
-        if key not in _WARNED:
-            _WARNED.add(key)
-            warnings.warn(
-                "structured_derivatives: this function's linearisation cannot be transposed "
-                f"({key}); computing its kernel exactly by forward-mode Jacobian contraction "
-                "instead.",
-                stacklevel=4,
-            )
+        warn_once(
+            ("not transposable", key),
+            "structured_derivatives: this function's linearisation cannot be transposed "
+            f"({key}); computing its kernel exactly by forward-mode Jacobian contraction "
+            "instead.",
+            stacklevel=5,
+        )
         return jacobian_contraction(problem, forward=True)
 
 
-def _structured(problem: Problem, einsum: Callable) -> list:
-    record: list = []
+def _vmap_with_static(fn: Callable, in_axes: tuple) -> Callable:
+    """``jax.vmap`` of ``fn`` returning ``(arrays, static)``: ``static`` (Python metadata, the
+    same for every example) comes back beside the batched arrays."""
+    static: list = []
+
+    def arrays_only(*args):
+        arrays, meta = fn(*args)
+        static.append(meta)
+        return arrays
+
+    def run(*args):
+        return jax.vmap(arrays_only, in_axes=in_axes)(*args), static[-1]
+
+    return run
+
+
+def _side_factors(problem: Problem, x: PyTree, kw: dict) -> tuple[list, list[_Leaf]]:
+    """The factors of one side (``x1`` or ``x2``), per example under ``vmap`` when the problem
+    has ``vmap_axes``."""
     if problem.vmap is None:
+        return _factors(lambda p: problem.f(p, x, **kw), problem.params)
 
-        def compute(x, kw):
-            return _factors(lambda p: problem.f(p, x, **kw), problem.params, record)
+    def one(params, x, kw):
+        return _factors(lambda p: problem.f_example(p, x, kw), params)
 
-    else:
+    x_axes, kw_axes = problem.vmap_in_axes(x, kw)
+    return _vmap_with_static(one, (None, x_axes, kw_axes))(problem.params, x, kw)
 
-        def one(params, x, kw):
-            return _factors(lambda p: problem.f_example(p, x, kw), params, record)
 
-        def compute(x, kw):
-            x_axes, kw_axes = problem.vmap_in_axes(x, kw)
-            return jax.vmap(one, in_axes=(None, x_axes, kw_axes))(problem.params, x, kw)
-
-    f1 = compute(problem.x1, problem.kwargs1)
-    f2 = f1 if problem.x2 is None else compute(problem.x2, problem.kwargs2)
-    leaves = record[0]
+def _structured(problem: Problem, einsum: Callable) -> list:
+    f1, leaves = _side_factors(problem, problem.x1, problem.kwargs1)
+    f2 = f1 if problem.x2 is None else _side_factors(problem, problem.x2, problem.kwargs2)[0]
     param_def = jax.tree.structure(problem.params)
     out = []
     for j, axes in enumerate(problem.axes):

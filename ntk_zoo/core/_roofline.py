@@ -9,9 +9,21 @@ FLOPs).
 from __future__ import annotations
 
 # FLOPs per byte moved at which a step turns from memory- to compute-bound (machine balance).
-# Measured on a 2-core x86 CPU with benchmarks/methods.py; GPUs have a similar balance.
+# Measured on a 2-core x86 CPU with the methods suite (python -m benchmarks methods); GPUs
+# have a similar balance.
 BALANCE = 48.0
 
 
 def cost(flops: float, nbytes: float) -> float:
     return max(flops, BALANCE * nbytes)
+
+
+def roofline_cost(flops: float, nbytes: float) -> float:
+    """The roofline cost of one step: ``max(flops, BALANCE · nbytes)`` (FLOP-equivalents).
+
+    Example:
+      >>> from ntk_zoo.core import roofline_cost
+      >>> roofline_cost(1e6, 10.0), roofline_cost(10.0, 1e3)
+      (1000000.0, 48000.0)
+    """
+    return cost(flops, nbytes)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_zoo._compat import is_tracer
-from ntk_zoo.engine._axes import LeafAxes
+from ntk_zoo.core._axes import LeafAxes
 
 PyTree = Any
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import jax
 
-from ntk_zoo.engine import _checks
-from ntk_zoo.engine._axes import Axes, LeafAxes, leaf_axes
-from ntk_zoo.engine._vmap import (
+from ntk_zoo.core import _checks
+from ntk_zoo.core._axes import Axes, LeafAxes, leaf_axes
+from ntk_zoo.core._vmap import (
     ResolvedVmap,
     VmapAxes,
     per_example_fn,

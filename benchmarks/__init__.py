@@ -1,0 +1,38 @@
+"""ntk_zoo's benchmarks: one package, one timing harness, one model list, a suite per question.
+
+    python -m benchmarks <suite> [--quick] [suite options]     # or: make bench SUITE=<suite>
+    python -m benchmarks all --quick                           # every suite, tiny sizes
+
+* ``_harness.py``: the one timing harness. Every measurement runs in a fresh process (so its
+  peak memory is its own), the processes of a comparison are timed in alternating rounds, the
+  steady time is a median, and compile time and peak / base memory are reported beside it.
+* ``_worker.py``: the process one kernel case runs in (under ntk_zoo's environment, or under
+  neural-tangents' benchmarks/.nt-venv: it uses only APIs both jax versions have).
+* ``bench_models.py``: the one model list (plain ``jax.numpy``, the same numbers under both).
+* one module per question, listed in :data:`SUITES`; each has ``main(argv)``.
+
+Each suite prints markdown tables; ``python -m benchmarks`` also writes them to
+``benchmarks/results/<suite>.md`` (``<suite>-quick.md`` with ``--quick``), the files that
+BENCHMARKS.md links, beside ``benchmarks/results/scaling.png``.
+"""
+
+# suite name -> (module, the question it answers). ``None``: a slot that another change fills.
+SUITES = {
+    "methods": ("benchmarks.methods", "every method side by side on a small MLP and ConvNet"),
+    "structured": (
+        "benchmarks.structured",
+        "structured derivatives against every method and auto (MLP, conv, ViT; O = 8, 100)",
+    ),
+    "vs-neural-tangents": (
+        "benchmarks.vs_neural_tangents",
+        "ntk_zoo against neural-tangents 0.6.5, method by method",
+    ),
+    "scaling": ("benchmarks.scaling", "time against MLP width and outputs; log-log slopes"),
+    "whole-dataset": (
+        "benchmarks.whole_dataset",
+        "the whole digits kernel with ntk_zoo.batched, with and without checkpoints",
+    ),
+    # Slots for suites of open issues (add the module and its question here):
+    "published-sizes": (None, "the paper's published model sizes (to be added)"),
+    "processes": (None, "several processes / hosts with ntk_zoo.batched (to be added)"),
+}

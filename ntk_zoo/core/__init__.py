@@ -1,0 +1,77 @@
+"""The core layer: what every NTK method and every tool above them shares.
+
+One NTK evaluation is described once (:class:`Problem`: ``f``, its params and inputs, the
+canonical output axes, the resolved ``vmap_axes``), checked once (``check_*``) and handed to a
+method. The helpers here are the single implementation of each convention: output axes
+(``leaf_axes``, ``to_layout``, ``kernel_shape``, ``batch_mode``), ``vmap_axes``
+(``canonicalize_vmap_axes``, ``resolve_vmap``, ``per_example_fn``), the
+``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
+``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``). The
+cost model's shared measurements live here too (``forward_flops``, ``count``, ``Counts``,
+``roofline_cost``), with the contract every method declares to the engine (``NtkMethod``).
+Nothing here imports a method, the engine or any tool above it.
+"""
+
+from ntk_zoo.core._axes import Axes as Axes
+from ntk_zoo.core._axes import LeafAxes as LeafAxes
+from ntk_zoo.core._axes import batch_mode as batch_mode
+from ntk_zoo.core._axes import canonicalize_axes as canonicalize_axes
+from ntk_zoo.core._axes import kernel_shape as kernel_shape
+from ntk_zoo.core._axes import leaf_axes as leaf_axes
+from ntk_zoo.core._axes import to_layout as to_layout
+from ntk_zoo.core._axes import trace_size as trace_size
+from ntk_zoo.core._blocks import pad_rows as pad_rows
+from ntk_zoo.core._checks import check_input_pair as check_input_pair
+from ntk_zoo.core._checks import check_output_pair as check_output_pair
+from ntk_zoo.core._checks import check_outputs as check_outputs
+from ntk_zoo.core._checks import check_params as check_params
+from ntk_zoo.core._checks import check_params_finite as check_params_finite
+from ntk_zoo.core._counts import Counts as Counts
+from ntk_zoo.core._counts import count as count
+from ntk_zoo.core._counts import forward_flops as forward_flops
+from ntk_zoo.core._ntk_method import NtkMethod as NtkMethod
+from ntk_zoo.core._problem import Problem as Problem
+from ntk_zoo.core._problem import make_problem as make_problem
+from ntk_zoo.core._pure_fn import PureFn as PureFn
+from ntk_zoo.core._pure_fn import as_pure_fn as as_pure_fn
+from ntk_zoo.core._roofline import roofline_cost as roofline_cost
+from ntk_zoo.core._vmap import ResolvedVmap as ResolvedVmap
+from ntk_zoo.core._vmap import VmapAxes as VmapAxes
+from ntk_zoo.core._vmap import canonicalize_vmap_axes as canonicalize_vmap_axes
+from ntk_zoo.core._vmap import per_example_fn as per_example_fn
+from ntk_zoo.core._vmap import resolve as resolve_vmap
+from ntk_zoo.core._vmap import split_kwargs as split_kwargs
+from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
+
+__all__ = [
+    "Axes",
+    "Counts",
+    "LeafAxes",
+    "NtkMethod",
+    "Problem",
+    "PureFn",
+    "ResolvedVmap",
+    "VmapAxes",
+    "as_pure_fn",
+    "batch_mode",
+    "canonicalize_axes",
+    "canonicalize_vmap_axes",
+    "check_input_pair",
+    "check_output_pair",
+    "check_outputs",
+    "check_params",
+    "check_params_finite",
+    "count",
+    "forward_flops",
+    "kernel_shape",
+    "leaf_axes",
+    "make_problem",
+    "pad_rows",
+    "per_example_fn",
+    "resolve_vmap",
+    "roofline_cost",
+    "split_kwargs",
+    "to_layout",
+    "trace_size",
+    "vmap_in_axes",
+]

@@ -1,0 +1,107 @@
+"""What the cost model of ``method="auto"`` measures once per problem, for every method.
+
+FLOPs of ``f`` are counted on its traced program (``dot_general`` and convolutions exactly, one
+FLOP per element elsewhere), never from XLA's ``cost_analysis()``, which is wrong on CPU and
+GPU. Each method turns these counts into its own estimate (``NtkMethod.cost``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ntk_zoo import _compat
+from ntk_zoo.core._problem import Problem
+from ntk_zoo.core._roofline import cost
+
+PyTree = Any
+
+
+def _eqn_flops(eqn: Any) -> float:
+    out = eqn.outvars[0].aval
+    out_size = math.prod(getattr(out, "shape", ()))
+    name = eqn.primitive.name
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2.0 * out_size * math.prod(lhs[d] for d in lhs_contract)
+    if name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        rhs_spec = eqn.params["dimension_numbers"].rhs_spec
+        window = math.prod(rhs[d] for d in rhs_spec[2:])
+        return 2.0 * out_size * rhs[rhs_spec[1]] * window
+    return float(sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars))
+
+
+def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, float]:
+    """FLOPs of one call ``f(params, x, **kwargs)`` and the values its equations write."""
+    jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
+    flops = values = 0.0
+    for eqn, k in _compat.iter_eqns(jaxpr):
+        flops += _eqn_flops(eqn) * k
+        values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+    return flops, values
+
+
+def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
+    """FLOPs of one call ``f(params, x, **kwargs)``, from its jaxpr."""
+    return _forward_counts(f, params, x, kwargs)[0]
+
+
+class Counts(NamedTuple):
+    """Shapes and forward-pass counts of one problem (side 2 equals side 1 when ``x2=None``).
+
+    ``fp``: FLOPs of one forward pass on the side's batch; ``y``: values its equations write;
+    ``out``: output values per output leaf; ``n``: examples (1 without ``vmap_axes``); ``o``:
+    outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
+    network writes (``o·y`` per side).
+    """
+
+    itemsize: int
+    n_params: int
+    fp1: float
+    y1: float
+    fp2: float
+    y2: float
+    out1: list[int]
+    out2: list[int]
+    n1: int
+    n2: int
+    o1: float
+    o2: float
+    passes_y: float
+
+    def phase(self, flops: float, values: float) -> float:
+        """The roofline cost of a phase doing ``flops`` and moving ``values`` values."""
+        return cost(flops, values * self.itemsize)
+
+
+def _per_example(fx: PyTree, p: Problem) -> int:
+    """Outputs per example read from the shapes (for a side with no examples)."""
+    axes = [None] * len(p.axes) if p.vmap is None else p.vmap.out_axes
+    leaves = jax.tree.leaves(fx)
+    return sum(math.prod(n for i, n in enumerate(a.shape) if i != b) for a, b in zip(leaves, axes))
+
+
+def count(problem: Problem) -> Counts:
+    """The :class:`Counts` of ``problem`` (``f`` is traced, nothing is computed)."""
+    p = problem
+    itemsize = np.dtype(p.dtype).itemsize
+    n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
+    fp1, y1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    fp2, y2 = (fp1, y1) if p.x2 is None else _forward_counts(p.f, p.params, p.x2, p.kwargs2)
+    out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
+    out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
+    n1 = n2 = 1
+    if p.vmap is not None:
+        n1 = p.vmap.batch_size
+        n2 = n1 if p.x2 is None else jax.tree.leaves(p.fx2)[0].shape[p.vmap.out_axes[0]]
+    o1 = sum(out1) / n1 if n1 else _per_example(p.fx1, p)  # outputs per example
+    o2 = sum(out2) / n2 if n2 else _per_example(p.fx2, p)
+    # Every pass over the network (VJP, JVP, transposed pass) also writes its activations'
+    # tangents or cotangents (``y`` values per forward pass, from the traced program).
+    passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
+    return Counts(itemsize, n_params, fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2, passes_y)

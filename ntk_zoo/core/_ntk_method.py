@@ -1,0 +1,24 @@
+"""The contract between the NTK methods and the engine that dispatches to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ntk_zoo.core._counts import Counts
+from ntk_zoo.core._problem import Problem
+
+
+class NtkMethod(NamedTuple):
+    """One NTK algorithm as the engine's registry sees it.
+
+    ``compute(problem, sum_params)`` returns, per output leaf of ``f``, the *unscaled* kernel
+    (not yet divided by the traced axes' size) in the interleaved layout: a param-tree of each
+    param leaf's contribution, or, when ``sum_params`` is true, optionally their sum already.
+    ``cost(problem, counts)`` is its roofline estimate in FLOP-equivalents (``counts`` from
+    :func:`count`), used by ``method="auto"``.
+    """
+
+    name: str
+    compute: Callable[[Problem, bool], list]
+    cost: Callable[[Problem, Counts], float]

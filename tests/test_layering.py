@@ -1,0 +1,140 @@
+"""Dependencies point one way (ARCHITECTURE.md): no module imports a private module or name of
+another package, and the library never imports the zoo (``architectures``) except in its
+experiment layer.
+
+Imports are read with ``ast`` from the source of every module of ``ntk_zoo``, ``architectures``
+and ``benchmarks``, nested (function-level) imports included, so nothing is imported here.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TREES = ("ntk_zoo", "architectures", "benchmarks")
+
+# ``ntk_zoo._compat`` is the one module that touches JAX internals (``jax.extend.core``,
+# ``jax._src``): every layer that reads jaxprs imports it, so that a JAX upgrade is mended in
+# one place. It is private on purpose (its names are JAX's internals, not ntk_zoo's API), and it
+# is the only private module any package may import.
+SHARED_PRIVATE = frozenset({"ntk_zoo._compat"})
+
+# The experiment layer: the only part of ntk_zoo that may import the zoo.
+MAY_IMPORT_ZOO = ("ntk_zoo.jobs", "ntk_zoo.cli", "ntk_zoo.__main__")
+
+# Known violations in modules owned by other changes in flight (issues 11, 13, 14), as
+# (importing module, imported private module or name). Each is being removed by its owner; the
+# list is emptied at integration. An entry that no longer matches a violation fails the test,
+# so the list can only shrink.
+ALLOWED = frozenset(
+    {
+        # ntk_zoo.parallel (issue 11): KernelFn/ntk_fn through ntk_zoo.engine's public names.
+        ("ntk_zoo.parallel._batched", "ntk_zoo.engine._ntk"),
+        # ntk_zoo.predict (issue 14): flatten_kernel is public as ntk_zoo.spectrum.flatten_kernel.
+        ("ntk_zoo.predict", "ntk_zoo.spectrum._dense"),
+        # The experiment layer (issue 13) moves into ntk_zoo/jobs/.
+        ("ntk_zoo._experiment", "ntk_zoo.spectrum._layers"),
+        ("ntk_zoo._experiment", "architectures"),
+        ("ntk_zoo.nas._search", "architectures"),
+        # ntk_zoo.nas._train (issue 13): PureFn is public as ntk_zoo.core.PureFn / ntk_zoo.PureFn
+        # (ntk_zoo/_pure_fn.py is a shim kept for it).
+        ("ntk_zoo.nas._train", "ntk_zoo._pure_fn"),
+    }
+)
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for tree in TREES:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def room(module: str) -> str:
+    """The package whose private modules ``module`` may import: a subpackage of ``ntk_zoo``
+    (``ntk_zoo.engine``, ``ntk_zoo.structured`` with its ``rules``, ...), ``ntk_zoo`` itself for
+    its top-level modules, or the whole of ``architectures`` / ``benchmarks`` (one package each:
+    the zoo's frameworks share ``architectures._common`` by design)."""
+    parts = module.split(".")
+    if parts[0] != "ntk_zoo" or len(parts) == 1:
+        return parts[0]
+    if (ROOT / "ntk_zoo" / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return "ntk_zoo"
+
+
+def _imports(module: str, path: pathlib.Path) -> list[str]:
+    """Every dotted name ``module`` imports (``from m import n`` gives ``m.n``)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+    return names
+
+
+def _private_owner(name: str) -> tuple[str, str] | None:
+    """For an imported ``a.b._c.d``: (``a.b._c``, the package ``a.b`` that owns it)."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[: i + 1]), ".".join(parts[:i])
+    return None
+
+
+def violations() -> set[tuple[str, str]]:
+    found = set()
+    for module, path in _modules().items():
+        for name in _imports(module, path):
+            top = name.split(".")[0]
+            if top not in TREES:
+                continue
+            private = _private_owner(name)
+            if private is not None:
+                target, owner = private
+                if target not in SHARED_PRIVATE and room(owner or target) != room(module):
+                    found.add((module, target))
+            if (
+                top == "architectures"
+                and module.startswith("ntk_zoo")
+                and not module.startswith(MAY_IMPORT_ZOO)
+            ):
+                found.add((module, "architectures"))
+    return found
+
+
+def test_rooms_of_known_modules():
+    assert room("ntk_zoo.structured.rules._shape") == room("ntk_zoo.structured._registry")
+    assert room("ntk_zoo.nas._proxies") != room("ntk_zoo._pure_fn")
+    assert room("ntk_zoo.engine._ntk") != room("ntk_zoo.core._problem")
+    assert _private_owner("ntk_zoo.core._vmap.split_kwargs") == (
+        "ntk_zoo.core._vmap",
+        "ntk_zoo.core",
+    )
+    assert _private_owner("ntk_zoo.core.split_kwargs") is None
+
+
+def test_no_private_imports_across_packages_and_no_zoo_in_the_library():
+    found = violations()
+    new = sorted(found - ALLOWED)
+    assert not new, (
+        "These modules import a private module or name of another package, or the library "
+        "imports `architectures` outside its experiment layer (ntk_zoo/jobs/, cli.py): "
+        f"{new}. Import the public name instead (see ARCHITECTURE.md)."
+    )
+
+
+def test_allowlist_only_holds_live_violations():
+    stale = sorted(ALLOWED - violations())
+    assert not stale, f"Fixed: remove these entries from ALLOWED in {__file__}: {stale}."
