@@ -131,6 +131,7 @@ def kernel_alignment(kernel: Any, y: Any, *, centered: bool = True) -> float:
 def _product_fn(op: Any, chunk: int):
     """``V ↦ Θ V`` for a ``(size, m)`` float64 NumPy matrix, ``chunk`` columns per program."""
     many = jax.jit(jax.vmap(op.apply_blocks, in_axes=(None, None, 0)))
+    rows = (np.arange(op.n_blocks * op.block_size) < op.n).reshape(op.n_blocks, op.block_size)
 
     def products(v: np.ndarray) -> np.ndarray:
         out = []
@@ -141,7 +142,7 @@ def _product_fn(op: Any, chunk: int):
                 cols = np.pad(cols, ((0, 0), (0, chunk - m)))
             blocks = jax.numpy.stack([op.to_blocks(c) for c in cols.T])
             res = np.asarray(many(op.params, op.x_blocks, blocks), np.float64)
-            out.append(res[:m, op._mask].reshape(m, -1).T)
+            out.append(res[:m, rows].reshape(m, -1).T)  # padded rows of the blocks dropped
         return np.concatenate(out, axis=1)
 
     return products

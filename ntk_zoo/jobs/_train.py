@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_zoo._linearize import linearize
+from ntk_zoo import linearize
 from ntk_zoo.data import load_digits
 from ntk_zoo.dynamics import kernel_alignment, kernel_distance, spectral_change
 from ntk_zoo.engine import ntk_fn
