@@ -7,7 +7,8 @@ models.
 
 from architectures._build import FAMILIES as FAMILIES
 from architectures._build import FRAMEWORKS as FRAMEWORKS
+from architectures._build import INIT_MODES as INIT_MODES
 from architectures._build import build as build
 from architectures._build import param_count as param_count
 
-__all__ = ["FAMILIES", "FRAMEWORKS", "build", "param_count"]
+__all__ = ["FAMILIES", "FRAMEWORKS", "INIT_MODES", "build", "param_count"]

@@ -1,11 +1,28 @@
-"""``build(model_config)``: one entry point from a config to a ``PureFn`` in any framework."""
+"""``build(model_config)``: one entry point from a config to a ``PureFn`` in any framework.
+
+Each framework is one entry of ``_FRAMEWORKS`` (a :class:`Framework`): how to turn a model
+class into a pure ``(key, example input) -> variables`` initialiser, and how to wrap the
+initialised variables as a ``PureFn`` with the ``ntk_zoo`` adapter. Adding a framework is
+adding one entry (and its ``architectures/<framework>/`` modules); nothing else branches on the
+framework's name.
+
+Initialisation skips the forward pass that linen and Haiku run to create variables: ``init`` is
+evaluated with the example input abstract (Flax's ``lazy_init``, a partial evaluation), so only
+the computations that produce variables run, each random draw as JAX's compiled, shape-cached
+``jax.random`` program. Values are exactly those of the frameworks' own initialisation with the
+same key (``init="eager"`` runs them as the frameworks do, forward pass included).
+``build(..., init="jit")`` compiles the whole initialisation as one program instead:
+the same values up to float rounding (XLA fuses each draw with its scale), but on CPU it compiles
+the random generator once per call site rather than once per shape (WRN-28-10: 29 call sites,
+11 shapes), which costs more compilation for published sizes on CPU.
+"""
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,60 +30,137 @@ import jax.numpy as jnp
 import ntk_zoo
 
 FAMILIES = {"mlp": "MLP", "wide_resnet": "WideResNet", "vit": "ViT"}
-FRAMEWORKS = ("linen", "nnx", "haiku")
 # Config keys each family's constructor takes (everything else in the config is ignored).
 FAMILY_KEYS = {
     "mlp": ("depth", "width", "num_classes", "activation", "parameterization", "bias"),
     "wide_resnet": ("depth", "width", "num_classes", "norm", "parameterization"),
-    "vit": ("variant", "num_classes", "pool", "intermediates"),
+    "vit": (
+        "variant",
+        "num_classes",
+        "pool",
+        "intermediates",
+        "depth",
+        "width",
+        "heads",
+        "mlp_dim",
+    ),
 }
 
-
-def _model_class(family: str, framework: str) -> type:
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown model family {family!r}; valid families: {sorted(FAMILIES)}.")
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"Unknown framework {framework!r}; valid frameworks: {FRAMEWORKS}.")
-    module = importlib.import_module(f"architectures.{framework}.{family}")
-    return getattr(module, FAMILIES[family])
+Variables = Any
+Initialiser = Callable[[jax.Array, jax.Array], Variables]
 
 
-def _kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config[k] for k in FAMILY_KEYS[config["family"]] if k in config}
+class Framework(NamedTuple):
+    """How the zoo handles one framework.
+
+    Attributes:
+      initialiser: ``(model class, constructor kwargs, example input shape)`` ->
+        ``(handle, init)``, where ``init(key, x)`` is a pure function of a PRNG key and an
+        example batch ``x`` of one, returning the model's variables as a pytree (so that it can
+        be jitted, shape-evaluated or partially evaluated with ``x`` abstract; the variables
+        must not depend on the values in ``x``), and ``handle`` is what ``to_pure`` needs
+        beside them (a linen module, a Haiku transform, an NNX graphdef).
+      params: the trainable part of the variables (for counting parameters).
+      to_pure: ``(handle, variables, policy)`` -> ``ntk_zoo.PureFn``; ``policy`` holds the
+        adapters' ``batch_norm``, ``calibration`` and ``output``.
+    """
+
+    initialiser: Callable[[type, dict[str, Any], tuple[int, ...]], tuple[Any, Initialiser]]
+    params: Callable[[Variables], Any]
+    to_pure: Callable[[Any, Variables, dict[str, Any]], ntk_zoo.PureFn]
 
 
-def _init(config: Mapping[str, Any], key: jax.Array, input_shape: tuple[int, ...]):
-    """(framework object, raw variables) at initialisation, in the framework's own terms."""
-    family, framework = config["family"], config.get("framework", "linen")
-    cls, kwargs = _model_class(family, framework), _kwargs(config)
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    if framework == "linen":
-        module = cls(**kwargs)
-        return module, module.init(key, x, train=False)
-    if framework == "nnx":
-        from flax import nnx
+# --- Flax linen -----------------------------------------------------------------------------
 
-        return None, cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key))
+
+def _linen_initialiser(cls, kwargs, input_shape):
+    module = cls(**kwargs)
+    return module, lambda key, x: module.init(key, x, train=False)
+
+
+def _linen_pure(module, variables, policy):
+    return ntk_zoo.from_linen(
+        module, variables, train=False, train_kwargs={"train": True}, **policy
+    )
+
+
+# --- Flax NNX -------------------------------------------------------------------------------
+
+
+def _nnx_initialiser(cls, kwargs, input_shape):
+    from flax import nnx
+
+    make = lambda key: cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key))
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(jax.random.key(0))))
+    return graphdef, lambda key, x: nnx.state(make(key))  # NNX needs no example input
+
+
+def _nnx_params(state):
+    from flax import nnx
+
+    return nnx.split_state(state, nnx.Param, ...)[0]
+
+
+def _nnx_pure(graphdef, state, policy):
+    from flax import nnx
+
+    return ntk_zoo.from_nnx(nnx.merge(graphdef, state), **policy)
+
+
+# --- Haiku ----------------------------------------------------------------------------------
+
+
+def _haiku_initialiser(cls, kwargs, input_shape):
     import haiku as hk
 
     transformed = hk.without_apply_rng(
         hk.transform_with_state(lambda x, is_training=False: cls(**kwargs)(x, is_training))
     )
-    # Haiku creates BatchNorm's moving averages only in training mode; start them, as Flax
-    # does, at mean 0 and variance 1.
-    params, state = transformed.init(key, x, is_training=True)
-    state = {
-        name: {
-            k: (
-                jnp.ones_like(v)
+
+    def init(key, x):
+        # Haiku creates BatchNorm's moving averages only in training mode; start them, as Flax
+        # does, at mean 0 and variance 1 (from their shapes only: not from x).
+        params, state = transformed.init(key, x, is_training=True)
+        state = {
+            name: {
+                k: jnp.ones_like(v)
                 if name.endswith("var_ema") and k != "counter"
                 else jnp.zeros_like(v)
-            )
-            for k, v in entries.items()
+                for k, v in entries.items()
+            }
+            for name, entries in state.items()
         }
-        for name, entries in state.items()
-    }
-    return transformed, (params, state)
+        return params, state
+
+    return transformed, init
+
+
+def _haiku_pure(transformed, variables, policy):
+    params, state = variables
+    return ntk_zoo.from_haiku(
+        transformed, params, state, is_training=False, train_kwargs={"is_training": True}, **policy
+    )
+
+
+# The one table of frameworks: name -> how to initialise and wrap its models.
+_FRAMEWORKS: dict[str, Framework] = {
+    "linen": Framework(_linen_initialiser, lambda v: v["params"], _linen_pure),
+    "nnx": Framework(_nnx_initialiser, _nnx_params, _nnx_pure),
+    "haiku": Framework(_haiku_initialiser, lambda v: v[0], _haiku_pure),
+}
+FRAMEWORKS = tuple(_FRAMEWORKS)
+INIT_MODES = ("lazy", "eager", "jit")
+
+
+def _lookup(config: Mapping[str, Any]) -> tuple[Framework, type, dict[str, Any]]:
+    family, framework = config.get("family"), config.get("framework", "linen")
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family {family!r}; valid families: {sorted(FAMILIES)}.")
+    if framework not in _FRAMEWORKS:
+        raise ValueError(f"Unknown framework {framework!r}; valid frameworks: {FRAMEWORKS}.")
+    cls = getattr(importlib.import_module(f"architectures.{framework}.{family}"), FAMILIES[family])
+    kwargs = {k: config[k] for k in FAMILY_KEYS[family] if k in config}
+    return _FRAMEWORKS[framework], cls, kwargs
 
 
 def build(
@@ -76,17 +170,24 @@ def build(
     input_shape: tuple[int, ...],
     calibration: jax.Array | None = None,
     dtype: Any = None,
+    init: str = "lazy",
 ) -> ntk_zoo.PureFn:
     """Builds and initialises a zoo model as a :class:`ntk_zoo.PureFn`.
 
     Args:
       model_config: ``family`` (``mlp | wide_resnet | vit``), ``framework``
-        (``linen | nnx | haiku``, default linen), the family's settings (see ``FAMILY_KEYS``),
-        and optionally ``batch_norm`` (the BatchNorm policy: ``running | batch | coupled``).
+        (``linen | nnx | haiku``, default linen), the family's settings (see ``FAMILY_KEYS``;
+        a ViT takes a named ``variant`` such as ``"B/16"`` and optionally ``depth``, ``width``,
+        ``heads``, ``mlp_dim`` overriding its size), and optionally ``batch_norm`` (the
+        BatchNorm policy: ``running | batch | coupled``).
       key: PRNG key for the initialisation.
       input_shape: the shape of one example, e.g. ``(8, 8, 1)``.
       calibration: the batch whose statistics ``batch_norm="batch"`` freezes.
       dtype: cast every float variable to this dtype (e.g. float64 for exact checks).
+      init: how to initialise (see the module's docstring): ``"lazy"`` (default: only what
+        produces variables runs, op by op), ``"eager"`` (the framework's own initialisation,
+        forward pass included; the same values) or ``"jit"`` (one compiled program; the same
+        values up to float rounding).
 
     Example:
       >>> import jax, architectures
@@ -95,48 +196,39 @@ def build(
       >>> pure.apply(pure.params, jax.numpy.ones((2, 4))).shape
       (2, 10)
     """
-    framework = model_config.get("framework", "linen")
-    obj, variables = _init(model_config, key, tuple(input_shape))
+    if init not in INIT_MODES:
+        raise ValueError(f"Unknown init {init!r}; use one of {INIT_MODES}.")
+    framework, cls, kwargs = _lookup(model_config)
+    handle, initialise = framework.initialiser(cls, kwargs, tuple(input_shape))
     if dtype is not None:  # every float variable, BatchNorm statistics included
         cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-        if framework == "nnx":
-            from flax import nnx
+        initialise = lambda key, x, f=initialise: jax.tree.map(cast, f(key, x))
+    example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    if init == "lazy":
+        from flax.core.partial_eval import lazy_init
 
-            nnx.update(variables, jax.tree.map(cast, nnx.state(variables)))
-        else:
-            variables = jax.tree.map(cast, variables)
+        variables = lazy_init(initialise)(key, example)
+    else:
+        x = jnp.zeros(example.shape, example.dtype)
+        variables = (jax.jit(initialise) if init == "jit" else initialise)(key, x)
     policy = dict(
         batch_norm=model_config.get("batch_norm", "running"),
         calibration=calibration,
         output=0 if model_config.get("intermediates", False) else None,
     )
-    if framework == "linen":
-        pure = ntk_zoo.from_linen(
-            obj, variables, train=False, train_kwargs={"train": True}, **policy
-        )
-    elif framework == "nnx":
-        pure = ntk_zoo.from_nnx(variables, **policy)
-    else:
-        params, state = variables
-        pure = ntk_zoo.from_haiku(
-            obj, params, state, is_training=False, train_kwargs={"is_training": True}, **policy
-        )
-    return pure
+    return framework.to_pure(handle, variables, policy)
 
 
 def param_count(model_config: Mapping[str, Any], input_shape: tuple[int, ...]) -> int:
-    """Number of trainable parameters, from shapes only (``jax.eval_shape``: no memory)."""
-    framework = model_config.get("framework", "linen")
-    key = jax.random.key(0)
-    if framework == "nnx":
-        from flax import nnx
+    """Number of trainable parameters, from shapes only (``jax.eval_shape``: no memory).
 
-        cls = _model_class(model_config["family"], framework)
-        model = nnx.eval_shape(
-            lambda: cls(tuple(input_shape), **_kwargs(model_config), rngs=nnx.Rngs(0))
-        )
-        params = nnx.state(model, nnx.Param)
-    else:
-        variables = jax.eval_shape(lambda k: _init(model_config, k, tuple(input_shape))[1], key)
-        params = variables["params"] if framework == "linen" else variables[0]
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+    Example:
+      >>> import architectures
+      >>> architectures.param_count({"family": "mlp", "depth": 1, "width": 8}, (4,))
+      130
+    """
+    framework, cls, kwargs = _lookup(model_config)
+    _, init = framework.initialiser(cls, kwargs, tuple(input_shape))
+    example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    variables = jax.eval_shape(init, jax.random.key(0), example)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(framework.params(variables)))

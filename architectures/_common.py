@@ -14,6 +14,7 @@ PARAMETERIZATIONS = ("ntk", "standard")
 
 
 def check_parameterization(name: str) -> str:
+    """``name`` if it is a known parameterisation (``ntk`` or ``standard``), else a ValueError."""
     if name not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {name!r}.")
     return name
@@ -21,6 +22,7 @@ def check_parameterization(name: str) -> str:
 
 def weight_std(parameterization: str, fan_in: int) -> float:
     """Init std of a weight: 1 in NTK parameterisation, 1/sqrt(fan_in) in standard."""
+    check_parameterization(parameterization)
     return 1.0 if parameterization == "ntk" else 1.0 / math.sqrt(fan_in)
 
 
@@ -30,6 +32,7 @@ def output_scale(parameterization: str, fan_in: int) -> float:
 
 
 def activation(name: str):
+    """The activation function called ``name`` (a key of ``ACTIVATIONS``)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}.")
     return ACTIVATIONS[name]
@@ -44,6 +47,7 @@ class ViTVariant(NamedTuple):
 
 
 # Dosovitskiy et al. (2021), Table 1, and Touvron et al. (2021) for Ti and S; "test" is ours.
+# Each size is (width, depth, mlp_dim, heads).
 VIT_SIZES = {
     "test": (16, 2, 32, 2),
     "Ti": (192, 12, 768, 3),
@@ -53,15 +57,49 @@ VIT_SIZES = {
 }
 
 
-def decode_vit_variant(variant: str) -> ViTVariant:
-    """``"B/16"`` -> width 768, depth 12, MLP 3072, 12 heads, 16×16 patches."""
+def decode_vit_variant(
+    variant: str,
+    *,
+    depth: int | None = None,
+    width: int | None = None,
+    heads: int | None = None,
+    mlp_dim: int | None = None,
+) -> ViTVariant:
+    """The shape of a ViT: a named ``"<size>/<patch>"`` variant, with optional overrides.
+
+    The one place where a ViT's configuration is decoded (the linen, NNX and Haiku ViTs all call
+    it). ``depth`` (encoder blocks), ``width`` (token dimension), ``heads`` and ``mlp_dim``
+    replace the named size's values when given (``None`` or ``0``: the size's own); ``width``
+    must be a multiple of ``heads``.
+
+    Example:
+      >>> decode_vit_variant("B/16")
+      ViTVariant(width=768, depth=12, mlp_dim=3072, heads=12, patch=16)
+      >>> decode_vit_variant("test/2", depth=3, width=24, heads=3)
+      ViTVariant(width=24, depth=3, mlp_dim=32, heads=3, patch=2)
+    """
     match = re.fullmatch(r"(\w+)/(\d+)", variant)
     if not match or match.group(1) not in VIT_SIZES:
         raise ValueError(
             f"Unknown ViT variant {variant!r}; use '<size>/<patch>' with size in "
             f"{sorted(VIT_SIZES)}, e.g. 'B/16' or 'test/2'."
         )
-    return ViTVariant(*VIT_SIZES[match.group(1)], int(match.group(2)))
+    named = ViTVariant(*VIT_SIZES[match.group(1)], int(match.group(2)))
+    overrides = {"depth": depth, "width": width, "heads": heads, "mlp_dim": mlp_dim}
+    for name, value in overrides.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"ViT {name} must be an int (0: the size's own), got {value!r}.")
+        if value is not None and value < 0:
+            raise ValueError(f"ViT {name} must be positive (0: the size's own), got {value}.")
+    v = named._replace(**{k: value for k, value in overrides.items() if value})
+    if v.patch < 1:
+        raise ValueError(f"ViT patch size must be positive, got {variant!r}.")
+    if v.width % v.heads:
+        raise ValueError(
+            f"ViT width {v.width} must be a multiple of heads {v.heads} (each head gets "
+            f"width / heads dimensions); change width or heads."
+        )
+    return v
 
 
 def wrn_blocks(depth: int) -> int:

@@ -5,8 +5,8 @@
     ntk-zoo nas --config configs/nas.py --workdir runs/tenas --config.proxies.kernel=sum_logits
 
 Samples `num_candidates` distinct architectures (seeded) from MLPs (depth, width, activation,
-parameterisation), WideResNets (depth, width, normalisation) and ViTs (size, patch, pooling;
-a ViT's depth and width follow its size), scores each at initialisation on one batch of
+parameterisation), WideResNets (depth, width, normalisation) and ViTs (size, patch, pooling,
+and optionally depth and width beyond the size's own), scores each at initialisation on one batch of
 `data.proxy_batch` digits (NTK condition number, trace, λ_max, beside #params and FLOPs), trains
 it for `train.steps` Adam steps and ranks the proxies by Kendall τ with test accuracy.
 
@@ -40,7 +40,15 @@ def get_config(arg=None):
         # WideResNets cost most on a CPU (about a minute each to build and train): widen with
         # --config.space.wide_resnet.depth="(10,16)" --config.space.wide_resnet.width="(1,2)".
         "wide_resnet": {"depth": (10,), "width": (1,), "norm": ("batch", "layer", "none")},
-        "vit": {"size": ("test",), "patch": (2, 4), "pool": ("tok", "gap")},
+        # A ViT's depth, width, heads and mlp_dim follow its size unless listed (0: the size's
+        # own), e.g. --config.space.vit.depth="(1,2,4)" --config.space.vit.width="(16,32)".
+        "vit": {
+            "size": ("test",),
+            "patch": (2, 4),
+            "pool": ("tok", "gap"),
+            "depth": (0,),
+            "width": (0,),
+        },
     }
     # kernel: mean_logits (Θ averaged over logits) | sum_logits (as TE-NAS) | full.
     # Jacobian contraction: the fastest to compile for 64-example kernels of small nets. dtype is
@@ -58,7 +66,13 @@ def get_config(arg=None):
         config.space.num_candidates = 3
         config.space.mlp.width = (8, 16)
         config.space.wide_resnet = {"depth": (10,), "width": (1,), "norm": ("layer",)}
-        config.space.vit = {"size": ("test",), "patch": (4,), "pool": ("gap",)}
+        config.space.vit = {
+            "size": ("test",),
+            "patch": (4,),
+            "pool": ("gap",),
+            "depth": (0,),
+            "width": (0,),
+        }
         config.train.steps = 20
         config.train.batch_size = 32
     return config

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import ml_collections
+
+# The defaults of each parse_arg call while recorded_arguments() is active (for `--help`).
+_RECORDS: list[list[dict[str, Any]]] = []
+
+
+@contextlib.contextmanager
+def recorded_arguments() -> Iterator[list[dict[str, Any]]]:
+    """Collects the defaults of every :func:`parse_arg` call made inside the block.
+
+    ``ntk-zoo <command> --help`` uses it to list a config file's arguments with their defaults.
+
+    Example:
+      >>> with recorded_arguments() as calls:
+      ...     _ = parse_arg("width=64", width=512, runlocal=False)
+      >>> calls
+      [{'width': 512, 'runlocal': False}]
+    """
+    calls: list[dict[str, Any]] = []
+    _RECORDS.append(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDS[:] = [c for c in _RECORDS if c is not calls]
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -19,6 +44,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       >>> arg.framework, arg.width, arg.runlocal
       ('nnx', 64, True)
     """
+    for calls in _RECORDS:
+        calls.append(dict(defaults))
     out = ml_collections.ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):
         key, sep, value = item.partition("=")

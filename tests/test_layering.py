@@ -33,13 +33,6 @@ ALLOWED = frozenset(
         ("ntk_zoo.parallel._batched", "ntk_zoo.engine._ntk"),
         # ntk_zoo.predict (issue 14): flatten_kernel is public as ntk_zoo.spectrum.flatten_kernel.
         ("ntk_zoo.predict", "ntk_zoo.spectrum._dense"),
-        # The experiment layer (issue 13) moves into ntk_zoo/jobs/.
-        ("ntk_zoo._experiment", "ntk_zoo.spectrum._layers"),
-        ("ntk_zoo._experiment", "architectures"),
-        ("ntk_zoo.nas._search", "architectures"),
-        # ntk_zoo.nas._train (issue 13): PureFn is public as ntk_zoo.core.PureFn / ntk_zoo.PureFn
-        # (ntk_zoo/_pure_fn.py is a shim kept for it).
-        ("ntk_zoo.nas._train", "ntk_zoo._pure_fn"),
     }
 )
 

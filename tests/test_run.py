@@ -22,11 +22,15 @@ def _run(args, capsys):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_runs_end_to_end(config, framework, tmp_path, capsys):
     workdir = tmp_path / "run"
+    # The automatic block size (compiled at two sizes to measure memory) runs for the MLPs; the
+    # other families take one explicit block of all 12 examples.
+    block = [] if "mlp" in config else ["--config.ntk.batch_size=12"]
     code, out = _run(
         [
             f"--config={ROOT}/{config}:runlocal,framework={framework}",
             f"--workdir={workdir}",
             "--config.data.n=12",
+            *block,
         ],
         capsys,
     )
@@ -190,6 +194,8 @@ def test_whole_batch_kernels_when_examples_interact(override, tmp_path, capsys):
             f"--workdir={tmp_path}/w",
             "--config.data.n=6",
             override,
+            "--config.ntk.per_layer=False",  # shares: test_config_runs_end_to_end
+            "--config.output.plot=False",
         ],
         capsys,
     )

@@ -23,10 +23,20 @@ def _attention(x, heads):
 
 class ViT(hk.Module):
     def __init__(
-        self, variant="test/2", num_classes=10, pool="tok", intermediates=False, name=None
+        self,
+        variant="test/2",
+        num_classes=10,
+        pool="tok",
+        intermediates=False,
+        depth=None,
+        width=None,
+        heads=None,
+        mlp_dim=None,
+        name=None,
     ):
         super().__init__(name=name)
-        self.v, self.num_classes = decode_vit_variant(variant), num_classes
+        self.v = decode_vit_variant(variant, depth=depth, width=width, heads=heads, mlp_dim=mlp_dim)
+        self.num_classes = num_classes
         self.pool, self.intermediates = pool, intermediates
 
     def __call__(self, x, is_training=False):

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "erf": jax.lax.erf}
+from architectures._common import activation as get_activation
+from architectures._common import check_parameterization
 
 
 def init(
@@ -27,8 +28,7 @@ def init(
     dtype: jnp.dtype = jnp.float32,
 ) -> dict:
     """Parameters ``{"dense_i": {"w", "b"}}`` of an MLP ``input_dim -> *widths -> out_dim``."""
-    if parameterization not in ("ntk", "standard"):
-        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    check_parameterization(parameterization)
     dims = [input_dim, *widths, out_dim]
     params = {}
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
@@ -47,7 +47,8 @@ def apply(
     params: dict, x: jax.Array, *, activation: str = "relu", parameterization: str = "ntk"
 ) -> jax.Array:
     """``f(params, x)`` for ``x`` of shape ``(n, input_dim)``; returns ``(n, out_dim)``."""
-    act = ACTIVATIONS[activation]
+    act = get_activation(activation)
+    check_parameterization(parameterization)
     n_layers = len(params)
     h = x
     for i in range(n_layers):

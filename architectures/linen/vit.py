@@ -41,10 +41,21 @@ class ViT(nn.Module):
     num_classes: int = 10
     pool: str = "tok"  # class token, or "gap" (mean over patches)
     intermediates: bool = False
+    # Overrides of the named size (None or 0: the size's own); see decode_vit_variant.
+    depth: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    mlp_dim: int | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        v = decode_vit_variant(self.variant)
+        v = decode_vit_variant(
+            self.variant,
+            depth=self.depth,
+            width=self.width,
+            heads=self.heads,
+            mlp_dim=self.mlp_dim,
+        )
         h = Conv(v.width, v.patch, v.patch, "standard", use_bias=True, name="embedding")(x)
         h = h.reshape(h.shape[0], -1, v.width)
         if self.pool == "tok":

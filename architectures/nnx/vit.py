@@ -46,9 +46,13 @@ class ViT(nnx.Module):
         num_classes=10,
         pool="tok",
         intermediates=False,
+        depth=None,
+        width=None,
+        heads=None,
+        mlp_dim=None,
         rngs,
     ):
-        v = decode_vit_variant(variant)
+        v = decode_vit_variant(variant, depth=depth, width=width, heads=heads, mlp_dim=mlp_dim)
         self.embedding = Conv(
             input_shape[-1], v.width, v.patch, v.patch, "standard", use_bias=True, rngs=rngs
         )

@@ -23,6 +23,7 @@ from ntk_zoo import linearize
 from ntk_zoo.data import load_digits
 from ntk_zoo.dynamics import kernel_alignment, kernel_distance, spectral_change
 from ntk_zoo.engine import ntk_fn
+from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
 from ntk_zoo.predict import gradient_descent_mse
 from ntk_zoo.spectrum import spectrum
 
@@ -426,3 +427,30 @@ def train_summary(report: dict[str, Any]) -> str:
             f"{last['condition_number_change']:>+9.2%} {gap:>8.4f}"
         )
     return "\n".join(lines)
+
+
+TRAIN = ConfigCommand(
+    name="train",
+    summary="How the NTK moves during training: drift, alignment, κ, linearisation gap.",
+    description=(
+        "Trains zoo models of several widths and parameterisations on digits with optax and, at\n"
+        "log-spaced steps, records loss and accuracy, the NTK on a fixed probe batch (by auto),\n"
+        "its kernel distance from initialisation, its centred alignment with the labels, trace,\n"
+        "lambda_max, condition number, and the linearised network's predictions and gap to the\n"
+        "real one (closed form for full-batch GD on the MSE, trained otherwise). Writes\n"
+        "dynamics.json, dynamics.png and kernels.npz to --workdir."
+    ),
+    config="configs/train.py",
+    examples=(
+        "ntk-zoo train --config configs/train.py --workdir runs/train",
+        "ntk-zoo train --config configs/train.py:widths=64+256+1024,parameterization=ntk "
+        "--workdir runs/t",
+        "ntk-zoo train --config configs/train.py:optimizer=adam,loss=cross_entropy "
+        "--workdir runs/adam",
+        "ntk-zoo train --config configs/train.py:runlocal --workdir runs/tiny   (seconds)",
+    ),
+    job=run_training,
+    report=train_summary,
+    float64=lambda config: config.ntk.dtype == "float64",
+    errors=(*CONFIG_ERRORS, KeyError, AttributeError),
+)

@@ -9,6 +9,7 @@ from ntk_zoo.spectrum._lanczos import LanczosSpectrum as LanczosSpectrum
 from ntk_zoo.spectrum._lanczos import lanczos as lanczos
 from ntk_zoo.spectrum._layers import group_name as group_name
 from ntk_zoo.spectrum._layers import layer_shares as layer_shares
+from ntk_zoo.spectrum._layers import trace_shares as trace_shares
 from ntk_zoo.spectrum._operator import NtkOperator as NtkOperator
 from ntk_zoo.spectrum._operator import ntk_operator as ntk_operator
 from ntk_zoo.spectrum._operator import trace as trace
@@ -30,4 +31,5 @@ __all__ = [
     "spectral_density",
     "spectrum",
     "trace",
+    "trace_shares",
 ]

@@ -64,6 +64,47 @@ def group_name(path: tuple, group: int | Callable[[str], str] | None = None) -> 
     return "/".join(names[: int(group)])
 
 
+def trace_shares(
+    per_leaf_traces: PyTree, *, group: int | Callable[[str], str] | None = None
+) -> dict[str, float]:
+    """Each module's share of ``tr Θ = Σ_l tr Θ_l``, from per-param-leaf traces.
+
+    For kernels too large to form: the traces need only the per-example diagonal. A group
+    ``G`` of leaves gets ``Σ_{l∈G} tr Θ_l / tr Θ``; the shares sum to 1 (all 0 when
+    ``tr Θ = 0``). Leaves are grouped as :func:`layer_shares` groups them.
+
+    Args:
+      per_leaf_traces: a params-shaped tree whose leaf ``l`` sums to ``tr Θ_l``: a scalar, or
+        the per-example diagonal ``Θ_l(x_i, x_i)`` of ``ntk_fn(f, diagonal_axes=(0,),
+        sum_params=False)`` (summed here, in float64).
+      group: as for :func:`layer_shares`.
+
+    Returns:
+      ``{group: trace share}``, groups sorted by name.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, ntk_zoo
+      >>> from ntk_zoo.spectrum import trace_shares
+      >>> f = lambda p, x: jnp.tanh(x @ p["Dense_0"]["kernel"]) @ p["Dense_1"]["kernel"]
+      >>> params = {"Dense_0": {"kernel": jnp.ones((3, 4))},
+      ...           "Dense_1": {"kernel": jnp.ones((4, 2))}}
+      >>> diag_fn = ntk_zoo.ntk_fn(f, diagonal_axes=(0,), sum_params=False)
+      >>> diag = diag_fn(jnp.ones((5, 3)), None, params)
+      >>> shares = trace_shares(diag)
+      >>> sorted(shares), round(sum(shares.values()), 6)
+      (['Dense_0', 'Dense_1'], 1.0)
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(per_leaf_traces)[0]
+    if not leaves:
+        raise ValueError("per_leaf_traces has no leaves: pass a params-shaped tree of traces.")
+    totals: dict[str, float] = {}
+    for path, leaf in leaves:
+        name = group_name(path, group)
+        totals[name] = totals.get(name, 0.0) + float(np.sum(np.asarray(leaf, np.float64)))
+    whole = sum(totals.values())
+    return {k: (v / whole if whole else 0.0) for k, v in sorted(totals.items())}
+
+
 def layer_shares(
     per_leaf_kernels: PyTree, *, group: int | Callable[[str], str] | None = None
 ) -> dict[str, dict[str, float]]:

@@ -27,5 +27,5 @@ def test_parameterisations_agree_as_functions():
 
 
 def test_unknown_parameterisation():
-    with pytest.raises(ValueError, match="'ntk' or 'standard'"):
+    with pytest.raises(ValueError, match="parameterization must be one of"):
         mlp.init(jax.random.key(0), 2, [2], 1, parameterization="mup")

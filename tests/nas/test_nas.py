@@ -119,6 +119,29 @@ def test_sampling_is_deterministic_and_distinct():
         nas.sample_space(_config().space, 100, seed=0)
 
 
+def test_vit_knobs_in_the_space():
+    space = {
+        "families": ("vit",),
+        "vit": {"size": "test", "patch": 4, "pool": "gap", "depth": (1, 3), "width": (0, 32)},
+    }
+    models = nas.sample_space(space, 4, seed=0)
+    names = sorted(nas.candidate_name(m) for m in models)
+    assert names == [
+        "vit-test/4-d1-gap",
+        "vit-test/4-d1-w32-gap",
+        "vit-test/4-d3-gap",
+        "vit-test/4-d3-w32-gap",
+    ]
+    assert {(m["depth"], m.get("width")) for m in models} == {
+        (1, None),
+        (1, 32),
+        (3, None),
+        (3, 32),
+    }
+    with pytest.raises(ValueError, match=r"optionally \['depth', 'width', 'heads', 'mlp_dim'\]"):
+        nas.sample_space({"families": ("vit",), "vit": {**space["vit"], "dpeth": 2}}, 1, seed=0)
+
+
 def test_unknown_family_is_an_error():
     space = {"families": ("mlp", "resnet"), "mlp": {}}
     with pytest.raises(ValueError, match="resnet"):

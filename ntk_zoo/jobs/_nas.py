@@ -17,11 +17,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import architectures
 from ntk_zoo.data import load_digits
-from ntk_zoo.nas._proxies import KERNELS, PROXIES, ntk_proxies, proxy_scores
-from ntk_zoo.nas._rank import kendall_tau, spearman_rho
-from ntk_zoo.nas._space import candidate_name, sample_space
-from ntk_zoo.nas._train import OPTIMIZERS, train_classifier
+from ntk_zoo.jobs._classifier import OPTIMIZERS, train_classifier
+from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
+from ntk_zoo.jobs._plot import plot_proxies
+from ntk_zoo.jobs._space import candidate_name, sample_space
+from ntk_zoo.nas import (
+    PROXIES,
+    PROXY_KERNELS,
+    kendall_tau,
+    ntk_proxies,
+    proxy_scores,
+    spearman_rho,
+)
 
 N_DIGITS = 1797
 
@@ -35,8 +44,10 @@ def _check(config: Any) -> None:
         )
     if not 1 < d.proxy_batch <= d.n_train:
         raise ValueError(f"data.proxy_batch={d.proxy_batch} must be in 2..n_train={d.n_train}.")
-    if config.proxies.kernel not in KERNELS:
-        raise ValueError(f"Unknown proxies.kernel {config.proxies.kernel!r}; use one of {KERNELS}.")
+    if config.proxies.kernel not in PROXY_KERNELS:
+        raise ValueError(
+            f"Unknown proxies.kernel {config.proxies.kernel!r}; use one of {PROXY_KERNELS}."
+        )
     if config.proxies.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError(
             "proxies.dtype='float64' needs jax_enable_x64 (the command line sets it); call "
@@ -85,8 +96,6 @@ def correlations(candidates: Sequence[dict[str, Any]]) -> dict[str, dict[str, An
 def _evaluate(
     model: dict[str, Any], index: int, config: Any, data: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    import architectures
-
     image = model["family"] != "mlp"
     reshape = lambda a: a.reshape(-1, 8, 8, 1) if image else a
     x_train, x_test = reshape(data["x_train"]), reshape(data["x_test"])
@@ -155,8 +164,6 @@ def run_search(config: Any, workdir: str, *, progress: bool = True) -> dict[str,
         print(ranking_table(report))
     """
     from tqdm.auto import tqdm
-
-    from ntk_zoo.nas._plot import plot_proxies
 
     _check(config)
     start = time.perf_counter()
@@ -253,3 +260,26 @@ def ranking_table(report: dict[str, Any]) -> str:
     )
     lines += _table(header, rows, "llrrrrrrrr")
     return "\n".join(lines)
+
+
+NAS = ConfigCommand(
+    name="nas",
+    summary="Training-free architecture search: NTK proxies at init vs trained accuracy.",
+    description=(
+        "Samples zoo architectures (MLPs, WideResNets, ViTs), scores each at initialisation by\n"
+        "NTK proxies on one batch of digits (condition number, trace, lambda_max, beside #params\n"
+        "and FLOPs), trains each briefly with optax, and writes nas.json, ranking.md (Kendall tau\n"
+        "and Spearman rho of each proxy with accuracy) and proxies.png to --workdir."
+    ),
+    config="configs/nas.py",
+    examples=(
+        "ntk-zoo nas --config configs/nas.py --workdir runs/nas",
+        "ntk-zoo nas --config configs/nas.py:num_candidates=24,steps=500 --workdir runs/nas24",
+        "ntk-zoo nas --config configs/nas.py --workdir runs/te --config.proxies.kernel=sum_logits",
+        "ntk-zoo nas --config configs/nas.py:runlocal --workdir runs/nas-tiny   (seconds)",
+    ),
+    job=run_search,
+    report=ranking_table,
+    float64=lambda config: config.proxies.dtype == "float64",
+    errors=(*CONFIG_ERRORS, KeyError, AttributeError),
+)

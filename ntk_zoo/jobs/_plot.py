@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ntk_zoo.nas._proxies import PROXIES
-from ntk_zoo.nas._rank import kendall_tau
+from ntk_zoo.nas import PROXIES, kendall_tau
 
 
 def plot_proxies(

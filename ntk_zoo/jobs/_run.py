@@ -4,35 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import time
-from collections import defaultdict
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import architectures
 from ntk_zoo.data import load_dataset
 from ntk_zoo.engine import forward_flops, ntk_fn
+from ntk_zoo.jobs._command import ConfigCommand
 from ntk_zoo.parallel import batched
-from ntk_zoo.spectrum import plot_spectrum, spectrum
-from ntk_zoo.spectrum._layers import group_name
-
-
-def prepare_workdir(workdir: str, overwrite: bool) -> None:
-    """Creates ``workdir``; an existing non-empty one is refused unless ``overwrite``."""
-    if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
-        raise FileExistsError(
-            f"workdir {workdir!r} exists and is not empty; choose a new --workdir or pass "
-            "--overwrite."
-        )
-    os.makedirs(workdir, exist_ok=True)
+from ntk_zoo.spectrum import plot_spectrum, spectrum, trace_shares
 
 
 def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
-    """Each module's share of ``trace Θ(x, x)``, from per-example diagonal kernels."""
-    # Jacobian contraction: per-leaf contributions come for free, one example at a time.
+    """Each module's share of ``trace Θ(x, x)``, from per-example diagonal kernels.
+
+    The diagonal is computed ``block`` examples at a time (Jacobian contraction gives per-leaf
+    contributions for free) and grouped by :func:`ntk_zoo.spectrum.trace_shares`.
+    """
     diag_fn = ntk_fn(
         pure,
         method="jacobian_contraction",
@@ -40,19 +34,21 @@ def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
         diagonal_axes=(0,),
         sum_params=False,
     )
-    totals: dict[str, float] = defaultdict(float)
+    totals = None
     for start in range(0, x.shape[0], block):
-        per_leaf = diag_fn(x[start : start + block])
-        for path, leaf in jax.tree_util.tree_flatten_with_path(per_leaf)[0]:
-            totals[group_name(path)] += float(jnp.sum(leaf))  # as layer_shares groups
-    whole = sum(totals.values())
-    return {k: v / whole for k, v in sorted(totals.items())} if whole else dict(totals)
+        traces = jax.tree.map(
+            lambda d: float(np.sum(d, dtype=np.float64)), diag_fn(x[start : start + block])
+        )
+        totals = traces if totals is None else jax.tree.map(operator.add, totals, traces)
+    return trace_shares(totals)
 
 
 def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``."""
-    import architectures
+    """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``.
 
+    ``config`` has the sections of :func:`ntk_zoo.config.base_config` (``seed``, ``model``,
+    ``data``, ``ntk``, ``output``); see ``configs/mlp.py``. Returns what ``report.json`` holds.
+    """
     if config.ntk.distributed.coordinator_address:  # before any other JAX computation
         jax.distributed.initialize(**config.ntk.distributed.to_dict())
     dtype = jnp.dtype(config.ntk.dtype)
@@ -162,3 +158,27 @@ def summary(report: dict[str, Any]) -> str:
         rows.append(("top trace share", ", ".join(f"{k} {v:.0%}" for k, v in top)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+RUN = ConfigCommand(
+    name="run",
+    summary="NTK of a zoo model from a config file: kernel, spectrum, report.",
+    description=(
+        "Builds a zoo model (MLP, WideResNet or ViT in linen, NNX or Haiku) from an\n"
+        "ml_collections config, computes its NTK on the data with a progress bar (by the\n"
+        "method auto picks, in blocks, optionally over devices), and writes kernel.npz,\n"
+        "report.json and spectrum.png to --workdir. Configs: configs/mlp.py,\n"
+        "configs/wide_resnet.py, configs/vit.py."
+    ),
+    config="configs/mlp.py",
+    examples=(
+        "ntk-zoo run --config configs/mlp.py --workdir runs/mlp",
+        "ntk-zoo run --config configs/mlp.py:framework=haiku,depth=3,width=1024 --workdir runs/m3",
+        "ntk-zoo run --config configs/vit.py:variant=test/2,depth=4,width=32 --workdir runs/vit",
+        'ntk-zoo run --config configs/mlp.py --workdir runs/full --config.ntk.trace_axes="()"',
+        "ntk-zoo run --config configs/wide_resnet.py --help   (that config's fields)",
+    ),
+    job=run_experiment,
+    report=summary,
+    float64=lambda config: config.ntk.dtype == "float64",
+)

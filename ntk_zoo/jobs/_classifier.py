@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_zoo._pure_fn import PureFn
+from ntk_zoo import PureFn
 
 OPTIMIZERS = ("adam", "sgd")
 

@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 
-# The choices each family's space may list, and how one choice becomes an `architectures` config.
+# The choices each family's space must list, and how one choice becomes an `architectures` config.
 SPACE_KEYS = {
     "mlp": ("depth", "width", "activation", "parameterization"),
     "wide_resnet": ("depth", "width", "norm"),
-    "vit": ("size", "patch", "pool"),  # a ViT's depth and width follow its size (test, Ti, …)
+    "vit": ("size", "patch", "pool"),
 }
+# Choices a family's space may list (absent or 0: the named size's own, e.g. a ViT-test's depth).
+OPTIONAL_KEYS = {"mlp": (), "wide_resnet": (), "vit": ("depth", "width", "heads", "mlp_dim")}
 
 
 def _model(family: str, choice: dict[str, Any], framework: str) -> dict[str, Any]:
@@ -24,15 +26,19 @@ def _model(family: str, choice: dict[str, Any], framework: str) -> dict[str, Any
         # Batch statistics of a calibration batch, frozen: examples stay independent.
         return {**base, **choice, "batch_norm": "batch", "parameterization": "standard"}
     variant = f"{choice['size']}/{choice['patch']}"
-    return {**base, "variant": variant, "pool": choice["pool"], "intermediates": False}
+    knobs = {k: choice[k] for k in OPTIONAL_KEYS["vit"] if choice.get(k)}
+    return {**base, "variant": variant, "pool": choice["pool"], "intermediates": False, **knobs}
 
 
 def candidate_name(model: Mapping[str, Any]) -> str:
-    """A short readable name, e.g. ``mlp-2x128-relu-ntk``, ``wrn-16-2-batch``, ``vit-test/4-tok``.
+    """A short readable name, e.g. ``mlp-2x128-relu-ntk``, ``wrn-16-2-batch``, ``vit-test/4-tok``
+    (a ViT's overridden knobs follow its variant: ``vit-test/4-d4-w32-gap``).
 
     Example:
       >>> candidate_name({"family": "wide_resnet", "depth": 16, "width": 2, "norm": "layer"})
       'wrn-16-2-layer'
+      >>> candidate_name({"family": "vit", "variant": "test/4", "depth": 4, "pool": "gap"})
+      'vit-test/4-d4-gap'
     """
     family = model["family"]
     if family == "mlp":
@@ -42,13 +48,16 @@ def candidate_name(model: Mapping[str, Any]) -> str:
         )
     if family == "wide_resnet":
         return f"wrn-{model['depth']}-{model['width']}-{model['norm']}"
-    return f"vit-{model['variant']}-{model['pool']}"
+    short = {"depth": "d", "width": "w", "heads": "h", "mlp_dim": "m"}
+    knobs = "".join(f"-{short[k]}{model[k]}" for k in OPTIONAL_KEYS["vit"] if model.get(k))
+    return f"vit-{model['variant']}{knobs}-{model['pool']}"
 
 
 def enumerate_space(space: Mapping[str, Any], framework: str = "linen") -> dict[str, list[dict]]:
     """Every architecture config of each family listed in ``space["families"]``, in order.
 
-    ``space[family]`` maps each of the family's keys (``SPACE_KEYS``) to a sequence of choices.
+    ``space[family]`` maps each of the family's keys (``SPACE_KEYS``, and any of
+    ``OPTIONAL_KEYS``) to a sequence of choices (or one value).
     """
     families = tuple(space["families"])
     unknown_families = [f for f in families if f not in SPACE_KEYS]
@@ -60,12 +69,16 @@ def enumerate_space(space: Mapping[str, Any], framework: str = "linen") -> dict[
     out = {}
     for family in families:
         options = dict(space[family]) if family in space else {}
-        keys = SPACE_KEYS[family]
+        optional = [k for k in OPTIONAL_KEYS[family] if k in options]
+        keys = (*SPACE_KEYS[family], *optional)
         unknown = sorted(set(options) - set(keys))
-        missing = [k for k in keys if k not in options]
+        missing = [k for k in SPACE_KEYS[family] if k not in options]
         if unknown or missing:
+            also = (
+                f" (and optionally {list(OPTIONAL_KEYS[family])})" if OPTIONAL_KEYS[family] else ""
+            )
             raise ValueError(
-                f"space.{family} must list choices for exactly {list(keys)}; "
+                f"space.{family} must list choices for {list(SPACE_KEYS[family])}{also}; "
                 f"unknown {unknown}, missing {missing}."
             )
         lists = []
