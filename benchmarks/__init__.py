@@ -34,5 +34,8 @@ SUITES = {
     ),
     # Slots for suites of open issues (add the module and its question here):
     "published-sizes": (None, "the paper's published model sizes (to be added)"),
-    "processes": (None, "several processes / hosts with ntk_zoo.batched (to be added)"),
+    "processes": (
+        "benchmarks.multihost",
+        "one kernel over 1 and 2 processes (jax.distributed): speed-up, blocks/s per device",
+    ),
 }

@@ -82,8 +82,9 @@ def base_config(
             "memory_budget": 0,  # bytes per block; 0: half the free device/host memory
             "checkpoint_dir": "",  # resumable: finished blocks are kept there
             "mesh": False,  # spread blocks over all local devices
-            "distributed": {  # multi-host: jax.distributed.initialize(**these) when set
-                "coordinator_address": "",
+            "out": "",  # e.g. kernel.npy: written block by block into workdir/out (memmap)
+            "distributed": {  # several processes/hosts: jax.distributed.initialize(**these)
+                "coordinator_address": "",  # host:port of process 0; "auto": Slurm, k8s, TPU
                 "num_processes": 1,
                 "process_id": 0,
             },

@@ -29,8 +29,6 @@ MAY_IMPORT_ZOO = ("ntk_zoo.jobs", "ntk_zoo.cli", "ntk_zoo.__main__")
 # so the list can only shrink.
 ALLOWED = frozenset(
     {
-        # ntk_zoo.parallel (issue 11): KernelFn/ntk_fn through ntk_zoo.engine's public names.
-        ("ntk_zoo.parallel._batched", "ntk_zoo.engine._ntk"),
         # ntk_zoo.predict (issue 14): flatten_kernel is public as ntk_zoo.spectrum.flatten_kernel.
         ("ntk_zoo.predict", "ntk_zoo.spectrum._dense"),
     }

@@ -126,6 +126,9 @@ class ConfigCommand:
       report: the lines printed after a successful job.
       float64: whether a config asks for float64 (``jax_enable_x64`` is set before the job).
       errors: exceptions reported as one-line errors (exit status 2).
+      writer: run before the workdir is touched; whether this process writes it (a job over
+        several processes joins them here: only process 0 prepares and writes the workdir, the
+        others' job returns ``None``).
     """
 
     name: str
@@ -137,6 +140,7 @@ class ConfigCommand:
     report: Callable[[dict[str, Any]], str]
     float64: Callable[[Any], bool] = lambda config: False
     errors: tuple[type[BaseException], ...] = CONFIG_ERRORS
+    writer: Callable[[Any], bool] = lambda config: True
 
     @property
     def usage(self) -> str:
@@ -221,10 +225,17 @@ class ConfigCommand:
 
             jax.config.update("jax_enable_x64", True)
         try:
-            prepare_workdir(fv.workdir, fv.overwrite)
+            if self.writer(fv.config):
+                prepare_workdir(fv.workdir, fv.overwrite)
             report = self.job(fv.config, fv.workdir, progress=fv.progress)
         except self.errors as e:
             raise UsageError(one_line(e)) from None
+        if report is None:  # another process of a multi-process job writes the workdir
+            import jax
+
+            i = jax.process_index()
+            print(f"ntk-zoo {self.name}: process {i} computed its share; process 0 writes")
+            return 0
         wall = f" ({report['wall_s']:.0f} s)" if "wall_s" in report else ""
         print(f"ntk-zoo {self.name}: {fv.workdir}{wall}")
         print(self.report(report))

@@ -21,6 +21,26 @@ from ntk_zoo.parallel import batched
 from ntk_zoo.spectrum import plot_spectrum, spectrum, trace_shares
 
 
+def join_processes(distributed: Any) -> bool:
+    """Joins the other processes of a multi-host run; whether this process writes the artefacts.
+
+    ``distributed.coordinator_address`` empty: one process, which writes. ``"auto"``:
+    ``jax.distributed.initialize()`` detects the cluster (Slurm, Kubernetes, Cloud TPU); otherwise
+    the address, ``num_processes`` and ``process_id`` are passed on. Only process 0 writes into
+    the workdir: the others compute their share of the kernel's blocks and write nothing.
+    Must run before any other JAX computation.
+    """
+    address = distributed.coordinator_address
+    if address and not jax.distributed.is_initialized():
+        if jax.config.jax_cpu_collectives_implementation is None:  # older JAX's default
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        if address == "auto":
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(**distributed.to_dict())
+    return jax.process_index() == 0
+
+
 def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     """Each module's share of ``trace Θ(x, x)``, from per-example diagonal kernels.
 
@@ -43,14 +63,16 @@ def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     return trace_shares(totals)
 
 
-def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any] | None:
     """Runs ``config`` and writes ``kernel.npz``, ``report.json`` and ``spectrum.png``.
 
     ``config`` has the sections of :func:`ntk_zoo.config.base_config` (``seed``, ``model``,
     ``data``, ``ntk``, ``output``); see ``configs/mlp.py``. Returns what ``report.json`` holds.
+    With several processes (``config.ntk.distributed``), every process computes its share of the
+    kernel and only process 0 gathers it, reports and writes; the others return ``None``.
     """
-    if config.ntk.distributed.coordinator_address:  # before any other JAX computation
-        jax.distributed.initialize(**config.ntk.distributed.to_dict())
+    writer = join_processes(config.ntk.distributed)  # before any other JAX computation
+    several = jax.process_count() > 1
     dtype = jnp.dtype(config.ntk.dtype)
     x, y = load_dataset(config.data, dtype=str(dtype))
     family = config.model.family
@@ -82,13 +104,17 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
             kernel_fn,
             batch_size=config.ntk.batch_size or None,
             memory_budget=config.ntk.memory_budget or None,
-            mesh=bool(config.ntk.mesh) or None,
+            mesh=bool(config.ntk.mesh) or several or None,  # processes share the blocks
             progress=progress,
             checkpoint_dir=config.ntk.checkpoint_dir or None,
+            gather="process0",
+            out=os.path.join(workdir, config.ntk.out) if config.ntk.out else None,
         )
     start = time.perf_counter()
     kernel = whole(x)
     kernel_s = time.perf_counter() - start
+    if not writer:
+        return None
     spec = spectrum(kernel)
     shares = (
         per_layer_trace_share(pure, x, trace_axes, config.ntk.batch_size or 256)
@@ -110,6 +136,7 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         ),
         "method_costs": costs,
         "timings_s": {"build": build_s, "kernel": kernel_s},
+        "processes": jax.process_count(),
         "n_params": n_params,
         "flops_per_example": flops,
         "kernel_shape": list(kernel.shape),
@@ -122,7 +149,9 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         "per_layer_trace_share": shares,
     }
     if config.output.save_kernel:
-        arrays = {"kernel": kernel, "eigenvalues": spec.eigenvalues}
+        arrays = {"eigenvalues": spec.eigenvalues}
+        if not config.ntk.out:  # else the kernel is in its own .npy file already
+            arrays["kernel"] = kernel
         if y is not None:
             arrays["labels"] = np.asarray(y)
         np.savez(os.path.join(workdir, "kernel.npz"), **arrays)
@@ -176,9 +205,14 @@ RUN = ConfigCommand(
         "ntk-zoo run --config configs/mlp.py:framework=haiku,depth=3,width=1024 --workdir runs/m3",
         "ntk-zoo run --config configs/vit.py:variant=test/2,depth=4,width=32 --workdir runs/vit",
         'ntk-zoo run --config configs/mlp.py --workdir runs/full --config.ntk.trace_axes="()"',
+        "ntk-zoo run --config configs/mlp.py --workdir runs/2p --config.ntk.out=kernel.npy "
+        "--config.ntk.distributed.coordinator_address=localhost:12355 "
+        "--config.ntk.distributed.num_processes=2 --config.ntk.distributed.process_id=0  "
+        "(and process_id=1 in a second shell)",
         "ntk-zoo run --config configs/wide_resnet.py --help   (that config's fields)",
     ),
     job=run_experiment,
     report=summary,
     float64=lambda config: config.ntk.dtype == "float64",
+    writer=lambda config: join_processes(config.ntk.distributed),
 )

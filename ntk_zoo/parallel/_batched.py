@@ -1,85 +1,65 @@
-"""``batched``: whole-dataset kernels in blocks, within a memory budget, over devices."""
+"""``batched``: whole-dataset kernels in blocks, within a memory budget, over devices, processes
+and hosts, into memory or into files larger than memory."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_zoo.engine._ntk import KernelFn, ntk_fn
+from ntk_zoo.core import pad_rows
+from ntk_zoo.engine import KernelFn, ntk_fn
 from ntk_zoo.parallel import _memory
+from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, side_kwargs
 from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
+from ntk_zoo.parallel._sink import (
+    FileSink,
+    MemorySink,
+    kernel_shapes,
+    open_result,
+    out_paths,
+)
+from ntk_zoo.parallel._team import Team, host_value
 
 PyTree = Any
+GATHER = ("all", "process0", "none")
 
 
-def _rows(tree: PyTree, start: int, stop: int, size: int) -> PyTree:
-    """Rows ``start:stop`` of every leaf, padded to ``size`` rows by repeating the first row."""
+@dataclass(frozen=True)
+class Options:
+    """How a kernel is computed and delivered (everything but the kernel itself)."""
 
-    def take(a):
-        block = a[start:stop]
-        pad = size - block.shape[0]
-        if pad:
-            block = jnp.concatenate([block, jnp.repeat(block[:1], pad, axis=0)], axis=0)
-        return block
-
-    return jax.tree.map(take, tree)
-
-
-def _n(x: PyTree) -> int:
-    return jax.tree.leaves(x)[0].shape[0]
+    mesh: jax.sharding.Mesh | None
+    progress: bool
+    checkpoint_dir: str | None
+    accumulate_dtype: Any
+    gather: str
+    out: str | None
 
 
-class _Layout:
-    """Where the example axes sit in each kernel leaf: ``grid`` (n1, n2, ...), ``diagonal``
-    (n, ...) or ``trace`` (summed out), and how to transpose a block for ``Θ(x2, x1)``."""
+@dataclass
+class Stats:
+    """Where one call's time went, on this process (``run.stats`` after each call).
 
-    def __init__(self, kernel_fn: KernelFn, x: PyTree, params: PyTree, kwargs: dict):
-        problem = kernel_fn._problem(x, None, params, kwargs)
-        if problem.vmap is None:
-            raise ValueError(
-                "batched tiles examples into blocks, which is exact only when examples are "
-                "independent: give the kernel function vmap_axes (e.g. ntk_fn(f, vmap_axes=0)). "
-                "Models whose examples interact (BatchNorm in 'coupled' mode) cannot be blocked."
-            )
-        if any(a not in (0, None) for a in problem.vmap.x_axes) or any(
-            a != 0 for a in problem.vmap.out_axes
-        ):
-            raise ValueError(
-                "batched needs the batch on axis 0 of the inputs and outputs (vmap_axes=0)."
-            )
-        self.kw_axes = problem.vmap.kw_axes
-        self.modes, self.perms = [], []
-        for axes in problem.axes:
-            mode = "diagonal" if 0 in axes.diagonal else "trace" if 0 in axes.trace else "grid"
-            self.modes.append(mode)
-            perm, pos = [1, 0], 2
-            for i in range(1, axes.ndim):
-                if i in axes.diagonal:
-                    perm.append(pos)
-                    pos += 1
-                elif i not in axes.trace:
-                    perm += [pos + 1, pos]
-                    pos += 2
-            self.perms.append(perm)
-        if len(set(self.modes)) > 1:
-            raise ValueError("batched needs every output leaf to treat the batch axis alike.")
-        self.mode = self.modes[0]
-        self.treedef = jax.tree.structure(problem.fx1)
+    ``compute_s``: computing this process's blocks (loading saved ones and saving new ones
+    included); ``gather_s``: exchanging blocks between processes (waiting for the slowest
+    included); ``place_s``: putting blocks into the kernel (memory or file); ``wall_s``: the
+    whole call; ``computed`` and ``loaded``: this process's blocks computed and read back from
+    ``checkpoint_dir``.
+    """
 
-    def kwargs_rows(self, kwargs: dict, side: int, start: int, stop: int, size: int) -> dict:
-        """Keyword arguments for one block: batched ones sliced, per side for 2-tuples."""
-        out = {}
-        for k, v in kwargs.items():
-            if isinstance(v, tuple) and len(v) == 2:
-                v = v[side]
-            batched = any(a is not None for a in self.kw_axes.get(k, [None]))
-            out[k] = _rows(v, start, stop, size) if batched else v
-        return out
+    wall_s: float = 0.0
+    compute_s: float = 0.0
+    gather_s: float = 0.0
+    place_s: float = 0.0
+    computed: int = 0
+    loaded: int = 0
 
 
 def batched(
@@ -92,32 +72,60 @@ def batched(
     checkpoint_dir: str | None = None,
     accumulate_dtype: Any = None,
     output_chunk: int | None = None,
+    gather: str = "all",
+    out: str | None = None,
 ) -> Callable[..., PyTree]:
     """Computes ``kernel_fn(x1, x2, params, **kwargs)`` block by block; same signature.
 
     The examples (axis 0 of ``x1``, ``x2`` and the outputs) are tiled into blocks of any size:
     the last block is padded and trimmed, so nothing needs to divide anything. With
-    ``x2=None`` only the blocks on and above the diagonal are computed; the others are their
-    transposes. Finished blocks are accumulated on the host (NumPy), so the whole kernel never
-    needs to fit on a device.
+    ``x2=None`` only the blocks on and above the diagonal are computed (``Θ(x2, x1)`` is the
+    transpose of ``Θ(x1, x2)``). Finished blocks go to the host (NumPy) or straight into a file,
+    so the whole kernel never needs to fit on a device, nor, with ``out``, in memory.
+
+    **Several processes and hosts.** After ``jax.distributed.initialize(...)`` on every process,
+    pass a mesh over every process's devices (``mesh=True``): the processes share the block list
+    (block ``k`` goes to mesh device ``k mod D``), each computes its blocks on its own devices,
+    and results meet through ``jax.experimental.multihost_utils.process_allgather``, a round of
+    blocks at a time (about 16 rounds, at most 256 MiB each). Every process must call
+    ``batched`` alike, with the same inputs.
 
     Args:
       kernel_fn: from :func:`ntk_zoo.ntk_fn`, with ``vmap_axes`` (blocking is exact only for
         independent examples).
       batch_size: examples per block; ``None`` picks the largest block whose compiled memory
-        estimate (``memory_analysis()``) fits ``memory_budget``, and halves it on an
-        out-of-memory error.
+        estimate (``memory_analysis()``) fits ``memory_budget`` (process 0's pick, for several
+        processes), and halves it on an out-of-memory error (one process only).
       memory_budget: bytes a block may use; default half the device's (or host's) free memory.
-      mesh: ``True`` for all local devices, or a ``jax.sharding.Mesh`` with one axis; blocks are
-        then computed in groups, one per device, sharded with ``NamedSharding``. For several
-        hosts, call ``jax.distributed.initialize()`` first and pass a mesh over
-        ``jax.devices()``: every process computes its share and gathers the whole kernel.
-      progress: show a tqdm bar (blocks done, rate, time left).
-      checkpoint_dir: write each finished block there; a rerun resumes from them and gives the
-        identical kernel. A checkpoint from other inputs, params or settings is refused.
+      mesh: ``True`` for all devices (of every process, after ``jax.distributed.initialize``),
+        or a ``jax.sharding.Mesh`` with one axis; blocks are computed in groups, one per local
+        device, sharded with ``NamedSharding``.
+      progress: show a tqdm bar (blocks done, rate, time left; on process 0 only).
+      checkpoint_dir: write each finished block there; a rerun resumes from them, computes no
+        saved block again and gives the identical kernel, whatever its processes or devices
+        (give ``batch_size``: an automatic one may differ between machines). A checkpoint from
+        other inputs, params or settings (block size included) is refused. Several processes need a
+        filesystem they all see to share a checkpoint.
       accumulate_dtype: dtype of the host result (default: the kernel's).
       output_chunk: for ``trace_axes=()`` kernels of ``(n, o)`` outputs, also tile the ``o``
         output directions in chunks of this size (for 100- or 1000-logit models).
+      gather: with several processes, who receives the kernel: ``"all"`` (every process returns
+        it), ``"process0"`` (process 0 does; the others return ``None``) or ``"none"`` (nobody
+        assembles it: every process returns ``None`` and the blocks stay in ``checkpoint_dir``
+        or ``out``, which one of them then needs).
+      out: a ``.npy`` path: the kernel is written there block by block (process 0 writes it;
+        with ``gather="none"`` each process writes its own blocks, so the file must be on a
+        filesystem they all see) and returned as a ``np.memmap``. Memory stays bounded by the
+        blocks in flight, whatever the kernel's size. A pytree of kernels gives one file per
+        leaf, ``<stem>.<leaf path>.npy`` (``kernel.a.npy``, ``kernel.b.0.npy``). With
+        ``checkpoint_dir`` a rerun rewrites the file from the saved blocks and computes only
+        the missing ones.
+
+    Returns:
+      A function of ``(x1, x2=None, params=None, **kwargs)`` giving the kernel (``None`` on
+      processes that asked for none, see ``gather``); its ``stats`` attribute tells where the
+      last call's time went on this process (blocks computed and loaded, time computing,
+      gathering and placing blocks; not with ``output_chunk``).
 
     Example:
       >>> import jax.numpy as jnp, ntk_zoo
@@ -126,48 +134,71 @@ def batched(
       >>> big = ntk_zoo.batched(kernel_fn, batch_size=4, progress=False)
       >>> big(jnp.ones((10, 3)), None, jnp.ones((3, 2))).shape
       (10, 10)
+      >>> big.stats.computed  # blocks on and above the diagonal of a 3 × 3 grid
+      6
+
+      Into a file, bounded in memory::
+
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "kernel.npy")
+      >>> theta = ntk_zoo.batched(kernel_fn, batch_size=4, progress=False, out=path)
+      >>> k = theta(jnp.ones((10, 3)), None, jnp.ones((3, 2)))
+      >>> type(k).__name__, k.shape, os.path.basename(k.filename)
+      ('memmap', (10, 10), 'kernel.npy')
     """
     if not isinstance(kernel_fn, KernelFn):
         raise TypeError("batched takes the kernel function returned by ntk_zoo.ntk_fn.")
-    if output_chunk is not None:
-        return _chunked_outputs(
-            kernel_fn,
-            output_chunk,
-            batch_size=batch_size,
-            memory_budget=memory_budget,
-            mesh=mesh,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-            accumulate_dtype=accumulate_dtype,
+    if gather not in GATHER:
+        raise ValueError(f"gather={gather!r}; choose one of {GATHER}.")
+    if gather == "none" and checkpoint_dir is None and out is None:
+        raise ValueError(
+            "gather='none' assembles the kernel nowhere: give checkpoint_dir= or out= to keep "
+            "the blocks, or use gather='all' / 'process0'."
         )
-    devices = _mesh(mesh)
+    if out is not None:
+        out_paths(out, [()])  # checks the name early
+    options = Options(_mesh(mesh), progress, checkpoint_dir, accumulate_dtype, gather, out)
+    if output_chunk is not None:
+        return _chunked_outputs(kernel_fn, output_chunk, batch_size, memory_budget, mesh, options)
 
     def run(x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any):
+        run.stats = Stats()
+        start = time.perf_counter()
+        try:
+            return _run(x1, x2, params, kwargs, run.stats)
+        finally:
+            run.stats.wall_s = time.perf_counter() - start
+
+    run.stats = Stats()
+
+    def _run(x1, x2, params, kwargs, stats: Stats):
         params = kernel_fn.default_params if params is None else params
-        layout = _Layout(kernel_fn, x1, params, kwargs)
-        if layout.mode != "grid" and x2 is not None and _n(x2) != _n(x1):
+        x1, x2, params, kwargs = host_value((x1, x2, params, kwargs))
+        layout = Layout(kernel_fn, x1, params, kwargs)
+        if layout.mode != "grid" and x2 is not None and n_examples(x2) != n_examples(x1):
             raise ValueError("A diagonal or traced batch axis needs x1 and x2 of equal size.")
+        if layout.mode == "trace" and out is not None:
+            raise ValueError(
+                "out= writes kernels with an example axis; a traced batch axis (trace_axes "
+                "including 0) gives a small kernel: leave out= unset."
+            )
+        team = Team.of(options.mesh)
         size = batch_size
         while True:
             if size is None:
                 budget = memory_budget or _memory.default_budget()
                 size = _memory.pick_block_size(kernel_fn, x1, x2, params, kwargs, budget, layout)
+                size = _agree(team, size)
+            plan = Plan.make(kernel_fn, layout, x1, x2, params, kwargs, size)
             try:
-                return _compute(
-                    kernel_fn,
-                    layout,
-                    x1,
-                    x2,
-                    params,
-                    kwargs,
-                    size,
-                    devices,
-                    progress,
-                    checkpoint_dir,
-                    accumulate_dtype,
-                )
+                return _compute(plan, team, options, stats)
             except jax.errors.JaxRuntimeError as e:
-                if "RESOURCE_EXHAUSTED" not in str(e) or size == 1 or batch_size is not None:
+                if (
+                    "RESOURCE_EXHAUSTED" not in str(e)
+                    or size == 1
+                    or batch_size is not None
+                    or team.shared
+                ):
                     raise
                 size //= 2  # back off instead of dying
 
@@ -184,157 +215,176 @@ def _mesh(mesh: Any) -> jax.sharding.Mesh | None:
     return mesh
 
 
-def _tasks(layout: _Layout, n1: int, n2: int, size: int, symmetric: bool) -> list[tuple]:
-    b1, b2 = math.ceil(n1 / size), math.ceil(n2 / size)
-    if layout.mode != "grid":
-        return [(i, i) for i in range(b1)]
-    return [(i, j) for i in range(b1) for j in range(b2) if not symmetric or j >= i]
+def _agree(team: Team, size: int) -> int:
+    """Process 0's block size, on every process of the team (they must cut the same blocks)."""
+    if not team.shared:
+        return size
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(size)))
 
 
-def _compute(
-    kernel_fn,
-    layout,
-    x1,
-    x2,
-    params,
-    kwargs,
-    size,
-    mesh,
-    progress,
-    checkpoint_dir,
-    accumulate_dtype,
-):
+def _store(plan: Plan, options: Options) -> BlockStore | None:
+    """The checkpoint of this exact kernel (not of the processes or devices computing it)."""
+    if options.checkpoint_dir is None:
+        return None
+    kernel_fn = plan.kernel_fn
+    settings = dict(
+        method=str(kernel_fn.method),
+        trace=kernel_fn.trace_axes,
+        diagonal=kernel_fn.diagonal_axes,
+        vmap=repr(kernel_fn.vmap_axes),
+        sum_params=kernel_fn.sum_params,
+        block=plan.size,
+        f=getattr(kernel_fn.f, "__qualname__", repr(kernel_fn.f)),
+        dtype=str(options.accumulate_dtype),
+    )
+    key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)
+    return BlockStore(options.checkpoint_dir, key)
+
+
+def _sink(plan: Plan, team: Team, options: Options, shapes: list) -> tuple[Any, bool]:
+    """Where this process puts blocks (``None``: nowhere), and whether blocks are gathered."""
+    dtypes = [np.dtype(options.accumulate_dtype or s.dtype) for s in shapes]
+    full = kernel_shapes(plan, shapes)
+    first = team.process == team.processes[0]
+    if options.out is None:
+        if options.gather == "none":
+            return None, False
+        keep = options.gather == "all" or first
+        return (MemorySink(plan, dtypes, full) if keep else None), True
+    paths = out_paths(options.out, plan.layout.paths)
+    if options.gather != "none":  # blocks gathered to process 0, which writes the files
+        return (FileSink(plan, dtypes, full, paths, create=True) if first else None), True
+    sink = FileSink(plan, dtypes, full, paths, create=True) if first else None
+    team.barrier("ntk_zoo.batched: files created")
+    if not first:  # every process writes its own blocks into the shared files
+        sink = FileSink(plan, dtypes, full, paths, create=False)
+    return sink, False
+
+
+def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree | None:
+    """Computes this process's share of the blocks, round by round, and delivers them."""
     from tqdm.auto import tqdm
 
-    symmetric = x2 is None
-    xs2 = x1 if symmetric else x2
-    n1, n2 = _n(x1), _n(xs2)
-    size = max(1, min(size, max(n1, n2)))
-    size = math.ceil(max(n1, n2) / math.ceil(max(n1, n2) / size))  # balanced: least padding
-    tasks = _tasks(layout, n1, n2, size, symmetric)
-    store = None
-    if checkpoint_dir is not None:
-        settings = dict(
-            method=str(kernel_fn.method),
-            trace=kernel_fn.trace_axes,
-            diagonal=kernel_fn.diagonal_axes,
-            vmap=repr(kernel_fn.vmap_axes),
-            sum_params=kernel_fn.sum_params,
-            block=size,
-            f=getattr(kernel_fn.f, "__qualname__", repr(kernel_fn.f)),
-            dtype=str(accumulate_dtype),
-        )
-        store = BlockStore(checkpoint_dir, fingerprint((x1, x2, params, kwargs), settings))
-
-    def block_args(i, j):
-        r1 = (i * size, min((i + 1) * size, n1))
-        r2 = (j * size, min((j + 1) * size, n2))
-        pad = size if layout.mode != "trace" else None  # a traced axis cannot be trimmed
-        s1, s2 = pad or r1[1] - r1[0], pad or r2[1] - r2[0]
-        a1 = _rows(x1, *r1, s1), layout.kwargs_rows(kwargs, 0, *r1, s1)
-        a2 = _rows(xs2, *r2, s2), layout.kwargs_rows(kwargs, 1 if not symmetric else 0, *r2, s2)
-        return r1, r2, a1, a2
-
-    def one(i, j):
-        _, _, (b1, kw1), (b2, kw2) = block_args(i, j)
-        if symmetric and i == j:
-            return kernel_fn(b1, None, params, **kw1)
-        merged = {k: (kw1[k], kw2[k]) if kw1[k] is not kw2[k] else kw1[k] for k in kw1}
-        return kernel_fn(b1, b2, params, **merged)
-
-    results: dict[tuple, list[np.ndarray]] = {}
-    todo = []
-    for t in tasks:
-        cached = store.load(t) if store else None
-        if cached is not None:
-            results[t] = cached
-        else:
-            todo.append(t)
+    tasks = plan.tasks()
+    store = _store(plan, options)
+    shapes = plan.block_shapes()
+    sink, gathering = _sink(plan, team, options, shapes)
+    compute = _local_compute(plan, team)
+    owners = [team.owner(k) for k in range(len(tasks))]
+    mine_total = sum(o == team.process for o in owners)
     bar = tqdm(
-        total=len(tasks),
-        initial=len(tasks) - len(todo),
+        total=len(tasks) if gathering else mine_total,
         desc="NTK blocks",
         unit="block",
-        disable=not progress,
+        disable=not options.progress or team.process != team.processes[0],
     )
+    block_bytes = sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in shapes)
+    try:
+        for indices in team.rounds(len(tasks), block_bytes):
+            mine = [tasks[k] for k in indices if owners[k] == team.process]
+            clock = time.perf_counter()
+            leaves = _finished(mine, store, compute, stats)
+            stats.compute_s += time.perf_counter() - clock
+            if gathering:
+                counts = {p: sum(owners[k] == p for k in indices) for p in team.processes}
+                clock = time.perf_counter()
+                everyone = team.allgather(leaves, counts, shapes)
+                stats.gather_s += time.perf_counter() - clock
+            else:
+                everyone = {team.process: leaves}
+            clock = time.perf_counter()
+            if sink is not None:
+                for p, blocks in everyone.items():
+                    owned = [tasks[k] for k in indices if owners[k] == p]
+                    for task, block in zip(owned, blocks):
+                        sink.put(task, block)
+            stats.place_s += time.perf_counter() - clock
+            bar.update(len(indices) if gathering else len(mine))
+    except BaseException:
+        if isinstance(sink, FileSink):
+            sink.close()  # what was written stays; a rerun with checkpoint_dir completes it
+        raise
+    finally:
+        bar.close()
+    return _deliver(plan, team, options, sink)
 
-    def finish(t, leaves):
-        leaves = [np.asarray(a) for a in leaves]
+
+def _finished(
+    mine: list[Task], store: BlockStore | None, compute: Callable, stats: Stats
+) -> list[list]:
+    """This process's blocks of one round: loaded when saved, else computed (and saved)."""
+    saved = {t: store.load(t) for t in mine} if store else {}
+    todo = [t for t in mine if saved.get(t) is None]
+    stats.computed += len(todo)
+    stats.loaded += len(mine) - len(todo)
+    fresh = dict(zip(todo, compute(todo))) if todo else {}
+    for task in todo:
+        leaves = [np.asarray(a) for a in fresh[task]]
+        fresh[task] = leaves
         if store:
-            store.save(t, leaves)
-        results[t] = leaves
-        bar.update(1)
-
-    if mesh is None or layout.mode == "trace":  # traced blocks differ in size: one by one
-        for t in todo:
-            finish(t, jax.tree.leaves(one(*t)))
-    else:
-        _compute_sharded(todo, mesh, block_args, kernel_fn, params, layout, finish)
-    bar.close()
-    return _assemble(results, layout, n1, n2, size, symmetric, accumulate_dtype)
+            store.save(task, leaves)
+    return [fresh[t] if saved.get(t) is None else saved[t] for t in mine]
 
 
-def _compute_sharded(todo, mesh, block_args, kernel_fn, params, layout, finish):
-    """Groups of blocks, one per device, computed under ``jit`` with sharded stacks."""
-    from jax.sharding import NamedSharding, PartitionSpec
+def _deliver(plan: Plan, team: Team, options: Options, sink: Any) -> PyTree | None:
+    """The kernel on the processes that asked for it, ``None`` on the others."""
+    if sink is not None:
+        sink.finish()
+    result = sink.result() if sink is not None and options.gather != "none" else None
+    if sink is not None and result is None and hasattr(sink, "close"):
+        sink.close()
+    team.barrier("ntk_zoo.batched: done")  # files complete before anyone opens them
+    if result is None and options.out is not None and options.gather == "all":
+        result = open_result(out_paths(options.out, plan.layout.paths))
+    return None if result is None else jax.tree.unflatten(plan.layout.treedef, result)
 
-    devices = mesh.devices.size
-    sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+
+def _local_compute(plan: Plan, team: Team) -> Callable[[list[Task]], list[list]]:
+    """Computes a list of blocks on this process's devices of the mesh."""
+    devices = team.local_devices
+    if devices == [None] or plan.layout.mode == "trace":  # traced blocks differ in size
+        return lambda todo: [plan.compute(t) for t in todo]
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    local = Mesh(np.array(devices), ("blocks",))
+    sharding = NamedSharding(local, PartitionSpec("blocks"))
 
     def stacked(x1s, kw1s, x2s, kw2s):
         def single(b1, k1, b2, k2):
-            merged = {k: (k1[k], k2[k]) for k in k1}
-            return jax.tree.leaves(kernel_fn(b1, b2, params, **merged))
+            paired = {k: (k1[k], k2[k]) for k in k1}
+            return jax.tree.leaves(plan.kernel_fn(b1, b2, plan.params, **paired))
 
         return jax.vmap(single)(x1s, kw1s, x2s, kw2s)
 
     compiled = jax.jit(stacked, in_shardings=sharding, out_shardings=sharding)
-    for g in range(0, len(todo), devices):
-        group = todo[g : g + devices]
-        padded = group + [group[-1]] * (devices - len(group))
-        args = [block_args(*t) for t in padded]
-        out = compiled(*(_stack(args, side, k) for side, k in ((2, 0), (2, 1), (3, 0), (3, 1))))
-        host = [np.asarray(a) for a in out]
-        for index, t in enumerate(group):
-            finish(t, [a[index] for a in host])
+
+    def compute(todo: list[Task]) -> list[list]:
+        results = []
+        for g in range(0, len(todo), len(devices)):
+            group = todo[g : g + len(devices)]
+            args = [plan.arguments(t) for t in group + [group[-1]] * (len(devices) - len(group))]
+            stacks = [_stack([a[side][k] for a in args]) for side in (0, 1) for k in (0, 1)]
+            host = [np.asarray(a) for a in compiled(stacks[0], stacks[1], stacks[2], stacks[3])]
+            results += [[a[index] for a in host] for index in range(len(group))]
+        return results
+
+    return compute
 
 
-def _stack(args: list, side: int, k: int) -> PyTree:
-    """Stacks item ``k`` (inputs or kwargs) of one side of every block's arguments."""
-    return jax.tree.map(lambda *a: jnp.stack(a), *[a[side][k] for a in args])
+def _stack(trees: list) -> PyTree:
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
 
-def _assemble(results, layout, n1, n2, size, symmetric, accumulate_dtype):
-    first = next(iter(results.values()))
-    outs = []
-    for leaf, (perm, mode) in enumerate(zip(layout.perms, layout.modes)):
-        sample = first[leaf]
-        dtype = accumulate_dtype or sample.dtype
-        if mode == "grid":
-            out = np.zeros((n1, n2, *sample.shape[2:]), dtype)
-        elif mode == "diagonal":
-            out = np.zeros((n1, *sample.shape[1:]), dtype)
-        else:
-            out = np.zeros(sample.shape, dtype)
-        for (i, j), leaves in results.items():
-            block = leaves[leaf]
-            r1 = slice(i * size, min((i + 1) * size, n1))
-            r2 = slice(j * size, min((j + 1) * size, n2))
-            if mode == "grid":
-                out[r1, r2] = block[: r1.stop - r1.start, : r2.stop - r2.start]
-                if symmetric and i != j:
-                    t = block.transpose(perm)
-                    out[r2, r1] = t[: r2.stop - r2.start, : r1.stop - r1.start]
-            elif mode == "diagonal":
-                out[r1] = block[: r1.stop - r1.start]
-            else:  # traced: each block is a mean over its own examples
-                out += block * ((r1.stop - r1.start) / n1)
-        outs.append(out)
-    return jax.tree.unflatten(layout.treedef, outs)
+def _chunked_outputs(
+    kernel_fn: KernelFn, chunk: int, batch_size, memory_budget, mesh, options: Options
+) -> Callable[..., PyTree]:
+    """Tiles the output directions too: ``Θ`` of the logits ``c_i`` against ``c_j``.
 
-
-def _chunked_outputs(kernel_fn: KernelFn, chunk: int, **options: Any) -> Callable[..., PyTree]:
-    """Tiles the output directions too: ``Θ`` of the logits ``c_i`` against ``c_j``."""
+    Each pair of chunks is one ``batched`` kernel with its own checkpoint subdirectory
+    ``chunk_<i>_<j>``; with ``out`` the pairs are written into the file one by one.
+    """
     if kernel_fn.trace_axes not in ((), []) or kernel_fn.diagonal_axes not in ((), []):
         raise ValueError("output_chunk needs a kernel with trace_axes=() and diagonal_axes=().")
     f = kernel_fn.f
@@ -342,37 +392,55 @@ def _chunked_outputs(kernel_fn: KernelFn, chunk: int, **options: Any) -> Callabl
     def select(params, x, _ntk_outputs, **kwargs):
         return jnp.take(f(params, x, **kwargs), _ntk_outputs, axis=-1)
 
-    vmap_axes = kernel_fn.vmap_axes
-    chunk_fn = batched(
-        ntk_fn(select, method=kernel_fn.method, trace_axes=(), vmap_axes=vmap_axes),
-        **options,
+    select_fn = ntk_fn(
+        select, method=kernel_fn.method, trace_axes=(), vmap_axes=kernel_fn.vmap_axes
     )
 
     def run(x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any):
         params = kernel_fn.default_params if params is None else params
-        n_out = jax.eval_shape(
-            lambda p: f(
-                p,
-                _rows(x1, 0, 1, 1),
-                **{
-                    k: v[0] if isinstance(v, tuple) and len(v) == 2 else v
-                    for k, v in kwargs.items()
-                },
-            ),
-            params,
-        ).shape[-1]
+        x1, x2, params, kwargs = host_value((x1, x2, params, kwargs))
+        team = Team.of(options.mesh)
+        first = team.process == team.processes[0]
+        example = jax.eval_shape(
+            lambda p: f(p, pad_rows(x1, 0, 1, 1), **side_kwargs(kwargs, 0)), params
+        )
+        n_out = example.shape[-1]
+        n1, n2 = n_examples(x1), n_examples(x1 if x2 is None else x2)
+        shape = (n1, n2, n_out, n_out)
+        gather = "process0" if options.out is not None else options.gather
+        target = None
+        if options.out is not None and first:
+            dtype = options.accumulate_dtype or example.dtype
+            target = np.lib.format.open_memmap(options.out, "w+", dtype, shape)
+        elif gather != "none" and (gather == "all" or first):
+            target = np.zeros(shape, options.accumulate_dtype or example.dtype)
         starts = list(range(0, n_out, chunk))
         index = [np.minimum(np.arange(s, s + chunk), n_out - 1) for s in starts]
-        rows = []
         for i, si in enumerate(starts):
-            row = []
             for j, sj in enumerate(starts):
-                sel = (jnp.asarray(index[i]), jnp.asarray(index[j]))
-                block = chunk_fn(x1, x1 if x2 is None else x2, params, _ntk_outputs=sel, **kwargs)
-                row.append(
-                    np.asarray(block)[..., : min(chunk, n_out - si), : min(chunk, n_out - sj)]
+                directory = options.checkpoint_dir
+                if directory is not None:
+                    directory = f"{directory}/chunk_{i}_{j}"
+                pair = batched(
+                    select_fn,
+                    batch_size=batch_size,
+                    memory_budget=memory_budget,
+                    mesh=mesh,
+                    progress=options.progress,
+                    checkpoint_dir=directory,
+                    accumulate_dtype=options.accumulate_dtype,
+                    gather=gather,
                 )
-            rows.append(np.concatenate(row, axis=-1))
-        return np.concatenate(rows, axis=-2)
+                sel = (jnp.asarray(index[i]), jnp.asarray(index[j]))
+                block = pair(x1, x1 if x2 is None else x2, params, _ntk_outputs=sel, **kwargs)
+                if block is not None and target is not None:
+                    ci, cj = min(chunk, n_out - si), min(chunk, n_out - sj)
+                    target[..., si : si + ci, sj : sj + cj] = np.asarray(block)[..., :ci, :cj]
+        if isinstance(target, np.memmap):
+            target.flush()
+        team.barrier("ntk_zoo.batched: chunks done")
+        if target is None and options.out is not None and options.gather == "all":
+            target = open_result([options.out])[0]
+        return target
 
     return run

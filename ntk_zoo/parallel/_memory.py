@@ -7,10 +7,13 @@ from typing import Any
 
 import jax
 
+from ntk_zoo.core import pad_rows
+from ntk_zoo.parallel._blocks import Layout, n_examples, pair_kwargs
+
 
 def default_budget(fraction: float = 0.5) -> int:
     """A safe share of the default device's memory (of the host's free memory on CPU)."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(fraction * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
     free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -18,22 +21,19 @@ def default_budget(fraction: float = 0.5) -> int:
 
 
 def block_bytes(
-    kernel_fn: Any, x1: Any, x2: Any, params: Any, kwargs: dict, size: int, layout: Any
+    kernel_fn: Any, x1: Any, x2: Any, params: Any, kwargs: dict, size: int, layout: Layout
 ) -> int:
     """Compiled memory estimate (arguments + outputs + temporaries) of one block."""
-    from ntk_zoo.parallel._batched import _n, _rows
-
-    n1 = _n(x1)
-    size = min(size, n1)
-    b1 = _rows(x1, 0, size, size)
-    kw = layout.kwargs_rows(kwargs, 0, 0, size, size)
+    size1 = min(size, n_examples(x1))
+    b1 = pad_rows(x1, 0, size1, size1)
+    kw1 = layout.kwargs_rows(kwargs, 0, 0, size1, size1)
     if x2 is None:
-        lowered = jax.jit(lambda a, p, k: kernel_fn(a, None, p, **k)).lower(b1, params, kw)
+        lowered = jax.jit(lambda a, p, k: kernel_fn(a, None, p, **k)).lower(b1, params, kw1)
     else:
-        b2 = _rows(x2, 0, min(size, _n(x2)), min(size, _n(x2)))
-        kw2 = layout.kwargs_rows(kwargs, 1, 0, min(size, _n(x2)), min(size, _n(x2)))
-        merged = {k: (kw[k], kw2[k]) if kw[k] is not kw2[k] else kw[k] for k in kw}
-        lowered = jax.jit(lambda a, b, p, k: kernel_fn(a, b, p, **k)).lower(b1, b2, params, merged)
+        size2 = min(size, n_examples(x2))
+        b2 = pad_rows(x2, 0, size2, size2)
+        kw = pair_kwargs(kw1, layout.kwargs_rows(kwargs, 1, 0, size2, size2))
+        lowered = jax.jit(lambda a, b, p, k: kernel_fn(a, b, p, **k)).lower(b1, b2, params, kw)
     stats = lowered.compile().memory_analysis()
     if stats is None:  # backend without an estimate: assume the arguments dominate
         return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves((b1, params))) * 4
@@ -46,12 +46,10 @@ def block_bytes(
 
 
 def pick_block_size(
-    kernel_fn: Any, x1: Any, x2: Any, params: Any, kwargs: dict, budget: int, layout: Any
+    kernel_fn: Any, x1: Any, x2: Any, params: Any, kwargs: dict, budget: int, layout: Layout
 ) -> int:
     """The largest power-of-two block (up to the data size) whose estimate fits ``budget``."""
-    from ntk_zoo.parallel._batched import _n
-
-    n = max(_n(x1), 1 if x2 is None else _n(x2))
+    n = max(n_examples(x1), 1 if x2 is None else n_examples(x2))
     size = 1 << (n - 1).bit_length()
     while size > 1 and block_bytes(kernel_fn, x1, x2, params, kwargs, size, layout) > budget:
         size //= 2

@@ -6,7 +6,7 @@ import pytest
 
 import ntk_zoo
 from ntk_zoo.parallel import _checkpoint, _memory
-from ntk_zoo.parallel._batched import _Layout
+from ntk_zoo.parallel._blocks import Layout
 from tests.cases import CASES
 from tests.oracle import rel_error
 
@@ -101,7 +101,11 @@ def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
     monkeypatch.setattr(
         ntk_zoo.KernelFn,
         "__call__",
-        lambda self, *a, **k: computed.append(1) or real_call(self, *a, **k),
+        # blocks computed on values (the block shapes are also traced once, abstractly)
+        lambda self, *a, **k: (
+            (computed.append(1) if not isinstance(a[0], jax.core.Tracer) else None)
+            or real_call(self, *a, **k)
+        ),
     )
     resumed = whole(X1, None, params)
     n_blocks = 5 * 6 // 2  # upper triangle of 5x5 blocks
@@ -131,7 +135,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
 def test_automatic_block_size_respects_the_budget():
     case = CASE["mlp"]
     kernel_fn = ntk_zoo.ntk_fn(case.f, trace_axes=(), vmap_axes=0)
-    layout = _Layout(kernel_fn, X1, case.params, {})
+    layout = Layout(kernel_fn, X1, case.params, {})
     budget = 150_000
     size = _memory.pick_block_size(kernel_fn, X1, None, case.params, {}, budget, layout)
     assert 1 <= size < 37
@@ -162,3 +166,141 @@ def test_errors():
         ntk_zoo.batched(in_axes, batch_size=2)(
             CASE["batch_last"].x1, None, CASE["batch_last"].params
         )
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
+def test_out_file_equals_in_memory(tmp_path, same):
+    """`out=`: one .npy per output leaf, named by its path, returned as memmaps."""
+    case, x1, x2, _, _ = _big("pytree_out")
+    x2 = None if same else x2
+    kernel_fn = ntk_zoo.ntk_fn(case.f, trace_axes=(), vmap_axes=0)
+    path = str(tmp_path / "kernel.npy")
+    got = ntk_zoo.batched(kernel_fn, batch_size=8, progress=False, out=path)(x1, x2, case.params)
+    want = kernel_fn(x1, x2, case.params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.aux.0.npy", "kernel.logits.npy"]
+    assert all(isinstance(a, np.memmap) for a in jax.tree.leaves(got))
+    assert rel_error(got, want) <= EXACT
+    assert rel_error(np.load(tmp_path / "kernel.logits.npy"), want["logits"]) <= EXACT
+
+
+def test_out_diagonal_batch_axis(tmp_path):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0, diagonal_axes=(0,), trace_axes=())
+    path = str(tmp_path / "diag.npy")
+    got = ntk_zoo.batched(kernel_fn, batch_size=8, progress=False, out=path)(
+        X1, None, CASE["mlp"].params
+    )
+    assert got.shape == (37, 3, 3)
+    assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
+
+
+def test_out_resumes_into_the_same_file(tmp_path, monkeypatch):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    params = CASE["mlp"].params
+    whole = ntk_zoo.batched(
+        kernel_fn,
+        batch_size=8,
+        progress=False,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        out=str(tmp_path / "kernel.npy"),
+    )
+    real_save, saved = _checkpoint.BlockStore.save, []
+
+    def save_then_stop(self, task, leaves):
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+        real_save(self, task, leaves)
+        saved.append(task)
+
+    monkeypatch.setattr(_checkpoint.BlockStore, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        whole(X1, None, params)
+    monkeypatch.setattr(_checkpoint.BlockStore, "save", real_save)
+    computed = []
+    real_call = ntk_zoo.KernelFn.__call__
+    monkeypatch.setattr(
+        ntk_zoo.KernelFn,
+        "__call__",
+        lambda self, *a, **k: (
+            (computed.append(1) if not isinstance(a[0], jax.core.Tracer) else None)
+            or real_call(self, *a, **k)
+        ),
+    )
+    resumed = whole(X1, None, params)
+    assert len(computed) == 15 - 3
+    assert (whole.stats.computed, whole.stats.loaded) == (15 - 3, 3)
+    assert rel_error(resumed, kernel_fn(X1, None, params)) <= EXACT
+
+
+def test_output_chunking_into_a_file_with_checkpoints(tmp_path):
+    """Each pair of output chunks has its own checkpoint; `out` receives them one by one."""
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, trace_axes=(), vmap_axes=0)
+    options = dict(batch_size=8, output_chunk=2, progress=False)
+    directory, path = str(tmp_path / "ckpt"), str(tmp_path / "kernel.npy")
+    chunked = ntk_zoo.batched(kernel_fn, checkpoint_dir=directory, out=path, **options)
+    got = chunked(X1, X2, CASE["mlp"].params)
+    assert isinstance(got, np.memmap)
+    assert rel_error(got, kernel_fn(X1, X2, CASE["mlp"].params)) <= EXACT
+    assert len(list((tmp_path / "ckpt").iterdir())) == 4  # 2×2 pairs of chunks of 3 logits
+    again = chunked(X1, X2, CASE["mlp"].params)  # resumes from every pair's checkpoint
+    np.testing.assert_array_equal(again, got)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A writer dying mid-write leaves nothing; concurrent writers of a block leave a whole one."""
+    import threading
+
+    store = _checkpoint.BlockStore(str(tmp_path), "key")
+
+    def dying_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", dying_savez)
+    with pytest.raises(KeyboardInterrupt):
+        store.save((0, 0), [np.ones(3)])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+    def write(value):
+        for _ in range(20):
+            store.save((0, 1), [np.full((64, 64), value)])
+
+    seen = []
+    writers = [threading.Thread(target=write, args=(v,)) for v in (1.0, 2.0)]
+    for w in writers:
+        w.start()
+    while any(w.is_alive() for w in writers):
+        block = store.load((0, 1))
+        if block is not None:
+            seen.append(np.unique(block[0]).tolist())
+    for w in writers:
+        w.join()
+    assert all(values in ([1.0], [2.0]) for values in seen)
+    assert store.load((0, 1)) is not None
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_gather_and_out_errors(tmp_path):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    with pytest.raises(ValueError, match="gather='everyone'"):
+        ntk_zoo.batched(kernel_fn, gather="everyone")
+    with pytest.raises(ValueError, match="checkpoint_dir= or out="):
+        ntk_zoo.batched(kernel_fn, gather="none")
+    with pytest.raises(ValueError, match=r"\.npy"):
+        ntk_zoo.batched(kernel_fn, out=str(tmp_path / "kernel.npz"))
+    traced = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0, trace_axes=(0, 1))
+    with pytest.raises(ValueError, match="traced batch axis"):
+        ntk_zoo.batched(traced, batch_size=8, out=str(tmp_path / "k.npy"))(
+            X1, None, CASE["mlp"].params
+        )
+
+
+def test_gather_none_keeps_blocks_for_a_later_run(tmp_path):
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    options = dict(batch_size=8, progress=False, checkpoint_dir=str(tmp_path))
+    assert (
+        ntk_zoo.batched(kernel_fn, gather="none", **options)(X1, None, CASE["mlp"].params) is None
+    )
+    assert len(list(tmp_path.glob("block_*.npz"))) == 15
+    got = ntk_zoo.batched(kernel_fn, **options)(X1, None, CASE["mlp"].params)
+    assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT

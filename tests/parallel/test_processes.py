@@ -1,0 +1,234 @@
+"""`batched` over several real processes (jax.distributed on localhost), into files, across kills.
+
+Each test starts its own processes (``tests/parallel/_worker.py``): 2 processes × 2 simulated CPU
+devices, joined by ``jax.distributed.initialize`` on a free localhost port, exactly as the
+README's multi-host example runs them. Cases share launches: starting a process, importing JAX
+and compiling cost more than the kernels.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import ntk_zoo
+from tests.cases import CASES, mlp
+from tests.oracle import rel_error
+
+EXACT = 1e-12  # the same blocks computed by other processes: only summation order may differ
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKER = os.path.join(ROOT, "tests", "parallel", "_worker.py")
+PARAMS = next(c for c in CASES if c.name == "mlp").params
+RNG = np.random.default_rng(0)
+X1, X2 = RNG.standard_normal((37, 4)), RNG.standard_normal((23, 4))  # block 8 divides neither
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(command, n: int, directory, env=None, timeout=240) -> list[int]:
+    """Starts processes ``command(0)`` .. ``command(n - 1)``; waits; returns their exit codes."""
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    env.pop("XLA_FLAGS", None)  # the children choose their own devices
+    logs = [open(directory / f"log_{i}.txt", "w") for i in range(n)]
+    procs = [
+        subprocess.Popen(command(i), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        for i, log in enumerate(logs)
+    ]
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+    if codes is None:
+        pytest.fail("processes timed out:\n" + _logs(directory, n))
+    return codes
+
+
+def _logs(directory, n: int) -> str:
+    return "\n".join((directory / f"log_{i}.txt").read_text()[-3000:] for i in range(n))
+
+
+def run_worker(scenario: str, directory, n: int = 2, env=None) -> list[int]:
+    if not (directory / "inputs.npz").exists():
+        np.savez(directory / "inputs.npz", x1=X1, x2=X2, **PARAMS)
+    port = str(free_port())
+    command = lambda i: [sys.executable, WORKER, scenario, str(directory), str(i), str(n), port]
+    return launch(command, n, directory, env)
+
+
+def results(directory, n: int = 2) -> list[tuple[dict, dict]]:
+    out = []
+    for i in range(n):
+        with np.load(directory / f"out_{i}.npz") as f:
+            kernels = dict(f)
+        out.append((kernels, json.loads((directory / f"out_{i}.json").read_text())))
+    return out
+
+
+def reference(x2, method="jacobian_contraction"):
+    return np.asarray(ntk_zoo.ntk_fn(mlp, method=method, vmap_axes=0)(X1, x2, PARAMS))
+
+
+def count_computed(monkeypatch) -> list:
+    """Counts kernel_fn calls on values (the block shapes are also traced once, abstractly)."""
+    computed, real = [], ntk_zoo.KernelFn.__call__
+
+    def counting(self, *a, **k):
+        if not isinstance(a[0], jax.core.Tracer):
+            computed.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ntk_zoo.KernelFn, "__call__", counting)
+    return computed
+
+
+def test_two_processes_equal_one(tmp_path, monkeypatch):
+    """Every process's kernel is the one-process kernel, for each method and gather mode; blocks
+    saved by 2 processes are reused by 1; `out` files written by 2 processes are the kernel."""
+    codes = run_worker("equal", tmp_path)
+    assert codes == [0, 0], _logs(tmp_path, 2)
+    (k0, info0), (k1, info1) = results(tmp_path)
+    assert info0["devices"] == info1["devices"] == 4
+    for method in ("jacobian_contraction", "structured_derivatives"):
+        for side, x2 in (("x2=None", None), ("x2", X2)):
+            want = reference(x2, method)
+            for kernels in (k0, k1):
+                assert rel_error(kernels[f"{method}/{side}"], want) <= EXACT, (method, side)
+    assert rel_error(k0["process0"], reference(X2)) <= EXACT
+    assert "process0" not in k1  # gather="process0": the others get None
+    assert "none" not in k0 and "none" not in k1  # gather="none": nobody assembles
+    for kernels, info in ((k0, info0), (k1, info1)):  # out=: a memmap on every process
+        assert info["memmaps"]["out"] and rel_error(kernels["out"], reference(None)) <= EXACT
+    assert "out-none" not in k0 and "out-none" not in k1
+    for kernels in (k0, k1):  # inputs given as a global array spread over the processes
+        assert rel_error(kernels["global"], reference(None)[:36, :36]) <= EXACT
+    written = np.load(tmp_path / "mine.npy")  # each process wrote its own blocks into it
+    assert rel_error(written, reference(X2)) <= EXACT
+    # The blocks saved by 2 processes (gather="none"), reused by this single process: none
+    # computed again, whatever the devices.
+    assert info0["saved"] + info1["saved"] == 5 * 6 // 2
+    computed = count_computed(monkeypatch)
+    kernel_fn = ntk_zoo.ntk_fn(mlp, method="auto", vmap_axes=0)
+    again = ntk_zoo.batched(
+        kernel_fn, batch_size=8, progress=False, checkpoint_dir=str(tmp_path / "ckpt")
+    )(X1, None, PARAMS)
+    assert not computed
+    assert rel_error(again, reference(None)) <= EXACT
+
+
+def test_killed_processes_resume(tmp_path):
+    """Processes die abruptly mid-run; the rerun computes exactly the blocks not saved."""
+    codes = run_worker("resume", tmp_path, env={"NTK_ZOO_TEST_EXIT_AFTER": "2"})
+    # The first to save 2 blocks exits (17); its peer also exits after 2 saves, or is aborted
+    # by jax.distributed when the coordinator goes away before it got there.
+    assert 17 in codes and 0 not in codes, _logs(tmp_path, 2)
+    blocks = list((tmp_path / "ckpt").glob("block_*.npz"))
+    saved = len(blocks)
+    assert 2 <= saved <= 4
+    for block in blocks:  # whole files only (a write cut short leaves at most a .tmp-* file)
+        with np.load(block) as f:
+            assert f["leaf_0"].shape == (8, 8)
+    assert run_worker("resume", tmp_path) == [0, 0], _logs(tmp_path, 2)
+    (k0, info0), (k1, info1) = results(tmp_path)
+    assert info0["saved"] + info1["saved"] == 15 - saved  # no saved block computed again
+    for kernels in (k0, k1):
+        assert rel_error(kernels["kernel"], reference(None)) <= EXACT
+
+
+def test_kernel_file_memory_stays_bounded(tmp_path):
+    """A kernel many times its block: writing it to `out=` grows the peak RSS far less."""
+    env = {"NTK_ZOO_TEST_N": "4000", "NTK_ZOO_TEST_BLOCK": "250", "NTK_ZOO_TEST_DEVICES": "1"}
+    assert run_worker("memory", tmp_path, n=1, env=env) == [0], _logs(tmp_path, 1)
+    [(kernels, info)] = results(tmp_path, 1)
+    assert info["kernel_bytes"] == 4000 * 4000 * 8
+    print(
+        f"peak RSS growth {info['peak_growth_bytes'] / 2**20:.1f} MiB for a "
+        f"{info['kernel_bytes'] / 2**20:.0f} MiB kernel"
+    )
+    assert info["peak_growth_bytes"] < info["kernel_bytes"] / 8
+    assert rel_error(kernels["rows"], kernels["want"]) <= EXACT
+
+
+def test_command_line_over_two_processes(tmp_path):
+    """`ntk-zoo run` on 2 processes: both compute, process 0 alone writes the workdir."""
+    workdir = tmp_path / "run"
+    port = str(free_port())
+    command = lambda i: [
+        sys.executable,
+        "-m",
+        "ntk_zoo",
+        "run",
+        "--config",
+        "configs/mlp.py:runlocal",
+        "--workdir",
+        str(workdir),
+        "--noprogress",
+        "--config.ntk.batch_size=4",
+        "--config.ntk.method=jacobian_contraction",  # quickest to compile
+        "--config.ntk.per_layer=False",
+        "--config.ntk.out=kernel.npy",
+        f"--config.ntk.distributed.coordinator_address=localhost:{port}",
+        "--config.ntk.distributed.num_processes=2",
+        f"--config.ntk.distributed.process_id={i}",
+    ]
+    assert launch(command, 2, tmp_path) == [0, 0], _logs(tmp_path, 2)
+    assert sorted(p.name for p in workdir.iterdir()) == [
+        "kernel.npy",
+        "kernel.npz",
+        "report.json",
+        "spectrum.png",
+    ]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["processes"] == 2 and report["kernel_shape"] == [16, 16]
+    kernel = np.load(workdir / "kernel.npy")
+    np.testing.assert_allclose(kernel, kernel.T, rtol=1e-6)  # both halves of the blocks met
+    assert "wrote kernel.npy, kernel.npz, report.json, spectrum.png" in _logs(tmp_path, 1)[:3000]
+    assert "process 1 computed its share" in (tmp_path / "log_1.txt").read_text()
+
+
+def readme_block(marker: str) -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    after = text[text.index(f"<!-- multihost-example: {marker} -->") :]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_readme_example_runs_as_written(tmp_path):
+    """The README's two-process example, run by its own bash line (on a free port)."""
+    (tmp_path / "kernel.py").write_text(
+        readme_block("kernel.py").replace("localhost:12355", f"localhost:{free_port()}")
+    )
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        ["bash", "-c", readme_block("bash")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    # process 0 prints "0 (70, 70)", process 1 "1 None" (their lines may interleave)
+    assert done.stdout.count("(70, 70)") == 1 and done.stdout.count("None") == 1, (
+        done.stdout + done.stderr
+    )
+    x, _ = ntk_zoo.data.load_digits(70)  # float32, as in the example
+    f = lambda p, x: jax.numpy.tanh(x @ p["w"])
+    want = ntk_zoo.ntk_fn(f, vmap_axes=0)(x, None, {"w": np.ones((64, 10), np.float32) / 8})
+    assert rel_error(np.load(tmp_path / "runs" / "kernel-2p.npy"), want) <= 1e-6  # float32
