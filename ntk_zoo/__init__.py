@@ -11,6 +11,7 @@ if not _xla_flags.avoid_cpu_miscompilation():
 
 from ntk_zoo import core as core
 from ntk_zoo import data as data
+from ntk_zoo import dynamics as dynamics
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
@@ -54,6 +55,7 @@ __all__ = [
     "taylor_expand",
     "core",
     "data",
+    "dynamics",
     "nas",
     "predict",
     "spectrum",

@@ -8,6 +8,11 @@ bar, and writes ``kernel.npz``, ``report.json`` and ``spectrum.png`` to ``DIR``.
 each by NTK proxies at initialisation, trains each briefly, and writes ``nas.json``,
 ``ranking.md`` and ``proxies.png`` (proxies against accuracy, with Kendall τ).
 
+``ntk-zoo train --config configs/train.py[:args] --workdir DIR`` trains zoo models of several
+widths on digits and records how their NTK moves (distance from init, alignment with the labels,
+κ) and how far they stray from their linearisation; writes ``dynamics.json``, ``dynamics.png``
+and ``kernels.npz``.
+
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
 

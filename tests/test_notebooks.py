@@ -27,6 +27,14 @@ EXPECTED = {
         "nas/proxies.png",
         "nas/ranking.md",
     ],
+    "04_ntk_dynamics.ipynb": [
+        "04_drift.png",
+        "04_alignment.png",
+        "04_linearized.png",
+        "train/dynamics.json",
+        "train/dynamics.png",
+        "train/kernels.npz",
+    ],
 }
 
 

@@ -1,6 +1,7 @@
 """The experiment layer: the jobs behind the ``ntk-zoo`` commands.
 
-``ntk-zoo run`` (:func:`run_experiment`), ``nas`` (:func:`run_search`), ``demo`` and their
+``ntk-zoo run`` (:func:`run_experiment`), ``nas`` (:func:`run_search`), ``train``
+(:func:`run_training`), ``demo`` and their
 helpers (the NAS search space, a short optax training loop, artefact plots, workdir protection,
 one-line errors, ``--help``) build zoo models from ``architectures``, load data, train and write
 artefacts. This package (with ``ntk_zoo/cli.py``) is the only part of ``ntk_zoo`` that imports
@@ -34,9 +35,13 @@ from ntk_zoo.jobs._run import summary as summary
 from ntk_zoo.jobs._space import candidate_name as candidate_name
 from ntk_zoo.jobs._space import enumerate_space as enumerate_space
 from ntk_zoo.jobs._space import sample_space as sample_space
+from ntk_zoo.jobs._train import TRAIN
+from ntk_zoo.jobs._train import plot_dynamics as plot_dynamics
+from ntk_zoo.jobs._train import run_training as run_training
+from ntk_zoo.jobs._train import train_summary as train_summary
 
 # The commands of `ntk-zoo`, in the order `ntk-zoo --help` lists them.
-COMMANDS = {command.name: command for command in (RUN, NAS, DEMO)}
+COMMANDS = {command.name: command for command in (RUN, NAS, TRAIN, DEMO)}
 
 __all__ = [
     "COMMANDS",
@@ -51,12 +56,15 @@ __all__ = [
     "main",
     "one_line",
     "per_layer_trace_share",
+    "plot_dynamics",
     "plot_proxies",
     "prepare_workdir",
     "ranking_table",
     "run_experiment",
     "run_search",
+    "run_training",
     "sample_space",
     "summary",
     "train_classifier",
+    "train_summary",
 ]
