@@ -84,3 +84,15 @@ def train_classifier(
         jnp.asarray(y_test),
     )
     return TrainResult(float(acc), float(loss), params)
+
+
+N_DIGITS = 1797  # scikit-learn's digits, the data the training jobs split
+
+
+def check_digit_split(n_train: int, n_test: int) -> None:
+    """Refuse a train/test split of the digits that is empty or larger than the data set."""
+    if not (0 < n_train and 0 < n_test and n_train + n_test <= N_DIGITS):
+        raise ValueError(
+            f"data.n_train={n_train} and data.n_test={n_test} must be positive and add up "
+            f"to at most the {N_DIGITS} digits."
+        )

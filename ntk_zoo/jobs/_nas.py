@@ -19,7 +19,7 @@ import numpy as np
 
 import architectures
 from ntk_zoo.data import load_digits
-from ntk_zoo.jobs._classifier import OPTIMIZERS, train_classifier
+from ntk_zoo.jobs._classifier import OPTIMIZERS, check_digit_split, train_classifier
 from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
 from ntk_zoo.jobs._plot import plot_proxies
 from ntk_zoo.jobs._space import candidate_name, sample_space
@@ -32,16 +32,10 @@ from ntk_zoo.nas import (
     spearman_rho,
 )
 
-N_DIGITS = 1797
-
 
 def _check(config: Any) -> None:
     d = config.data
-    if not (0 < d.n_train and 0 < d.n_test and d.n_train + d.n_test <= N_DIGITS):
-        raise ValueError(
-            f"data.n_train={d.n_train} and data.n_test={d.n_test} must be positive and add up "
-            f"to at most the {N_DIGITS} digits."
-        )
+    check_digit_split(d.n_train, d.n_test)
     if not 1 < d.proxy_batch <= d.n_train:
         raise ValueError(f"data.proxy_batch={d.proxy_batch} must be in 2..n_train={d.n_train}.")
     if config.proxies.kernel not in PROXY_KERNELS:

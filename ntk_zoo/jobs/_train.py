@@ -23,11 +23,11 @@ from ntk_zoo import linearize
 from ntk_zoo.data import load_digits
 from ntk_zoo.dynamics import kernel_alignment, kernel_distance, spectral_change
 from ntk_zoo.engine import ntk_fn
+from ntk_zoo.jobs._classifier import check_digit_split
 from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
 from ntk_zoo.predict import gradient_descent_mse
 from ntk_zoo.spectrum import spectrum
 
-N_DIGITS = 1797
 FAMILIES = ("mlp", "wide_resnet")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("mse", "cross_entropy")
@@ -42,11 +42,7 @@ def _check(config: Any) -> None:
             f"model.family={config.model.family!r} cannot be swept over widths; use one of "
             f"{FAMILIES}."
         )
-    if not (0 < d.n_train and 0 < d.n_test and d.n_train + d.n_test <= N_DIGITS):
-        raise ValueError(
-            f"data.n_train={d.n_train} and data.n_test={d.n_test} must be positive and add up "
-            f"to at most the {N_DIGITS} digits."
-        )
+    check_digit_split(d.n_train, d.n_test)
     if not 1 < d.probe <= d.n_train:
         raise ValueError(f"data.probe={d.probe} must be in 2..n_train={d.n_train}.")
     if not config.sweep.widths or min(config.sweep.widths) < 1:

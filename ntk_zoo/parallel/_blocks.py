@@ -9,7 +9,7 @@ from typing import Any
 
 import jax
 
-from ntk_zoo.core import pad_rows, split_kwargs
+from ntk_zoo.core import batch_mode, pad_rows, split_kwargs
 
 PyTree = Any
 
@@ -50,7 +50,7 @@ class Layout:
         self.kw_axes = problem.vmap.kw_axes
         self.modes, self.perms = [], []
         for axes in problem.axes:
-            mode = "diagonal" if 0 in axes.diagonal else "trace" if 0 in axes.trace else "grid"
+            mode = batch_mode(axes, 0)
             self.modes.append(mode)
             perm, pos = [1, 0], 2
             for i in range(1, axes.ndim):
