@@ -68,13 +68,18 @@ def test_vit_class_token_and_intermediates():
         assert logits.shape == (2, 4)  # logits only
 
 
+# One xdist group per zoo model: the tests of one model run in one worker, which builds the model
+# and its float64 oracle once (both cached per process).
+ZOO_GROUPED = [pytest.param(c, marks=pytest.mark.xdist_group(f"zoo-{c}")) for c in ZOO_IDS]
+
+
 # The engine's axes, vmap and x2=None paths are swept on tests/cases.py; here each zoo model is
 # checked per method with per-example Jacobians and distinct x1, x2.
 # (auto is exercised on tests/cases.py; here it would repeat one of the methods' computations)
 @pytest.mark.parametrize(
     "method", ["jacobian_contraction", "ntk_vector_products", "structured_derivatives"]
 )
-@pytest.mark.parametrize("case_id", ZOO_IDS)
+@pytest.mark.parametrize("case_id", ZOO_GROUPED)
 def test_zoo_ntk_matches_oracle(case_id, method):
     case = zoo_case(case_id)
     got = jax.jit(ntk_zoo.ntk_fn(case.f, method=method, vmap_axes=0))(case.x1, case.x2, case.params)
@@ -152,7 +157,7 @@ def test_named_vit_sizes_keep_published_counts_with_explicit_knobs():
     assert count == architectures.param_count(l16, (224, 224, 3)) == want
 
 
-@pytest.mark.parametrize("case_id", ZOO_IDS)
+@pytest.mark.parametrize("case_id", ZOO_GROUPED)
 def test_default_init_equals_the_frameworks_own(case_id):
     # zoo_case builds with the default (lazy) initialisation; "eager" is the framework's own,
     # forward pass included: the same values, bit for bit.
