@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
-from jax import lax
 
-from ntk_zoo.core import Axes, LeafAxes, PureFn, to_layout, trace_size
+from ntk_zoo.core import Axes, PureFn, trace_size
 from ntk_zoo.engine import KernelFn, Method, ntk_fn
+from ntk_zoo.methods import contract
 
 PyTree = Any
 
 __all__ = ["NngpFn", "EmpiricalKernelFn", "kernel_fn", "nngp_fn"]
-
-
-def _contract_outputs(a: jax.Array, b: jax.Array, axes: LeafAxes) -> jax.Array:
-    """``a ⊗ b`` over their interleaved axes: traced pairs summed, diagonal pairs kept once."""
-
-    def as_batches(z):
-        d = [z.shape[i] for i in axes.diagonal]
-        f = [z.shape[i] for i in axes.free]
-        t = math.prod(z.shape[i] for i in axes.trace)
-        m = z.transpose(axes.diagonal + axes.free + axes.trace)
-        return m.reshape(math.prod(d), math.prod(f), t), d, f
-
-    m1, diag, free1 = as_batches(a)
-    m2, _, free2 = as_batches(b)
-    k = lax.dot_general(m1, m2, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST)
-    return to_layout(k.reshape(diag + free1 + free2), axes)
 
 
 def _nngp(kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
@@ -41,7 +24,7 @@ def _nngp(kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwarg
     fx2 = fx1 if problem.x2 is None else problem.f(problem.params, problem.x2, **problem.kwargs2)
     out = []
     for a, b, axes in zip(jax.tree.leaves(fx1), jax.tree.leaves(fx2), problem.axes):
-        out.append((_contract_outputs(a, b, axes) / trace_size(a.shape, axes)).astype(a.dtype))
+        out.append((contract(a, b, axes) / trace_size(a.shape, axes)).astype(a.dtype))
     return jax.tree.unflatten(problem.fx_treedef, out)
 
 

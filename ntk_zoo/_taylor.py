@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ntk_zoo.core import PureFn
+from ntk_zoo.core import PureFn, as_pure_fn
 
 PyTree = Any
 
@@ -51,16 +51,12 @@ def taylor_expand(
     Reference: J. Lee et al., "Wide Neural Networks of Any Depth Evolve as Linear Models Under
     Gradient Descent", NeurIPS 2019 (the first-order case).
     """
+    pure = as_pure_fn(f, params, caller="taylor_expand (the expansion point)")
     if isinstance(f, PureFn):
-        point = f.params if params is None else params
-        return f._replace(apply=taylor_expand(f.apply, point, degree), params=point)
-    if not callable(f):
-        raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
-    if params is None:
-        raise TypeError("taylor_expand needs the expansion point `params` for a plain function.")
+        return pure._replace(apply=taylor_expand(pure.apply, pure.params, degree))
     if not isinstance(degree, int) or isinstance(degree, bool) or degree < 0:
         raise ValueError(f"degree must be an integer >= 0, got {degree!r}.")
-    params0 = params
+    f, params0 = pure.apply, pure.params
 
     def f_taylor(p: PyTree, x: PyTree, **kwargs: Any) -> PyTree:
         if jax.tree.structure(p) != jax.tree.structure(params0):

@@ -75,8 +75,25 @@ def as_pure_fn(
             params=f.params if params is None else params,
             vmap_axes=f.vmap_axes if vmap_axes is None else vmap_axes,
         )
+    framework = _framework_of(f)
+    if framework is not None:
+        raise TypeError(
+            f"`f` is a {framework} model ({type(f).__name__}), not a function f(params, x); "
+            "wrap it first: ntk_zoo.from_linen(module, variables), ntk_zoo.from_nnx(model) or "
+            "ntk_zoo.from_haiku(transformed, params, state)."
+        )
     if not callable(f):
         raise TypeError(f"`f` must be callable as f(params, x, **kwargs), got {type(f).__name__}.")
     if params is None and require_params:
         raise TypeError(f"{caller} needs `params` when `f` is a plain function (not a PureFn).")
     return PureFn(f, params, vmap_axes)
+
+
+def _framework_of(f: Any) -> str | None:
+    """``"flax"`` or ``"haiku"`` when ``f`` is a model object of that framework (a linen or NNX
+    module, a Haiku ``Transformed``), read from its class's modules without importing either."""
+    for cls in type(f).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root in ("flax", "haiku"):
+            return root
+    return None

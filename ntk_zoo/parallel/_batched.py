@@ -51,7 +51,7 @@ class Stats:
     included); ``gather_s``: exchanging blocks between processes (waiting for the slowest
     included); ``place_s``: putting blocks into the kernel (memory or file); ``wall_s``: the
     whole call; ``computed`` and ``loaded``: this process's blocks computed and read back from
-    ``checkpoint_dir``.
+    ``checkpoint_dir``; ``block_size``: examples per block (given, or picked from the budget).
     """
 
     wall_s: float = 0.0
@@ -60,6 +60,7 @@ class Stats:
     place_s: float = 0.0
     computed: int = 0
     loaded: int = 0
+    block_size: int = 0
 
 
 def batched(
@@ -190,6 +191,7 @@ def batched(
                 size = _memory.pick_block_size(kernel_fn, x1, x2, params, kwargs, budget, layout)
                 size = _agree(team, size)
             plan = Plan.make(kernel_fn, layout, x1, x2, params, kwargs, size)
+            stats.block_size = size
             try:
                 return _compute(plan, team, options, stats)
             except jax.errors.JaxRuntimeError as e:
@@ -350,15 +352,19 @@ def _local_compute(plan: Plan, team: Team) -> Callable[[list[Task]], list[list]]
 
     local = Mesh(np.array(devices), ("blocks",))
     sharding = NamedSharding(local, PartitionSpec("blocks"))
+    replicated = NamedSharding(local, PartitionSpec())
 
-    def stacked(x1s, kw1s, x2s, kw2s):
+    # params are an argument (replicated), not a closed-over constant baked into the program.
+    def stacked(params, x1s, kw1s, x2s, kw2s):
         def single(b1, k1, b2, k2):
             paired = {k: (k1[k], k2[k]) for k in k1}
-            return jax.tree.leaves(plan.kernel_fn(b1, b2, plan.params, **paired))
+            return jax.tree.leaves(plan.kernel_fn(b1, b2, params, **paired))
 
         return jax.vmap(single)(x1s, kw1s, x2s, kw2s)
 
-    compiled = jax.jit(stacked, in_shardings=sharding, out_shardings=sharding)
+    compiled = jax.jit(
+        stacked, in_shardings=(replicated,) + (sharding,) * 4, out_shardings=sharding
+    )
 
     def compute(todo: list[Task]) -> list[list]:
         results = []
@@ -366,7 +372,7 @@ def _local_compute(plan: Plan, team: Team) -> Callable[[list[Task]], list[list]]
             group = todo[g : g + len(devices)]
             args = [plan.arguments(t) for t in group + [group[-1]] * (len(devices) - len(group))]
             stacks = [_stack([a[side][k] for a in args]) for side in (0, 1) for k in (0, 1)]
-            host = [np.asarray(a) for a in compiled(stacks[0], stacks[1], stacks[2], stacks[3])]
+            host = [np.asarray(a) for a in compiled(plan.params, *stacks)]
             results += [[a[index] for a in host] for index in range(len(group))]
         return results
 
@@ -416,6 +422,7 @@ def _chunked_outputs(
             target = np.zeros(shape, options.accumulate_dtype or example.dtype)
         starts = list(range(0, n_out, chunk))
         index = [np.minimum(np.arange(s, s + chunk), n_out - 1) for s in starts]
+        size = batch_size  # picked from the budget by the first pair, then kept for all
         for i, si in enumerate(starts):
             for j, sj in enumerate(starts):
                 directory = options.checkpoint_dir
@@ -423,7 +430,7 @@ def _chunked_outputs(
                     directory = f"{directory}/chunk_{i}_{j}"
                 pair = batched(
                     select_fn,
-                    batch_size=batch_size,
+                    batch_size=size,
                     memory_budget=memory_budget,
                     mesh=mesh,
                     progress=options.progress,
@@ -433,6 +440,7 @@ def _chunked_outputs(
                 )
                 sel = (jnp.asarray(index[i]), jnp.asarray(index[j]))
                 block = pair(x1, x1 if x2 is None else x2, params, _ntk_outputs=sel, **kwargs)
+                size = pair.stats.block_size
                 if block is not None and target is not None:
                     ci, cj = min(chunk, n_out - si), min(chunk, n_out - sj)
                     target[..., si : si + ci, sj : sj + cj] = np.asarray(block)[..., :ci, :cj]

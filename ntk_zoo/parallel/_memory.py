@@ -51,11 +51,11 @@ def pick_block_size(
     """The largest power-of-two block (up to the data size) whose estimate fits ``budget``."""
     n = max(n_examples(x1), 1 if x2 is None else n_examples(x2))
     size = 1 << (n - 1).bit_length()
-    while size > 1 and block_bytes(kernel_fn, x1, x2, params, kwargs, size, layout) > budget:
+    while block_bytes(kernel_fn, x1, x2, params, kwargs, size, layout) > budget:
+        if size == 1:
+            raise MemoryError(
+                f"Even a single-example block needs more than memory_budget={budget:,} bytes; "
+                "raise the budget or use a cheaper method."
+            )
         size //= 2
-    if block_bytes(kernel_fn, x1, x2, params, kwargs, size, layout) > budget:
-        raise MemoryError(
-            f"Even a single-example block needs more than memory_budget={budget:,} bytes; "
-            "raise the budget or use a cheaper method."
-        )
     return min(size, n)

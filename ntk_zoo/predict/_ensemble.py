@@ -173,9 +173,10 @@ def gradient_descent_mse_ensemble(
         if compute_cov and x_test is not None:
             tt = _kernels(kernel_fn(x_test, None, **kernel_fn_kwargs), kernel_fn)
         if t is None:
-            gp = gp_inference(dd, y, diag_reg, diag_reg_absolute_scale, trace_axes)
+            if "gp" not in cache:  # keeps its Cholesky factors across calls
+                cache["gp"] = gp_inference(dd, y, diag_reg, diag_reg_absolute_scale, trace_axes)
             tt_arg = (tt or True) if compute_cov else None
-            return gp(get if single else kinds, td, tt_arg)
+            return cache["gp"](get if single else kinds, td, tt_arg)
 
         tau = np.asarray(t, np.float64) * learning_rate
         if np.any(tau < 0) or np.any(np.isnan(tau)):

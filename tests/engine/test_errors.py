@@ -118,3 +118,17 @@ def test_method_accepts_enum_and_string():
     a = _call(method=ntk_zoo.Method.JACOBIAN_CONTRACTION)
     b = _call(method="jacobian_contraction")
     np.testing.assert_array_equal(a, b)
+
+
+def test_flax_or_haiku_model_object_points_to_the_adapters():
+    import flax.linen as nn
+    import haiku as hk
+
+    class Linear(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x)
+
+    for model in (Linear(), hk.transform(lambda x: hk.Linear(2)(x))):
+        with pytest.raises(TypeError, match="wrap it first: ntk_zoo.from_linen"):
+            _call(f=model)
