@@ -15,7 +15,7 @@ import numpy as np
 
 from ntk_zoo import _compat
 from ntk_zoo.core._problem import Problem
-from ntk_zoo.core._roofline import cost
+from ntk_zoo.core._roofline import roofline_cost as cost
 
 PyTree = Any
 
@@ -79,13 +79,6 @@ class Counts(NamedTuple):
         return cost(flops, values * self.itemsize)
 
 
-def _per_example(fx: PyTree, p: Problem) -> int:
-    """Outputs per example read from the shapes (for a side with no examples)."""
-    axes = [None] * len(p.axes) if p.vmap is None else p.vmap.out_axes
-    leaves = jax.tree.leaves(fx)
-    return sum(math.prod(n for i, n in enumerate(a.shape) if i != b) for a, b in zip(leaves, axes))
-
-
 def count(problem: Problem) -> Counts:
     """The :class:`Counts` of ``problem`` (``f`` is traced, nothing is computed)."""
     p = problem
@@ -99,8 +92,7 @@ def count(problem: Problem) -> Counts:
     if p.vmap is not None:
         n1 = p.vmap.batch_size
         n2 = n1 if p.x2 is None else jax.tree.leaves(p.fx2)[0].shape[p.vmap.out_axes[0]]
-    o1 = sum(out1) / n1 if n1 else _per_example(p.fx1, p)  # outputs per example
-    o2 = sum(out2) / n2 if n2 else _per_example(p.fx2, p)
+    o1, o2 = sum(out1) / n1, sum(out2) / n2  # outputs per example
     # Every pass over the network (VJP, JVP, transposed pass) also writes its activations'
     # tangents or cotangents (``y`` values per forward pass, from the traced program).
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)

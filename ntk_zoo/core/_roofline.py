@@ -14,10 +14,6 @@ from __future__ import annotations
 BALANCE = 48.0
 
 
-def cost(flops: float, nbytes: float) -> float:
-    return max(flops, BALANCE * nbytes)
-
-
 def roofline_cost(flops: float, nbytes: float) -> float:
     """The roofline cost of one step: ``max(flops, BALANCE · nbytes)`` (FLOP-equivalents).
 
@@ -26,4 +22,4 @@ def roofline_cost(flops: float, nbytes: float) -> float:
       >>> roofline_cost(1e6, 10.0), roofline_cost(10.0, 1e3)
       (1000000.0, 48000.0)
     """
-    return cost(flops, nbytes)
+    return max(flops, BALANCE * nbytes)

@@ -225,7 +225,7 @@ def kernel_alignment_matrix_free(
     if frobenius == "exact":
         sq = 0.0
         for start in range(0, size, chunk):  # e_i, a chunk of columns at a time
-            cols = np.eye(size)[:, start : start + chunk]
+            cols = np.eye(size, min(chunk, size - start), -start)  # columns start, start+1, …
             sq += float(np.sum(center(products(center(cols))) ** 2))
     else:
         if not isinstance(num_probes, int | np.integer) or num_probes < 1:

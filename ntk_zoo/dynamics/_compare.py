@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ntk_zoo.spectrum import flatten_kernel, spectrum
+from ntk_zoo.spectrum import Spectrum, flatten_kernel, spectrum
 
 
 def square_kernel(kernel: Any, name: str) -> np.ndarray:
@@ -91,7 +91,8 @@ def spectral_change(k_old: Any, k_new: Any) -> SpectralChange:
 
     ``Δ(s) = (s(Θ_new) − s(Θ_old)) / s(Θ_old)`` for ``s`` = ``tr Θ``, ``λ_max`` and
     ``κ = λ_max / λ_min``, the eigenvalues from :func:`ntk_zoo.spectrum.spectrum` (float64). Both
-    layouts.
+    layouts. Either argument may also be a :class:`ntk_zoo.spectrum.Spectrum` already computed
+    (tracking many kernels against one, its eigendecomposition is then done once).
 
     Example:
       >>> import numpy as np
@@ -99,8 +100,15 @@ def spectral_change(k_old: Any, k_new: Any) -> SpectralChange:
       >>> spectral_change(np.diag([4.0, 1.0]), np.diag([6.0, 1.0]))
       SpectralChange(trace=0.4, lambda_max=0.5, condition_number=0.5)
     """
-    a, b = _pair(k_old, k_new)
-    old, new = spectrum(a), spectrum(b)
+    if isinstance(k_old, Spectrum) or isinstance(k_new, Spectrum):
+        old, new = (k if isinstance(k, Spectrum) else spectrum(k) for k in (k_old, k_new))
+        if old.eigenvalues.shape != new.eigenvalues.shape:
+            raise ValueError(
+                f"k_old has {old.eigenvalues.size} eigenvalues and k_new "
+                f"{new.eigenvalues.size}: compare kernels of the same examples."
+            )
+    else:
+        old, new = (spectrum(k) for k in _pair(k_old, k_new))
 
     def rel(x: float, y: float) -> float:
         if not (np.isfinite(x) and np.isfinite(y)):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_zoo import linearize
+from ntk_zoo.core import check_params_finite
 from ntk_zoo.data import load_digits
 from ntk_zoo.dynamics import kernel_alignment, kernel_distance, spectral_change
 from ntk_zoo.engine import ntk_fn
@@ -220,14 +221,18 @@ def train_model(
         if mode == "linearize":
             lin_params, lin_state = advance_lin(lin_params, lin_state, done, step)
         done = step
-        if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params)):
+        try:
+            check_params_finite(params)  # one device round trip for all leaves
+        except ValueError:
             raise ValueError(
                 f"Training {model_name(model)} diverged by step {step} (non-finite "
                 f"parameters) at learning rate {lr:g}: lower train.learning_rate."
-            )
+            ) from None
         k = np.asarray(kernel_fn(probe, None, params), np.float64)
-        k0 = k if k0 is None else k0
-        spec, change = spectrum(k), spectral_change(k0, k)
+        spec = spectrum(k)
+        if k0 is None:
+            k0, spec0 = k, spec
+        change = spectral_change(spec0, spec)
         f_train, f_test = outputs(params)
         loss, acc = _metrics(t.loss, f_train, data["y_train"])
         test_loss, test_acc = _metrics(t.loss, f_test, y_test)

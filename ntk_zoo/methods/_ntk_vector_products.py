@@ -215,14 +215,13 @@ def _cost(p: Problem, c: Counts) -> float:
     passes) per kernel column and pair of examples (``n`` pairs when the batch axis is traced or
     diagonal), reading them."""
     out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
-    n1, n2 = max(c.n1, 1), max(c.n2, 1)  # an empty side costs its VJPs / JVPs nothing
     jvps = 0.0
     for leaf_out2, ax, b in zip(c.out2, p.axes, out_axes):
         paired = b is not None and b in ax.trace + ax.diagonal
-        jvps += (c.n1 if paired else c.n1 * c.n2) * leaf_out2 / n2
+        jvps += (c.n1 if paired else c.n1 * c.n2) * leaf_out2 / c.n2
     v_values = sum(c.out2) * c.n_params
     vjp = c.phase((1 + 2 * c.o2) * c.fp2, v_values + c.o2 * c.y2)
-    jvp = c.phase(jvps * 2 * c.fp1 / n1, v_values + jvps * c.y1 / n1)
+    jvp = c.phase(jvps * 2 * c.fp1 / c.n1, v_values + jvps * c.y1 / c.n1)
     return vjp + jvp
 
 
