@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_zoo import PureFn
+from ntk_zoo.data import load_digits
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -96,3 +97,12 @@ def check_digit_split(n_train: int, n_test: int) -> None:
             f"data.n_train={n_train} and data.n_test={n_test} must be positive and add up "
             f"to at most the {N_DIGITS} digits."
         )
+
+
+def split_digits(seed: int, n_train: int, n_test: int, *, image: bool = False) -> dict:
+    """A seeded train/test split of the digits: ``x_train, y_train, x_test, y_test``."""
+    check_digit_split(n_train, n_test)
+    x, y = load_digits(image=image)
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, test = order[:n_train], order[n_train : n_train + n_test]
+    return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}

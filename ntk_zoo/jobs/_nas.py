@@ -18,8 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import architectures
-from ntk_zoo.data import load_digits
-from ntk_zoo.jobs._classifier import OPTIMIZERS, check_digit_split, train_classifier
+from ntk_zoo.jobs._classifier import (
+    OPTIMIZERS,
+    check_digit_split,
+    split_digits,
+    train_classifier,
+)
 from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
 from ntk_zoo.jobs._plot import plot_proxies
 from ntk_zoo.jobs._space import candidate_name, sample_space
@@ -164,11 +168,7 @@ def run_search(config: Any, workdir: str, *, progress: bool = True) -> dict[str,
     models = sample_space(
         config.space, config.space.num_candidates, seed=config.seed, framework=config.framework
     )
-    x, y = load_digits()
-    order = np.random.default_rng(config.seed).permutation(len(x))
-    train, test = order[: config.data.n_train], order[config.data.n_train :]
-    test = test[: config.data.n_test]
-    data = {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+    data = split_digits(config.seed, config.data.n_train, config.data.n_test)
 
     candidates = []
     bar = tqdm(models, desc="ntk-zoo nas", unit="candidate", disable=not progress)

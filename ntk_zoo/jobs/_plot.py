@@ -20,17 +20,15 @@ def plot_proxies(
     Each panel's title carries its Kendall τ over all candidates; points with an infinite score
     (κ = inf) are counted in the panel but cannot be drawn.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     acc = np.array([c["accuracy"] for c in candidates])
     families = [c["model"]["family"] for c in candidates]
     colours = {f: f"C{i}" for i, f in enumerate(dict.fromkeys(families))}
     cols = 3
     rows = math.ceil(len(PROXIES) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3.3 * rows), dpi=110)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (name, proxy) in zip(axes.flat, PROXIES.items()):
         score = np.array([c["scores"][name] for c in candidates])
         tau = kendall_tau(score, acc) if len(score) > 1 else float("nan")
@@ -48,5 +46,4 @@ def plot_proxies(
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -21,10 +21,9 @@ import numpy as np
 
 from ntk_zoo import linearize
 from ntk_zoo.core import check_params_finite
-from ntk_zoo.data import load_digits
 from ntk_zoo.dynamics import kernel_alignment, kernel_distance, spectral_change
 from ntk_zoo.engine import ntk_fn
-from ntk_zoo.jobs._classifier import check_digit_split
+from ntk_zoo.jobs._classifier import check_digit_split, split_digits
 from ntk_zoo.jobs._command import CONFIG_ERRORS, ConfigCommand
 from ntk_zoo.predict import gradient_descent_mse
 from ntk_zoo.spectrum import spectrum
@@ -285,11 +284,8 @@ def model_name(model: dict[str, Any]) -> str:
 
 
 def _digits(config: Any) -> dict[str, np.ndarray]:
-    x, y = load_digits(image=config.data.image)
-    order = np.random.default_rng(config.seed).permutation(len(x))
-    train = order[: config.data.n_train]
-    test = order[config.data.n_train : config.data.n_train + config.data.n_test]
-    return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+    d = config.data
+    return split_digits(config.seed, d.n_train, d.n_test, image=d.image)
 
 
 def run_training(config: Any, workdir: str, *, progress: bool = True) -> dict[str, Any]:

@@ -12,13 +12,11 @@ if TYPE_CHECKING:
 
 def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spectrum") -> str:
     """Saves a log-scale plot of the eigenvalues, largest first; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     eig = np.asarray(eigenvalues)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     positive = eig > 0
     index = np.arange(1, eig.size + 1)
     ax.semilogy(index[positive], eig[positive], ".-", lw=1, ms=3)
@@ -36,7 +34,6 @@ def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spect
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -45,12 +42,10 @@ def plot_spectral_density(
 ) -> str:
     """Saves a plot of the smoothed density (log scale) with the quadrature nodes; returns
     ``path``."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     positive = density.density > 0
     ax.semilogy(density.grid[positive], density.density[positive], lw=1, label="smoothed density")
     floor = density.density[positive].min() if positive.any() else 1.0
@@ -67,5 +62,4 @@ def plot_spectral_density(
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
