@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from ntk_zoo._nngp import kernel_fn as empirical_kernel_fn
 from ntk_zoo._nngp import nngp_fn
 from ntk_zoo.core import PureFn
 from ntk_zoo.engine import Method, ntk_fn
@@ -160,17 +162,29 @@ def monte_carlo_kernel_fn(
     if not callable(init_fn):
         raise TypeError("init_fn must be callable as init_fn(key) -> params.")
     axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, vmap_axes=vmap_axes)
-    fns = {
-        "ntk": lambda: ntk_fn(apply_fn, method=method, **axes),
-        "nngp": lambda: nngp_fn(apply_fn, **axes),
-    }
-    kernels = {}
-    for g in kinds:
-        fn = fns[g]()
-        fn.default_params = None  # a PureFn's params are not a sample
-        if batch_size is not None:
-            fn = batched(fn, batch_size=batch_size, mesh=mesh, progress=progress)
-        kernels[g] = fn
+    if batch_size is None and len(kinds) == 2:  # both kernels from one compiled program
+        both = empirical_kernel_fn(apply_fn, get=kinds, method=method, **axes)
+        both.default_params = None  # a PureFn's params are not a sample
+
+        def evaluate(x1, x2, params, kwargs):
+            return dict(zip(kinds, both(x1, x2, params, **kwargs), strict=True))
+
+    else:
+        fns = {
+            "ntk": lambda: ntk_fn(apply_fn, method=method, **axes),
+            "nngp": lambda: nngp_fn(apply_fn, **axes),
+        }
+        kernels = {}
+        for g in kinds:
+            fn = fns[g]()
+            fn.default_params = None  # a PureFn's params are not a sample
+            if batch_size is not None:  # blocks (batched takes one kernel at a time)
+                fn = batched(fn, batch_size=batch_size, mesh=mesh, progress=progress)
+            kernels[g] = fn
+
+        def evaluate(x1, x2, params, kwargs):
+            return {g: kernels[g](x1, x2, params, **kwargs) for g in kinds}
+
     result_type = None if single else _monte_carlo_type(kinds)
 
     def package(values: dict) -> Any:
@@ -182,9 +196,9 @@ def monte_carlo_kernel_fn(
         running = {g: _Running() for g in kinds}
         wanted = set(counts)
         for i in tqdm(range(counts[-1]), desc="samples", disable=not progress):
-            params = init_fn(jax.random.fold_in(key, i))
+            values = evaluate(x1, x2, init_fn(jax.random.fold_in(key, i)), kwargs)
             for g in kinds:
-                running[g].add(kernels[g](x1, x2, params, **kwargs))
+                running[g].add(values[g])
             if i + 1 in wanted:
                 mean = package({g: running[g].mean for g in kinds})
                 if return_std:
@@ -207,10 +221,6 @@ def monte_carlo_kernel_fn(
     return kernel_fn
 
 
+@functools.cache
 def _monte_carlo_type(kinds: tuple[str, ...]) -> type:
-    from typing import NamedTuple
-
-    return _TYPES.setdefault(kinds, NamedTuple("MonteCarloKernel", [(g, Any) for g in kinds]))
-
-
-_TYPES: dict = {}
+    return NamedTuple("MonteCarloKernel", [(g, Any) for g in kinds])
