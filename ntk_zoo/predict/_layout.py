@@ -16,17 +16,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ntk_zoo.core import canonicalize_axes
+
 KINDS = ("nngp", "ntk", "ntkgp")
 
 
 def canonical_trace(trace_axes: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    axes = (trace_axes,) if isinstance(trace_axes, int | np.integer) else tuple(trace_axes)
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ValueError(
-                f"trace_axes={trace_axes!r} is out of range for y_train with {ndim} axes."
-            )
-    return tuple(sorted({int(a) % ndim for a in axes}))
+    """``trace_axes`` of ``y_train`` (``ndim`` axes) as sorted non-negative axes."""
+    return canonicalize_axes(trace_axes, ndim, "trace_axes")
 
 
 class TargetLayout(NamedTuple):
