@@ -130,5 +130,5 @@ def test_flax_or_haiku_model_object_points_to_the_adapters():
             return nn.Dense(2)(x)
 
     for model in (Linear(), hk.transform(lambda x: hk.Linear(2)(x))):
-        with pytest.raises(TypeError, match="wrap it first: ntk_zoo.from_linen"):
+        with pytest.raises(TypeError, match=r"wrap it first: ntk_zoo\.from_linen"):
             _call(f=model)
