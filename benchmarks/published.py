@@ -147,7 +147,7 @@ def run_method(case: Case, method: str, repeats: int, limit: float, kdir: str) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--models", default="wrn,vit,resnet", help="comma-separated: wrn,vit,resnet"

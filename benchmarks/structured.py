@@ -111,7 +111,7 @@ def parse_cells(spec: str, count: int) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cells", default="", help="cell numbers, e.g. 1-12,17 (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
