@@ -65,7 +65,14 @@ class _Watchdog:
             with self.lock:
                 live = [w for w in self.workers if w.proc.poll() is None]
                 self.workers = live
-                if not live or self.limit is None:
+                if not live:
+                    continue
+                now = time.monotonic()
+                for w in live:
+                    if w.deadline is not None and now > w.deadline:
+                        w.killed = f"killed after {w.timeout_s:.0f} s (--timeout-s)"
+                        w.proc.kill()
+                if self.limit is None:
                     continue
                 rss = {w: _rss_bytes(w.proc.pid) for w in live}
                 if sum(rss.values()) > self.limit:
@@ -95,7 +102,10 @@ class Worker:
         widths=(),
         extra=(),
         path: str | None = None,
+        timeout_s: float | None = None,
     ):
+        self.timeout_s = timeout_s  # the process is killed this long after its start
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.killed = None
         self.failed = None
         self.rates: list[float] = []
@@ -253,23 +263,37 @@ def run_group(
     kernel_dir: str,
     widths: tuple = (),
     extra: tuple = (),
+    timeout_s: float | None = None,
 ) -> dict:
     """Runs several workers on one case, timing them alternately.
 
     ``specs`` maps a key to ``(python, backend, method)`` or ``(python, backend, method, path)``
     (``path``: a :func:`checkout_path` to run that worker from); ``extra`` are more worker
-    options (``--floor``, ``--chunk K``). Workers start (and compile) one after
-    another, then are timed in alternating rounds, save their kernels under ``kernel_dir`` and
-    quit. Returns, per key, a dict with ``status`` (ok / n/a / skipped / error), ``note``,
-    ``compile_s`` (ahead-of-time compile + first call - steady), ``steady_s`` (median),
-    ``times``, ``peak_rss_mib``, ``base_rss_mib`` (after imports and inputs, before compiling),
-    ``chosen`` (auto) and ``kernel`` (path of the saved .npy).
+    options (``--floor``, ``--chunk K``); a worker still running ``timeout_s`` after its start
+    is killed and reported. Workers start (and compile) one after another, then are timed in
+    alternating rounds, save their kernels under ``kernel_dir`` and quit. Returns, per key, a
+    dict with ``status`` (ok / n/a / skipped / error), ``note``, ``compile_s`` (ahead-of-time
+    compile + first call - steady), ``steady_s`` (median), ``times``, ``peak_rss_mib``,
+    ``base_rss_mib`` (after imports and inputs, before compiling), ``chosen`` (auto), ``kernel``
+    (path of the saved .npy) and the ready reply's :data:`READY_KEYS`.
     """
     out: dict = {}
     workers: dict = {}
     for key, (python, backend, method, *path) in specs.items():
         res = out[key] = {"status": "error", "note": "", "method": method, "backend": backend}
-        w = Worker(python, backend, model, o, n, trace_axes, method, widths, extra, *path)
+        w = Worker(
+            python,
+            backend,
+            model,
+            o,
+            n,
+            trace_axes,
+            method,
+            widths,
+            extra,
+            *(path or [None]),
+            timeout_s=timeout_s,
+        )
         r = w.ready()
         for k in (*READY_KEYS, "planned_bytes"):
             if k in r:

@@ -18,7 +18,8 @@ Cases (float32, ``trace_axes=()``: full O×O logit blocks, kernel of ``x`` with 
   structured derivatives fit: the per-example Jacobian of JC and VP is N·O·P·4 bytes = 187 GB.
 
 ``--quick`` (a smoke run of every code path in about two minutes): WRN-10-2 on 16×16×3, N=2;
-ViT-test/8 on 32×32×3, N=2; the ResNet-18 on 16×16×3 with 1000 logits, N=2.
+ViT-test/8 on 32×32×3, N=2; the ResNet-18 on 16×16×3 with 100 logits, N=2. ``--chunk K``
+computes SD and ``auto`` through ``ntk_zoo.batched(..., output_chunk=K)`` from the start.
 
 **Each method in its own process** (benchmarks/_harness.py, one after another): JC, VP, SD
 and ``auto`` (names: ``--methods``, short or long). Reported per method:
@@ -78,7 +79,7 @@ CASES = (
 QUICK = (
     Case("wrn", "wrn-10-2", 10, 2, (16,), "WRN-10-2, 16×16×3 (quick)"),
     Case("vit", "vit-test/8", 10, 2, (32,), "ViT-test/8, 32×32×3 (quick)"),
-    Case("resnet", "resnet18", 1000, 2, (16,), "ResNet-18, 16×16×3 (quick)"),
+    Case("resnet", "resnet18", 100, 2, (16,), "ResNet-18, 16×16×3, 100 logits (quick)"),
 )
 
 
@@ -118,7 +119,15 @@ def param_count(case: Case) -> int:
     return bench_models.n_params(bench_models.build(case.model, o=case.o, n=1).params)
 
 
-def run_method(case: Case, method: str, repeats: int, limit: float, kdir: str) -> dict:
+def run_method(
+    case: Case,
+    method: str,
+    repeats: int,
+    limit: float,
+    kdir: str,
+    chunk: int = 0,
+    timeout_s: float | None = None,
+) -> dict:
     spec = {method: (_harness.OURS_PYTHON, "ours", method)}
     if method in ("jacobian_contraction", "ntk_vector_products"):
         # Not even compiled when the N·O·P per-example Jacobian alone passes the limit.
@@ -131,13 +140,21 @@ def run_method(case: Case, method: str, repeats: int, limit: float, kdir: str) -
             )
             return {"status": "skipped", "note": note, "method": method, "n_params": p}
     args = (case.model, case.o, case.n, (), repeats, limit, kdir, case.widths)
-    res = _harness.run_group(spec, *args, extra=("--floor",))[method]
+    if chunk and method in ("structured_derivatives", "auto"):
+        extra = ("--floor", "--chunk", str(chunk))
+        res = _harness.run_group(spec, *args, extra=extra, timeout_s=timeout_s)[method]
+        res["note"] = f"ntk_zoo.batched, output_chunk={chunk} (--chunk)" + (
+            f"; {res['note']}" if res["note"] else ""
+        )
+        return res
+    res = _harness.run_group(spec, *args, extra=("--floor",), timeout_s=timeout_s)[method]
     planned = res.get("planned_bytes") or 0
     if res["status"] == "skipped" and method in ("structured_derivatives", "auto") and planned:
         # Whole kernel too big: the logits in chunks, each chunk's program about half the limit.
         chunk = max(1, int(case.o * 0.5 * limit * 2**30 / planned))
         whole = res["note"].removeprefix("skipped: ")
-        res = _harness.run_group(spec, *args, extra=("--floor", "--chunk", str(chunk)))[method]
+        extra = ("--floor", "--chunk", str(chunk))
+        res = _harness.run_group(spec, *args, extra=extra, timeout_s=timeout_s)[method]
         res["note"] = f"ntk_zoo.batched, output_chunk={chunk} (whole kernel: {whole})" + (
             f"; {res['note']}" if res["note"] else ""
         )
@@ -157,6 +174,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--mem-limit-gib", type=float, default=16.0)
     parser.add_argument("--json", help="write all results to this file (after every method)")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=1800.0,
+        help="kill a method's process this long after its start (default 1800)",
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="SD and auto through ntk_zoo.batched(output_chunk=K)"
+    )
     args = parser.parse_args(argv)
     cases = {c.key: c for c in (QUICK if args.quick else CASES)}
     keys = [k.strip() for k in args.models.split(",")]
@@ -171,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         f"memory limit {args.mem_limit_gib:.0f} GiB\n"
     )
     print(
-        "| model | params | N | O | method | build s | compile s | steady s | peak MiB | "
+        "| model | params (M) | N | O | method | build s | compile s | steady s | peak MiB | "
         "planned GiB | fwd GFLOP (XLA / ntk_zoo) | matmul GFLOP/s | floor s | of floor | "
         "load | note |"
     )
@@ -182,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
             case = cases[k]
             ref = None
             for method in methods:
-                r = run_method(case, method, args.repeats, args.mem_limit_gib, kdir)
+                r = run_method(
+                    case, method, args.repeats, args.mem_limit_gib, kdir, args.chunk, args.timeout_s
+                )
                 r["load"] = _harness.load()
                 floor = floor_s(r, case.o)
                 steady = r.get("steady_s")
@@ -201,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
                 rate = matmul_rate(r)
                 planned = r.get("planned_bytes")
                 print(
-                    f"| {case.title} | {fmt(r.get('n_params') and r['n_params'] / 1e6, '.2f')}M | "
+                    f"| {case.title} | {fmt(r.get('n_params') and r['n_params'] / 1e6, '.2f')} | "
                     f"{case.n} | {case.o} | {SHORT[method]} | {fmt(r.get('build_s'), '.1f')} | "
                     f"{fmt(r.get('compile_s'), '.1f')} | {fmt(steady, '.2f')} | "
                     f"{fmt(r.get('peak_rss_mib'), '.0f')} | "
