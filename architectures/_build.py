@@ -64,7 +64,8 @@ class Framework(NamedTuple):
         example batch ``x`` of one, returning the model's variables as a pytree (so that it can
         be jitted, shape-evaluated or partially evaluated with ``x`` abstract; the variables
         must not depend on the values in ``x``), and ``handle`` is what ``to_pure`` needs
-        beside them (a linen module, a Haiku transform, an NNX graphdef).
+        beside them (a linen module, a Haiku transform, a holder that ``init`` fills with the
+        NNX graph definition: ``to_pure`` runs after ``init``).
       params: the trainable part of the variables (for counting parameters).
       to_pure: ``(handle, variables, policy)`` -> ``ntk_zoo.PureFn``; ``policy`` holds the
         adapters' ``batch_norm``, ``calibration`` and ``output``.
@@ -95,9 +96,15 @@ def _linen_pure(module, variables, policy):
 def _nnx_initialiser(cls, kwargs, input_shape):
     from flax import nnx
 
-    make = lambda key: cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key))
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(jax.random.key(0))))
-    return graphdef, lambda key, x: nnx.state(make(key))  # NNX needs no example input
+    # The graph definition (static: no arrays) is kept from the initialisation itself, traced
+    # or not, rather than from one more construction of the model under nnx.eval_shape.
+    graphdef: dict[str, Any] = {}
+
+    def init(key, x):  # NNX needs no example input
+        graphdef["value"], state = nnx.split(cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key)))
+        return state
+
+    return graphdef, init
 
 
 def _nnx_params(state):
@@ -109,7 +116,7 @@ def _nnx_params(state):
 def _nnx_pure(graphdef, state, policy):
     from flax import nnx
 
-    return ntk_zoo.from_nnx(nnx.merge(graphdef, state), **policy)
+    return ntk_zoo.from_nnx(nnx.merge(graphdef["value"], state), **policy)
 
 
 # --- Haiku ----------------------------------------------------------------------------------
