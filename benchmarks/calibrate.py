@@ -12,12 +12,12 @@
    machine: CPU model, cores, device, jax / jaxlib versions, date); other backends' rows stay.
    Run it on a GPU machine to add the ``gpu`` row.
 2. ``--check``: runs the cost model alone (``KernelFn.choose``, nothing computed) on every cell
-   of the structured grid (``--models`` × O ∈ {8, 100} × trace_axes ∈ {(), (-1,)}, N=``--n``)
-   with that table and prints every method's estimated seconds and the pick. With
-   ``--measured`` (the ``--json`` of ``python -m benchmarks structured``), it puts the measured
-   steady times beside the estimates: the fastest method, the pick's time over the fastest
-   (a hit is within 10%), whether the estimated order of the methods is the measured one, and
-   the hit rate.
+   of the structured suite's grid (its ``GRID`` where it defines one, else ``--models`` ×
+   O ∈ {8, 100} × trace_axes ∈ {(), (-1,)}, N=``--n``) with that table and prints every
+   method's estimated seconds and the pick. With ``--measured`` (the ``--json`` of
+   ``python -m benchmarks structured``), it puts the measured steady times beside the
+   estimates: the fastest method, the pick's time over the fastest (a hit is within 10%),
+   whether the estimated order of the methods is the measured one, and the hit rate.
 """
 
 from __future__ import annotations
@@ -67,49 +67,61 @@ def write(table: CostTable) -> None:
     print(f"wrote the {table.backend} row to {SHIPPED}")
 
 
+def grid(models: list[str], n: int) -> list[tuple]:
+    """The structured suite's grid (``benchmarks.structured.GRID`` where it defines one), else
+    ``models`` × O ∈ {8, 100} × trace_axes ∈ {(), (-1,)} with N=``n``: (model, O, N, trace_axes,
+    image side)."""
+    from benchmarks import structured
+
+    cells = getattr(structured, "GRID", None)
+    if cells is not None:
+        return [(c.model, c.o, c.n, tuple(c.trace_axes), tuple(c.widths)) for c in cells]
+    return [(m, o, n, t, ()) for m in models for o in (8, 100) for t in ((), (-1,))]
+
+
 def check(models: list[str], n: int, measured: str | None) -> None:
     times: dict = {}
     if measured:
-        for r in json.load(open(measured)):
-            key = (r["model"], r["o"], tuple(r["trace_axes"]))
-            if r.get("steady_s") is not None and r["method"] in BASE:
-                times.setdefault(key, {})[r["method"]] = r["steady_s"]
+        with open(measured) as fh:
+            for r in json.load(fh):
+                if r.get("side", "new") != "new" or r["method"] not in BASE:
+                    continue
+                key = (r["model"], r["o"], r["n"], tuple(r["trace_axes"]))
+                if r.get("steady_s") is not None:
+                    times.setdefault(key, {})[r["method"]] = r["steady_s"]
     print("\nThe cost model alone on the grid (estimated seconds; nothing computed)")
     print(
-        "| model | O | trace_axes | est. JC | est. VP | est. SD | pick | measured JC / VP / SD "
+        "| model | O | N | trace_axes | est. JC | est. VP | est. SD | pick | measured JC / VP / SD "
         "| fastest | pick / fastest | same order |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     hits = cells = same = 0
-    for model in models:
-        for o in (8, 100):
-            m = bench_models.build(model, o=o, n=n)
-            for trace_axes in ((), (-1,)):
-                fn = ntk_zoo.ntk_fn(m.f, trace_axes=trace_axes, vmap_axes=0)
-                method, costs = fn.choose(m.x, None, m.params)
-                est = " | ".join(f"{costs[b]:.3g}" for b in BASE)
-                t = times.get((model, o, trace_axes), {})
-                cols = ["", "", "", ""]
-                if t:
-                    fastest = min(t, key=t.get)
-                    pick = t.get(method.value)
-                    hit = pick is not None and pick <= 1.10 * t[fastest]
-                    order = sorted(t, key=t.get) == sorted(t, key=costs.get)
-                    cells, hits, same = cells + 1, hits + hit, same + order
-                    cols = [
-                        " / ".join(f"{t[b]:.3g}" if b in t else "-" for b in BASE),
-                        SHORT[fastest],
-                        "not timed"
-                        if pick is None
-                        else f"{pick / t[fastest]:.2f}" + ("" if hit else " (miss)"),
-                        "yes" if order else "no",
-                    ]
-                print(
-                    f"| {model} | {o} | {trace_axes} | {est} | {SHORT[method.value]} | "
-                    + " | ".join(cols)
-                    + " |",
-                    flush=True,
-                )
+    for model, o, n_, trace_axes, widths in grid(models, n):
+        m = bench_models.build(model, o=o, n=n_, widths=widths)
+        fn = ntk_zoo.ntk_fn(m.f, trace_axes=trace_axes, vmap_axes=0)
+        method, costs = fn.choose(m.x, None, m.params)
+        est = " | ".join(f"{costs[b]:.3g}" for b in BASE)
+        t = times.get((model, o, n_, trace_axes), {})
+        cols = ["", "", "", ""]
+        if t:
+            fastest = min(t, key=t.get)
+            pick = t.get(method.value)
+            hit = pick is not None and pick <= 1.10 * t[fastest]
+            order = sorted(t, key=t.get) == sorted(t, key=costs.get)
+            cells, hits, same = cells + 1, hits + hit, same + order
+            cols = [
+                " / ".join(f"{t[b]:.3g}" if b in t else "-" for b in BASE),
+                SHORT[fastest],
+                ("not timed" if pick is None else f"{pick / t[fastest]:.2f}")
+                + ("" if hit else " (miss)"),
+                "yes" if order else "no",
+            ]
+        print(
+            f"| {model} | {o} | {n_} | {trace_axes} | {est} | {SHORT[method.value]} | "
+            + " | ".join(cols)
+            + " |",
+            flush=True,
+        )
     if cells:
         print(
             f"\npick within 10% of the fastest: {hits}/{cells} = {hits / cells:.0%}; "
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     backend = jax.default_backend()
     print(f"backend: {backend} ({jax.devices()[0].device_kind}); jax {jax.__version__}\n")
     if args.table:
-        table = CostTable.from_json(json.load(open(args.table)), source=args.table)
+        with open(args.table) as fh:
+            table = CostTable.from_json(json.load(fh), source=args.table)
     else:
         table = measure(args.rounds, args.budget_s)
         if not args.no_write:

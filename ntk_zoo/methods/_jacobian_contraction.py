@@ -98,7 +98,8 @@ def _cost(p: Problem, c: Counts) -> float:
         m, n = size1 / (diag * traced), size2 / (diag * traced)
         flops = 2.0 * math.prod(shape) * traced * c.n_params
         kind = contraction_kind(m, traced * c.n_params, n)
-        contraction += c.phase(flops, (size1 + size2) * c.n_params, kind, steps=n_leaves)
+        read = (size1 if p.x2 is None else size1 + size2) * c.n_params  # J1 is J2 without x2
+        contraction += c.phase(flops, read, kind, steps=n_leaves)
     return c.phase(jac_flops, jac_values, "pass") + contraction
 
 

@@ -23,10 +23,14 @@ _EXHAUSTIVE = 6  # operands up to which every pairwise order is tried
 
 
 def _step(a: Labels, b: Labels, keep: set[int], sizes: dict[int, int]):
-    """Contracting ``a`` with ``b``: the result's labels, its FLOPs and the values it moves."""
+    """Contracting ``a`` with ``b``: the result's labels, its FLOPs and the values it moves
+    (operands read and laid out for the product, result written)."""
     result = tuple(label for label in dict.fromkeys(a + b) if label in keep)
     flops = 2.0 * math.prod(sizes[label] for label in set(a) | set(b))
-    moved = sum(math.prod(sizes[label] for label in x) for x in (a, b, result))
+    # Both operands are read, copied into the (batch, m, k) layout a matrix product takes (read
+    # and written once more), and the result is written.
+    moved = sum(3 * math.prod(sizes[label] for label in x) for x in (a, b))
+    moved += math.prod(sizes[label] for label in result)
     return result, flops, moved
 
 
