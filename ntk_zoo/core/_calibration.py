@@ -10,6 +10,11 @@ A :class:`CostTable` holds, for one backend (``"cpu"``, ``"gpu"``, ``"tpu"``), t
 * ``memory_bytes``: bytes/s of memory-bound steps (elementwise passes, transposes, copies);
 * ``overhead_s``: the fixed time of one step of a compiled program (launch / loop overhead).
 
+A step of kind ``"matmul"``, ``"einsum"`` or ``"memory"`` takes
+``steps · overhead + max(flops / rate, bytes / memory_bytes)`` (a roofline: compute and memory
+traffic overlap); a ``"pass"`` (a whole forward / backward pass over a network, many steps of
+both sorts one after another) takes ``flops / matmul_flops + bytes / memory_bytes``.
+
 The active table of a backend is, in order: the file that :func:`ntk_zoo.calibrate` wrote to the
 user cache directory (``$NTK_ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/ntk_zoo``, else
 ``~/.cache/ntk_zoo``; one ``cost_table-<backend>.json`` per backend), else the row of that
@@ -81,9 +86,10 @@ class CostTable:
                 raise ValueError(f"CostTable.{name} must be positive, got {value!r}.")
 
     def seconds(self, flops: float, nbytes: float, kind: str = "matmul", steps: float = 1) -> float:
-        """``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)``.
+        """``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)`` seconds (the sum
+        of the two terms for ``kind="pass"``).
 
-        ``kind="memory"`` runs its FLOPs at the matmul rate (they are rarely what binds).
+        ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate.
         """
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not a kind of step; choose one of {KINDS}.")

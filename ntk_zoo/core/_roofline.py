@@ -20,13 +20,14 @@ def roofline_cost(
     steps: float = 1,
 ) -> float:
     """Estimated seconds of ``steps`` steps of ``kind`` doing ``flops`` and moving ``nbytes``:
-    ``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)``.
+    ``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)`` (a sum for a pass).
 
     Args:
       flops: floating-point operations.
       nbytes: bytes read and written.
-      kind: ``"matmul"`` (large products, convolutions, whole passes over a network),
-        ``"einsum"`` (small batched contractions) or ``"memory"`` (elementwise, transposes).
+      kind: ``"matmul"`` (large products, convolutions), ``"einsum"`` (small batched
+        contractions), ``"memory"`` (elementwise, transposes) or ``"pass"`` (a whole pass over
+        a network: compute and memory time add up).
       table: the rates; default the active table of the default backend (``auto``'s).
       steps: how many separate steps (each pays the table's fixed overhead).
 
