@@ -61,8 +61,10 @@ class CostTable:
     Example:
       >>> from ntk_zoo.core import CostTable
       >>> t = CostTable("cpu", 1e11, 2e10, 1e10, 2e-6)
-      >>> t.seconds(1e9, 4e6, "matmul"), t.seconds(1e9, 4e6, "einsum")
-      (0.010002, 0.050002)
+      >>> [round(t.seconds(1e9, 4e6, kind), 6) for kind in ("matmul", "einsum", "memory")]
+      [0.010002, 0.050002, 0.010002]
+      >>> round(t.seconds(1e9, 4e8, "memory"), 6)  # 400 MB at 10 GB/s: memory-bound
+      0.040002
       >>> CostTable.from_json(t.to_json()) == t
       True
     """
