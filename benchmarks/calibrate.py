@@ -59,9 +59,12 @@ def write(table: CostTable) -> None:
     data = json.loads(SHIPPED.read_text()) if SHIPPED.exists() else {}
     data["schema"] = CostTable.SCHEMA
     data.setdefault("backends", {})[table.backend] = table.to_json()
+    missing = [b for b in ("cpu", "gpu") if b not in data["backends"]]
     data["note"] = (
-        "Written by `python -m benchmarks calibrate`; one row per backend. Rows for backends "
-        "measured so far: " + ", ".join(sorted(data["backends"])) + "."
+        "Written by `python -m benchmarks calibrate`; one row per backend ("
+        + ", ".join(sorted(data["backends"]))
+        + ")."
+        + "".join(f" No {b} row: not measured yet (run this on a {b} machine)." for b in missing)
     )
     SHIPPED.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote the {table.backend} row to {SHIPPED}")

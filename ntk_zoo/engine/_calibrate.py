@@ -40,7 +40,8 @@ def _cpu_model() -> str:
 
 
 def machine_info(backend: str) -> dict:
-    """What a table was measured on: CPU model, cores, device, jax / jaxlib versions, date."""
+    """What a table was measured on: CPU model, cores, device, jax / jaxlib versions, date, and
+    the load average over the last minute (other processes share the machine's time)."""
     import jaxlib
 
     device = jax.devices(backend)[0]
@@ -51,6 +52,7 @@ def machine_info(backend: str) -> dict:
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%MZ"),
+        "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
