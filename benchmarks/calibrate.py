@@ -2,7 +2,7 @@
 
     python -m benchmarks calibrate [--rounds 3] [--budget-s 20] [--no-write]
                                    [--check] [--models mlp,conv,vit] [--n 16]
-                                   [--measured structured.json]
+                                   [--measured structured.json] [--table shipped|row.json]
 
 1. Measures :class:`ntk_zoo.core.CostTable` for the default backend with ``ntk_zoo.calibrate``
    (large matmul / convolution FLOP rate, small batched einsum FLOP rate, memory bandwidth,
@@ -141,11 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="mlp,conv,vit")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--measured", help="the --json of `python -m benchmarks structured`")
-    parser.add_argument("--table", help="check with this table file instead of measuring")
+    parser.add_argument(
+        "--table", help="check with this table (a row's JSON file, or 'shipped') without measuring"
+    )
     args = parser.parse_args(argv)
     backend = jax.default_backend()
     print(f"backend: {backend} ({jax.devices()[0].device_kind}); jax {jax.__version__}\n")
-    if args.table:
+    if args.table == "shipped":
+        table = ntk_zoo.core.shipped_tables()[backend]
+    elif args.table:
         with open(args.table) as fh:
             table = CostTable.from_json(json.load(fh), source=args.table)
     else:
