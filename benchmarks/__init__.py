@@ -32,6 +32,10 @@ SUITES = {
         "benchmarks.whole_dataset",
         "the whole digits kernel with ntk_zoo.batched, with and without checkpoints",
     ),
+    "calibrate": (
+        "benchmarks.calibrate",
+        "the cost table auto ranks methods by, measured here; --check: the model on the grid",
+    ),
     "published-sizes": (
         "benchmarks.published",
         "WRN-28-10, ViT-B/16, 1000-logit ResNet-18: steady, compile, build, peak, FLOP floor",
