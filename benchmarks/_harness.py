@@ -14,8 +14,10 @@ reported, not run). Measurements that are not one kernel call (a whole dataset w
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -175,6 +177,7 @@ def checkout_path(checkout: str) -> str:
         if not os.path.isdir(os.path.join(checkout, pkg)):
             raise SystemExit(f"--baseline {checkout}: no {pkg}/ there; give a checkout's root.")
     shim = tempfile.mkdtemp(prefix="ntk_zoo-baseline-")
+    atexit.register(shutil.rmtree, shim, True)  # removes the links, never what they point to
     os.symlink(os.path.join(checkout, "ntk_zoo"), os.path.join(shim, "ntk_zoo"))
     os.symlink(os.path.join(checkout, "architectures"), os.path.join(shim, "architectures"))
     os.symlink(HERE, os.path.join(shim, "benchmarks"))
