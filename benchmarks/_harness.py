@@ -229,7 +229,7 @@ def too_big(ready: dict, method: str, n: int, o: int, limit_gib: float) -> str |
 
 
 def timed_rounds(
-    workers: dict, repeats: int, slow_s: float = 5.0, very_slow_s: float = 30.0
+    workers: dict, repeats: int, slow_s: float = 5.0, very_slow_s: float = 10.0
 ) -> dict:
     """Alternating steady calls (one per live worker per round); returns lists of seconds.
 

@@ -19,17 +19,19 @@
 
 So the grid covers every model family (MLP, conv, ViT, WideResNet, zoo ViT), O small (8 or 10)
 and O=100, both ``trace_axes`` and N ∈ {16, 32}, with the large-O and large-N cells placed
-where they are feasible on a 2-core CPU. The whole grid takes about 25 min on a quiet 2-core
-machine (the MLP cells with O=8, whose JC and VP take 5–10 s per call, and the zoo cells
-dominate). ``--quick`` runs 6 cells at tiny sizes (N=4 or 8; WRN-10-1 and ViT-test/4 on
-16×16×3 in place of the zoo models) in about 2 minutes: a smoke run, not a measurement.
+where they are feasible on a 2-core CPU. Time on an idle 2-core machine, estimated (the whole
+grid has not yet been run on an idle machine): about 30–40 min, of which the MLP cells with O=8
+(JC and VP take 5–10 s a call) and the zoo cells (WRN-16-4: 5–15 s a call; cell 21: SD and auto
+about a minute a call) take most; split it with ``--cells`` (e.g. ``1-16`` then ``17-24``).
+``--quick`` runs 6 cells at tiny sizes (N=4 or 8; WRN-10-1 and ViT-test/4 on 16×16×3 in place
+of the zoo models), a few minutes: a smoke run, not a measurement.
 
 **Each cell.** Every method — jacobian_contraction (JC), ntk_vector_products (VP),
 structured_derivatives (SD), auto — runs ``jax.jit(ntk_zoo.ntk_fn(f, method=m,
 trace_axes=..., vmap_axes=0))`` in float32, in a fresh process of its own
 (benchmarks/_harness.py), the four processes timed in alternating rounds:
 
-* steady = median of ``--repeats`` calls (3 when a call takes over 5 s, 2 over 30 s);
+* steady = median of ``--repeats`` calls (3 when a call takes over 5 s, 2 over 10 s);
 * compile = ahead-of-time ``lower().compile()`` + first call − steady;
 * peak = the process's ``ru_maxrss``; base = its resident size just before compiling.
 
