@@ -11,8 +11,8 @@
   both ``trace_axes`` (doubling N quadruples the N² contraction of every method, but only
   doubles SD's ``∂f/∂y`` pass);
 * 17–21, the zoo's WRN-16-4 (``architectures.build``, Flax linen, 2.75M params) on 32×32×3:
-  O=10 × both ``trace_axes`` × N ∈ {16, 32}, and O=100 with full blocks at N=16 (where the
-  N·O·P Jacobian of JC and VP, 17.6 GB, does not fit: only SD and auto run);
+  O=10 × both ``trace_axes`` × N ∈ {16, 32}, and O=100 with full blocks at N=16 (XLA plans
+  11.2 GiB for JC, 10.8 GiB for SD, 73.5 GiB for VP: VP never fits);
 * 22–24, the zoo's ViT-S/16 (12 blocks of width 384, 21.7M params) on 32×32×3 images (2×2
   patches of 16 plus the class token: 5 tokens, so that a cell takes seconds, not minutes):
   O=10 × both ``trace_axes`` at N=16, and O=10 full blocks at N=32.
