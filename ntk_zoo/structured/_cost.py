@@ -38,7 +38,9 @@ def structured_cost(p: Problem, c: Counts) -> float:
     ``∂f/∂y``), then the steps that combine the two sides, each at its roofline cost on the path
     the contraction takes (``_plan``). With ``x2=None`` the second side's own steps are the
     first's. The einsums are found by tracing the method with a counting einsum (nothing is
-    computed)."""
+    computed), so the estimate follows the method's own choice per param leaf between
+    contracting its uses through their structure and summing their Jacobian factors first (the
+    dense factors' einsums are one-sided steps, their contraction a cross step)."""
     itemsize = c.itemsize
     factor_flops = (1 + c.o1) * c.fp1 + (0 if p.x2 is None else (1 + c.o2) * c.fp2)
     cross: list[float] = []
