@@ -324,6 +324,12 @@ def _side_operands(
 _MODES = ("auto", "structured", "jacobian")
 _FORCED: list[str] = []  # innermost forced mode last (tests and benchmarks)
 _EXHAUSTIVE_USES = 10  # structured uses up to which every subset is tried
+# Relative tolerance within which two costs tie. On a tie the uses are summed densely: where
+# the structured pairs' cheapest order is the per-example Jacobian product itself (convolutions,
+# small dense layers), the same arithmetic runs faster as the primitive's own transpose (XLA's
+# convolution and matrix-product kernels, not an einsum over window maps) followed by one
+# matrix product over all param axes.
+_TIE = 1e-9
 _GRAM_MODES = ("auto", "always", "never")
 _FORCED_GRAMS: list[str] = []  # innermost forced mode last (tests and benchmarks)
 
@@ -524,7 +530,8 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
     per-example Jacobian product, Jacobian contraction's arithmetic for this leaf). ``auto``:
     uses that have no structure (pullbacks) always, since summing before contracting is exact
     and never costs more; of the others, the subset of least roofline cost — per use, its
-    dense factor (once per side) against its pair einsums with every other use.
+    dense factor (once per side) against its pair einsums with every other use — the largest
+    such subset on a tie (``_TIE``).
     """
     uses = s.leaf.uses
     if mode == "structured":
@@ -561,10 +568,12 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
 
     def total(dense: tuple[int, ...]) -> float:
         rest = [u for u in kept if u not in dense]
-        c = sum(pair[u, v] for u in rest for v in rest) + sum(one[u] for u in dense)
+        structured = sum(pair[u, v] for u in rest for v in rest)
+        c = sum(one[u] for u in dense)
         if dense or pull:
-            c += dense_pair + sum(to_dense[v] for v in rest)
-        return c
+            c += dense_pair
+            structured += sum(to_dense[v] for v in rest)
+        return c + structured
 
     if len(able) <= _EXHAUSTIVE_USES:
         subsets = itertools.chain.from_iterable(
@@ -572,7 +581,9 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
         )
     else:
         subsets = [(), tuple(able)]
-    best = min(subsets, key=total)
+    costs = {d: total(d) for d in subsets}
+    least = min(costs.values())
+    best = max((d for d, c in costs.items() if c <= least * (1 + _TIE)), key=len)  # ties: dense
     return sorted(pull + list(best)), specs
 
 
