@@ -5,7 +5,7 @@ For a param leaf ``w`` used by equations with outputs ``y_1..y_K``::
 
     Θ_w(x1, x2) = Σ_k Σ_l (∂f/∂y_k)(x1) (∂y_k/∂w)(x1) (∂y_l/∂w)(x2)ᵀ (∂f/∂y_l)(x2)ᵀ
 
-Per leaf, the uses are contracted one of two exact ways, chosen by roofline cost (``_plan``):
+Per leaf, the uses are contracted one of two exact ways, chosen by estimated cost (``_plan``):
 through their structure, one einsum per pair ``(k, l)``; or summed first into the leaf's
 per-example Jacobian factor ``J_w = Σ_k (∂f/∂y_k)(∂y_k/∂w)`` (Jacobian contraction's arithmetic
 for that leaf, in the same program), contracted once as ``J_w(x1) J_w(x2)ᵀ``. A mix is allowed:
@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ntk_zoo.core import LeafAxes, Problem, roofline_cost, to_layout
+from ntk_zoo.core import LeafAxes, Problem, to_layout
 from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
-from ntk_zoo.structured._plan import plan, steps
+from ntk_zoo.structured._plan import plan, timed_steps
 from ntk_zoo.structured._structure import Structure, onehot
 from ntk_zoo.structured._warnings import warn_once
 
@@ -495,9 +495,10 @@ class _Sides:
 
 
 def _spec_cost(operands: list, out: list[int], sides: list[int] = (), same: bool = False) -> float:
-    """The roofline cost of an einsum on its planned path. With ``same`` (``x2=None``: both
-    sides' operands are the same arrays) a step that involves side 2 only repeats side 1's and
-    is computed once (XLA merges them), so it is not counted again."""
+    """The estimated seconds of an einsum on its planned path (``_plan``, on the active cost
+    table). With ``same`` (``x2=None``: both sides' operands are the same arrays) a step that
+    involves side 2 only repeats side 1's and is computed once (XLA merges them), so it is not
+    counted again."""
     subs = tuple(tuple(labels) for _, labels in operands)
     shapes = tuple(tuple(a.shape) for a, _ in operands)
     itemsize = jnp.dtype(operands[0][0].dtype).itemsize
@@ -507,11 +508,11 @@ def _spec_cost(operands: list, out: list[int], sides: list[int] = (), same: bool
     sizes = {label: n for sub, shape in zip(subs, shapes) for label, n in zip(sub, shape)}
     owners = [{x} if x else {1, 2} for x in sides]
     total = 0.0
-    for i, j, flops, moved in steps(path, subs, tuple(out), sizes):
+    for i, j, seconds in timed_steps(path, subs, tuple(out), sizes, itemsize):
         merged = owners[i] | owners[j]
         owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
         if merged != {2}:
-            total += roofline_cost(flops, moved * itemsize)
+            total += seconds
     return total
 
 
@@ -529,7 +530,7 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
     ``structured``: none (one einsum per pair of uses). ``jacobian``: every use (the leaf's
     per-example Jacobian product, Jacobian contraction's arithmetic for this leaf). ``auto``:
     uses that have no structure (pullbacks) always, since summing before contracting is exact
-    and never costs more; of the others, the subset of least roofline cost — per use, its
+    and never costs more; of the others, the subset of least estimated cost — per use, its
     dense factor (once per side) against its pair einsums with every other use — the largest
     such subset on a tie (``_TIE``).
     """
@@ -605,7 +606,7 @@ def _shared_grams(sides: list, dense: list, cts1: list, cts2: list, einsum: Call
     ``G`` is that product, computed once; each use then contracts it with its own structure
     (``W``: the inputs' Gram; ``b``: a sum over the broadcast axes). ``auto``: a group computes
     ``G`` when its cost plus each use's cheaper of (its own einsum, from ``G``) is below the uses'
-    own einsums, by roofline cost; ``always`` (tests): every group with a kept use; ``never``.
+    own einsums, by estimated cost; ``always`` (tests): every group with a kept use; ``never``.
     """
     mode = _FORCED_GRAMS[-1] if _FORCED_GRAMS else "auto"
     members: dict[int, list] = {}
@@ -714,7 +715,7 @@ def _gram(side1: tuple, side2: tuple) -> tuple[jax.Array, list]:
 
 
 def _einsum(*args: Any, sides: tuple[int, ...] = ()) -> jax.Array:
-    """``jnp.einsum`` along the path of least roofline cost (``_plan``)."""
+    """``jnp.einsum`` along the path of least estimated time (``_plan``)."""
     operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
     path, _ = plan(
         tuple(tuple(s) for s in subs),
@@ -735,7 +736,7 @@ def structured_derivatives(
     contracted: ``"structured"`` — one einsum per pair of uses, each through the use's
     structure; ``"jacobian"`` — each use's Jacobian factor ``J_u = ∂f/∂y_u · ∂y_u/∂w`` formed
     per example and summed, then ``J(x1) J(x2)ᵀ`` over the param axes (Jacobian contraction's
-    arithmetic for that leaf); ``"auto"`` (default) — per leaf, the cheaper mix by roofline
+    arithmetic for that leaf); ``"auto"`` (default) — per leaf, the cheaper mix by estimated
     cost: the uses summed into one dense factor and the others kept structured. All three are
     exact. A program JAX cannot transpose (a ``while_loop`` with a dynamic trip count) falls
     back, exactly, to forward-mode Jacobian contraction with a one-time warning.
