@@ -10,7 +10,14 @@ through their structure, one einsum per pair ``(k, l)``; or summed first into th
 per-example Jacobian factor ``J_w = Σ_k (∂f/∂y_k)(∂y_k/∂w)`` (Jacobian contraction's arithmetic
 for that leaf, in the same program), contracted once as ``J_w(x1) J_w(x2)ᵀ``. A mix is allowed:
 the summed uses act as one more use without structure. Uses without structure (pullbacks) are
-always summed first, so a leaf with K of them costs one contraction, not K².
+always summed first, so a leaf with K of them costs one contraction, not K². On a tie the
+Jacobian product is taken (the same arithmetic, by the primitive's own transpose).
+
+Uses whose ``∂f/∂y`` coincide (``y = x W`` read only by ``z = y + b``: a dense layer's ``W`` and
+``b``, a convolution's kernel and bias, two products summed) share one ``∂f/∂y`` array and, where
+it is cheaper, one cotangent Gram ``Σ (∂f/∂y)(x1)(∂f/∂y)(x2)`` over the output axes they all pair
+with a param axis, which each use then contracts with its own structure; every leaf's kernel
+stays separate (``sum_params=False``).
 
 Everything per example (``∂f/∂y``, the structure factors) is computed under ``vmap`` when
 ``vmap_axes`` is given; the einsums then run over all example pairs at once.
