@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -331,12 +332,15 @@ def _side_operands(
 _MODES = ("auto", "structured", "jacobian")
 _FORCED: list[str] = []  # innermost forced mode last (tests and benchmarks)
 _EXHAUSTIVE_USES = 10  # structured uses up to which every subset is tried
-# Relative tolerance within which two costs tie. On a tie the uses are summed densely: where
-# the structured pairs' cheapest order is the per-example Jacobian product itself (convolutions,
-# small dense layers), the same arithmetic runs faster as the primitive's own transpose (XLA's
-# convolution and matrix-product kernels, not an einsum over window maps) followed by one
-# matrix product over all param axes.
+# Relative tolerance within which two costs tie. On a tie the uses are summed densely when the
+# leaf's Jacobian factor is at most _TIE_DENSE_BYTES per side: where the structured pairs'
+# cheapest order is the per-example Jacobian product itself (convolutions, small dense layers),
+# the same arithmetic then runs faster as the primitive's own transpose followed by one matrix
+# product (measured on the 2-core CPU, N=16: the small conv and ViT with 8 logits, factors of
+# 2-5 MB, 1.15-1.25x faster); with larger factors (the conv with 100 logits, ~60 MB) the
+# structured einsums were faster (1.1x), so larger ties stay structured.
 _TIE = 1e-9
+_TIE_DENSE_BYTES = 8 * 2**20
 _GRAM_MODES = ("auto", "always", "never")
 _FORCED_GRAMS: list[str] = []  # innermost forced mode last (tests and benchmarks)
 
@@ -538,8 +542,8 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
     per-example Jacobian product, Jacobian contraction's arithmetic for this leaf). ``auto``:
     uses that have no structure (pullbacks) always, since summing before contracting is exact
     and never costs more; of the others, the subset of least estimated cost — per use, its
-    dense factor (once per side) against its pair einsums with every other use — the largest
-    such subset on a tie (``_TIE``).
+    dense factor (once per side) against its pair einsums with every other use — on a tie the
+    largest such subset if the dense factor is small, else the smallest (``_TIE``).
     """
     uses = s.leaf.uses
     if mode == "structured":
@@ -591,7 +595,11 @@ def _choose_dense(s: _Sides, mode: str) -> tuple[list[int], dict]:
         subsets = [(), tuple(able)]
     costs = {d: total(d) for d in subsets}
     least = min(costs.values())
-    best = max((d for d, c in costs.items() if c <= least * (1 + _TIE)), key=len)  # ties: dense
+    tied = [d for d, c in costs.items() if c <= least * (1 + _TIE)]
+    small = dense_struct is not None and (
+        math.prod(dense_struct.shape) * dense_struct.dtype.itemsize <= _TIE_DENSE_BYTES
+    )
+    best = max(tied, key=len) if small else min(tied, key=len)  # ties: see _TIE
     return sorted(pull + list(best)), specs
 
 
