@@ -1,16 +1,35 @@
 """NTK-vector products: ``Θ(x1, x2)·v = J(x1) (J(x2)ᵀ v)`` without forming a Jacobian.
 
-Time ``n1·n2·o·[FP]``. Each kernel column is one VJP at ``x2`` (of a basis vector of the output
-space) followed by one JVP at ``x1``; the basis is ``vmap``-ed. Traced and diagonal axes are
-applied *while* computing: each column keeps only the entries of ``f(x1)`` that match its basis
-vector on those axes, so no ``o×o`` block is ever stored. With ``vmap_axes``, a batch axis that is
-traced or diagonal pairs examples one to one (``n`` pairs instead of ``n1·n2``).
+Time ``n1·n2·o·[FP]``. Each kernel column is one VJP at ``x2`` (of a basis vector ``e`` of the
+output space) followed by one JVP at ``x1``; the basis is ``vmap``-ed, so all columns are one
+batched computation. Traced and diagonal axes are applied *while* computing: each column keeps
+only the entries of ``f(x1)`` that match its basis vector on those axes, so no ``o×o`` block is
+ever stored. With ``vmap_axes``, a batch axis that is traced or diagonal pairs examples one to one
+(``n`` pairs instead of ``n1·n2``).
+
+**How the JVP is built.** ``J(x1)·u`` is linear in ``u`` and can be traced two ways, with the
+same FLOPs: ``"linearized"`` (``jax.linearize`` at ``x1``) or ``"transposed"`` (the transpose of
+the VJP at ``x1``, as neural-tangents builds it). They differ in how XLA lays out the batch of
+VJP results ``u = J(x2)ᵀe`` that every JVP reads: the transposed JVP contracts each parameter
+tangent in the layout the VJP wrote it, where the linearized one first copies the whole batch
+(``n2·o·P`` values) into the layout of ``x @ dW`` — on an MLP (width 512, N=8) that copy is a
+third of the time. When activations dominate (convolutions, attention: ``P`` below the values
+``y`` one forward pass writes per example), the transposed JVP's activation-tangent steps carry
+more transposes instead, and the linearized form is faster. So the form is chosen per problem:
+``"transposed"`` when ``P >= y`` (per example with ``vmap_axes``, per batch without), else
+``"linearized"``.
+
+**Memory bound.** The basis ``J(x2)ᵀe`` is computed in chunks of columns (``lax.map`` over
+chunks, each chunk one ``vmap``) so that a chunk's VJP results and JVP activation tangents stay
+within :data:`BASIS_BYTES` bytes (one column is never split); when all columns fit, it is a single
+``vmap``. The kernel is the same either way: each column is computed exactly once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +43,19 @@ from ntk_zoo.core import (
     Problem,
     batch_mode,
     check_params,
+    count,
     split_kwargs,
     to_layout,
 )
 
 PyTree = Any
+
+BASIS_BYTES = 4 * 2**30
+"""Bytes one chunk of kernel columns may hold: its VJP results ``J(x2)ᵀe`` (``P`` values per
+column and example of ``x2`` it is computed at) plus the activation tangents of its JVPs (``y``
+values per column and pair of examples). Columns beyond it are computed in sequence."""
+
+_FORCE_FORM: str | None = None  # tests set "linearized" or "transposed" to cover both forms
 
 
 def ntk_vp_fn(
@@ -76,10 +103,31 @@ def ntk_vp_fn(
     return vp
 
 
+def _map_columns(column: Callable, size: int, chunk: int) -> jax.Array:
+    """``column(j)`` for ``j < size`` stacked, ``chunk`` columns per batched step.
+
+    One ``vmap`` when everything fits; else ``lax.map`` over ``ceil(size / chunk)`` equal chunks
+    (the last one padded by repeating column ``size - 1``, whose copies are dropped).
+    """
+    if chunk >= size:
+        return jax.vmap(column)(jnp.arange(size))
+    n_chunks = -(-size // chunk)
+    chunk = -(-size // n_chunks)
+    index = jnp.minimum(jnp.arange(n_chunks * chunk), size - 1).reshape(n_chunks, chunk)
+    cols = lax.map(jax.vmap(column), index)
+    return cols.reshape((n_chunks * chunk, *cols.shape[2:]))[:size]
+
+
 def _select_columns(
-    jvp1: Callable, vjp2: Callable, fx2: list, treedef: Any, leaf: int, axes: LeafAxes
+    jvp1: Callable,
+    vjp2: Callable,
+    fx2: list,
+    treedef: Any,
+    leaf: int,
+    axes: LeafAxes,
+    chunk: int,
 ) -> jax.Array:
-    """Unscaled kernel of output leaf ``leaf`` in canonical order, column by column."""
+    """Unscaled kernel of output leaf ``leaf`` in canonical order, ``chunk`` columns at a time."""
     b_shape = tuple(fx2[leaf].shape)
     size = int(np.prod(b_shape, dtype=np.int64))
     picked = sorted(axes.trace + axes.diagonal)
@@ -94,7 +142,7 @@ def _select_columns(
             col = lax.dynamic_index_in_dim(col, index[i], axis=i, keepdims=False)
         return col
 
-    cols = jax.vmap(column)(jnp.arange(size))
+    cols = _map_columns(column, size, chunk)
     cols = cols.reshape(b_shape + cols.shape[1:]).sum(axis=axes.trace)
     kept = [i for i in range(axes.ndim) if i not in axes.trace]
     n_kept, free = len(kept), axes.free
@@ -105,7 +153,12 @@ def _select_columns(
 
 
 def _pair_kernels(
-    f1: Callable, f2: Callable | None, params: PyTree, axes: list[LeafAxes], sum_params: bool
+    f1: Callable,
+    f2: Callable | None,
+    params: PyTree,
+    axes: list[LeafAxes],
+    sum_params: bool,
+    plan: _Plan,
 ) -> list:
     """Canonical-order kernels of every output leaf of ``f1``/``f2`` (``f2=None``: same)."""
     if not sum_params:
@@ -115,18 +168,53 @@ def _pair_kernels(
             return lambda pq: fn(tdef.unflatten([*leaves[:q], pq, *leaves[q + 1 :]]))
 
         per_param = [
-            _pair_kernels(only(f1, q), None if f2 is None else only(f2, q), leaf, axes, True)
+            _pair_kernels(only(f1, q), None if f2 is None else only(f2, q), leaf, axes, True, plan)
             for q, leaf in enumerate(leaves)
         ]
         return [[k[i] for k in per_param] for i in range(len(axes))]
 
-    fx1, jvp1 = jax.linearize(f1, params)
-    if f2 is None:
-        fx2, vjp2 = fx1, jax.linear_transpose(jvp1, params)
+    if plan.form == "transposed":
+        fx1, vjp1 = jax.vjp(f1, params)
+        jvp1_t = jax.linear_transpose(vjp1, fx1)
+        jvp1 = lambda u: jvp1_t((u,))[0]
+        fx2, vjp2 = (fx1, vjp1) if f2 is None else jax.vjp(f2, params)
     else:
-        fx2, vjp2 = jax.vjp(f2, params)
+        fx1, jvp1 = jax.linearize(f1, params)
+        if f2 is None:
+            fx2, vjp2 = fx1, jax.linear_transpose(jvp1, params)
+        else:
+            fx2, vjp2 = jax.vjp(f2, params)
     fx2_leaves, treedef = jax.tree.flatten(fx2)
-    return [_select_columns(jvp1, vjp2, fx2_leaves, treedef, i, ax) for i, ax in enumerate(axes)]
+    return [
+        _select_columns(jvp1, vjp2, fx2_leaves, treedef, i, ax, plan.chunk)
+        for i, ax in enumerate(axes)
+    ]
+
+
+class _Plan(NamedTuple):
+    form: str  # "linearized" or "transposed": how J(x1)·u is traced
+    chunk: int  # kernel columns per batched step
+
+
+def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
+    """The JVP's form and the column chunk of ``p`` (see the module docstring).
+
+    ``paired``: the batch axis pairs examples one to one (``n`` pairs, each with its own VJP
+    results) rather than all ``n1·n2`` pairs (VJP results shared by the ``n1`` examples of
+    ``x1``).
+    """
+    c = count(p)
+    y_pass = c.y1 / c.n1
+    form = "transposed" if c.n_params >= y_pass else "linearized"
+    if _FORCE_FORM is not None:
+        form = _FORCE_FORM
+    # Without sum_params, one param leaf at a time: its own tangents, all the activations.
+    leaves = jax.tree.leaves(p.params)
+    p_values = c.n_params if sum_params else max(math.prod(np.shape(a)) for a in leaves)
+    n_u = c.n1 if paired else c.n2
+    n_pairs = c.n1 if paired else c.n1 * c.n2
+    per_column = c.itemsize * (n_u * p_values + n_pairs * y_pass)
+    return _Plan(form, max(1, int(BASIS_BYTES // max(per_column, 1))))
 
 
 def _example_axes(axes: LeafAxes, batch: int) -> LeafAxes:
@@ -155,7 +243,8 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
     if p.vmap is None:
         f1 = lambda params: p.f(params, p.x1, **p.kwargs1)
         f2 = None if p.x2 is None else (lambda params: p.f(params, p.x2, **p.kwargs2))
-        kernels = _pair_kernels(f1, f2, p.params, p.axes, sum_params)
+        plan = _plan(p, sum_params, paired=False)
+        kernels = _pair_kernels(f1, f2, p.params, p.axes, sum_params, plan)
         return [_layout(k, ax) for k, ax in zip(kernels, p.axes)]
 
     # Group output leaves by how their batch axis pairs examples.
@@ -175,13 +264,16 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
             leaves = jax.tree.leaves(p.f_example(params, x, kw))
             return tuple(leaves[i] for i in ids)
 
-        def pair(x1, kw1, x2, kw2, group=group, ex_axes=ex_axes):
+        plan = _plan(p, sum_params, paired=mode != "grid")
+
+        def pair(x1, kw1, x2, kw2, group=group, ex_axes=ex_axes, plan=plan):
             return _pair_kernels(
                 lambda q: group(q, x1, kw1),
                 lambda q: group(q, x2, kw2),
                 p.params,
                 ex_axes,
                 sum_params,
+                plan,
             )
 
         if mode == "grid":
