@@ -56,6 +56,7 @@ column and example of ``x2`` it is computed at) plus the activation tangents of 
 values per column and pair of examples). Columns beyond it are computed in sequence."""
 
 _FORCE_FORM: str | None = None  # tests set "linearized" or "transposed" to cover both forms
+_FORCE_BLOCKS: int | None = None  # tests set the number of symmetric blocks (1: none)
 
 
 def ntk_vp_fn(
@@ -191,6 +192,14 @@ def _pair_kernels(
     ]
 
 
+def _form(c: Counts) -> str:
+    """``"transposed"`` when the params outnumber the values one forward pass writes (per
+    example with ``vmap_axes``), else ``"linearized"`` (see the module docstring)."""
+    if _FORCE_FORM is not None:
+        return _FORCE_FORM
+    return "transposed" if c.n_params >= c.y1 / c.n1 else "linearized"
+
+
 class _Plan(NamedTuple):
     form: str  # "linearized" or "transposed": how J(x1)·u is traced
     chunk: int  # kernel columns per batched step
@@ -205,9 +214,7 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
     """
     c = count(p)
     y_pass = c.y1 / c.n1
-    form = "transposed" if c.n_params >= y_pass else "linearized"
-    if _FORCE_FORM is not None:
-        form = _FORCE_FORM
+    form = _form(c)
     # Without sum_params, one param leaf at a time: its own tangents, all the activations.
     leaves = jax.tree.leaves(p.params)
     p_values = c.n_params if sum_params else max(math.prod(np.shape(a)) for a in leaves)
@@ -276,9 +283,15 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
                 plan,
             )
 
-        if mode == "grid":
+        def grid(x1, kw1, x2, kw2, pair=pair):
             inner = jax.vmap(pair, in_axes=(None, None, xa2, ka2))
-            out = jax.vmap(inner, in_axes=(xa1, ka1, None, None))(p.x1, p.kwargs1, x2, p.kwargs2)
+            return jax.vmap(inner, in_axes=(xa1, ka1, None, None))(x1, kw1, x2, kw2)
+
+        k_blocks, _ = _symmetric_blocks(p, plan.form)
+        if mode == "grid" and k_blocks > 1:
+            out = _symmetric_grid(p, grid, ex_axes, plan.form)
+        elif mode == "grid":
+            out = grid(p.x1, p.kwargs1, x2, p.kwargs2)
         else:
             out = jax.vmap(pair, in_axes=(xa1, ka1, xa2, ka2))(p.x1, p.kwargs1, x2, p.kwargs2)
             if mode == "trace":
@@ -288,6 +301,70 @@ def ntk_vector_products(problem: Problem, sum_params: bool = True) -> list:
             k = jax.tree.map(lambda a, i=i, b=b, m=mode: _from_example_order(a, p.axes[i], b, m), k)
             results[i] = _layout(k, p.axes[i])
     return results
+
+
+def _symmetric_blocks(p: Problem, form: str) -> tuple[int, int]:
+    """``(k, m)``: the ``n`` examples in ``k`` blocks of ``m`` (``k·m >= n``) for the symmetric
+    kernel of ``x2=None`` with ``vmap_axes``; ``(1, n)`` when it is not used.
+
+    ``k = 2`` with the linearized JVP form (activations dominate: the JVPs saved outweigh the VJPs
+    recomputed); with the transposed form (parameters dominate) each recomputed VJP writes ``P``
+    values per column, and measured on an MLP the blocks did not pay, so ``k = 1``.
+    """
+    n = p.vmap.batch_size if p.vmap is not None else 1
+    if p.vmap is None or p.x2 is not None or n < 2:
+        return 1, n
+    k = _FORCE_BLOCKS or (2 if form == "linearized" else 1)
+    k = min(k, n)
+    return k, -(-n // k)
+
+
+def _take(tree: PyTree, axes: list, index: jax.Array) -> PyTree:
+    """The examples ``index`` of ``tree`` along each leaf's vmap axis (``None``: shared)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    taken = [a if ax is None else jnp.take(a, index, axis=ax) for a, ax in zip(leaves, axes)]
+    return treedef.unflatten(taken)
+
+
+def _symmetric_grid(p: Problem, grid: Callable, ex_axes: list[LeafAxes], form: str) -> Any:
+    """``grid(x, kw, x, kw)`` (per-pair kernels with leading ``(n, n)`` pair axes) from the
+    block pairs ``a <= b`` only.
+
+    ``Θ(x, x)`` is symmetric: the kernel of the pair ``(j, i)`` is that of ``(i, j)`` with its
+    ``x1`` and ``x2`` axes swapped. With ``k`` blocks of ``m`` examples, the ``k(k+1)/2`` blocks
+    on and above the diagonal are computed (each ``m·o`` VJPs and ``m²·o`` JVPs, one program per
+    block: measured, a ``lax.map`` over the blocks made XLA:CPU's convolutions 3× slower) and
+    the rest are their transposes: ``(k+1)/(2k)`` of the ``n²·o`` JVPs for ``(k+1)/2`` times
+    the ``n·o`` VJPs. Padded rows repeat the last example and are cut off.
+    """
+    k, m = _symmetric_blocks(p, form)
+    n = p.vmap.batch_size
+    rows = np.minimum(np.arange(k * m), n - 1).reshape(k, m)
+    upper = [(a, b) for a in range(k) for b in range(a, k)]
+    block_a = np.array([a for a, _ in upper])
+    block_b = np.array([b for _, b in upper])
+
+    def block(ab):
+        ia, ib = rows[ab[0]], rows[ab[1]]
+        xa, xb = _take(p.x1, p.vmap.x_axes, ia), _take(p.x1, p.vmap.x_axes, ib)
+        kwa = {key: _take(v, p.vmap.kw_axes[key], ia) for key, v in p.kwargs1.items()}
+        kwb = {key: _take(v, p.vmap.kw_axes[key], ib) for key, v in p.kwargs1.items()}
+        return grid(xa, kwa, xb, kwb)
+
+    blocks = [block(ab) for ab in upper]
+    out = jax.tree.map(lambda *b: jnp.stack(b), *blocks)  # (pairs, m, m, ...) per leaf
+
+    def assemble(blocks: jax.Array, axes: LeafAxes) -> jax.Array:
+        nd, nf = len(axes.diagonal), len(axes.free)
+        swap = [0, 2, 1, *range(3, 3 + nd)]
+        swap += [*range(3 + nd + nf, 3 + nd + 2 * nf), *range(3 + nd, 3 + nd + nf)]
+        full = jnp.zeros((k, k, m, m, *blocks.shape[3:]), blocks.dtype)
+        full = full.at[block_b, block_a].set(blocks.transpose(swap))
+        full = full.at[block_a, block_b].set(blocks)  # diagonal blocks as computed
+        full = full.transpose(0, 2, 1, 3, *range(4, full.ndim))
+        return full.reshape(k * m, k * m, *full.shape[4:])[:n, :n]
+
+    return [jax.tree.map(lambda b, ax=ax: assemble(b, ax), o) for o, ax in zip(out, ex_axes)]
 
 
 def _layout(kernel: Any, axes: LeafAxes) -> Any:
@@ -305,14 +382,20 @@ def _compute(problem: Problem, sum_params: bool) -> list:
 def _cost(p: Problem, c: Counts) -> float:
     """``o`` VJPs per ``x2`` example (writing ``n2·o·p`` values), then one JVP (about two forward
     passes) per kernel column and pair of examples (``n`` pairs when the batch axis is traced or
-    diagonal), reading them."""
+    diagonal), reading them. For the symmetric kernel in ``k`` blocks of ``m`` examples, the
+    ``k(k+1)/2`` blocks on and above the diagonal: ``k(k+1)/2·m`` examples' VJPs and
+    ``k(k+1)/2·m²`` pairs' JVPs. Chunking the columns recomputes nothing."""
     out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
+    k, m = _symmetric_blocks(p, _form(c))
+    pairs = k * (k + 1) // 2
+    grid_pairs = c.n1 * c.n2 if k == 1 else pairs * m * m
+    vjp_scale = 1.0 if k == 1 else pairs * m / c.n2
     jvps = 0.0
     for leaf_out2, ax, b in zip(c.out2, p.axes, out_axes):
         paired = b is not None and b in ax.trace + ax.diagonal
-        jvps += (c.n1 if paired else c.n1 * c.n2) * leaf_out2 / c.n2
-    v_values = sum(c.out2) * c.n_params
-    vjp = c.phase((1 + 2 * c.o2) * c.fp2, v_values + c.o2 * c.y2)
+        jvps += (c.n1 if paired else grid_pairs) * leaf_out2 / c.n2
+    v_values = sum(c.out2) * c.n_params * vjp_scale
+    vjp = c.phase(vjp_scale * (1 + 2 * c.o2) * c.fp2, v_values + vjp_scale * c.o2 * c.y2)
     jvp = c.phase(jvps * 2 * c.fp1 / c.n1, v_values + jvps * c.y1 / c.n1)
     return vjp + jvp
 
