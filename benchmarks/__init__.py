@@ -32,6 +32,10 @@ SUITES = {
         "benchmarks.whole_dataset",
         "the whole digits kernel with ntk_zoo.batched, with and without checkpoints",
     ),
+    "calibrate": (
+        "benchmarks.calibrate",
+        "the cost table auto ranks methods by, measured here; --check: the model on the grid",
+    ),
     # Slots for suites of open issues (add the module and its question here):
     "published-sizes": (None, "the paper's published model sizes (to be added)"),
     "processes": (

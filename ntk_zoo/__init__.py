@@ -26,8 +26,10 @@ from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
 from ntk_zoo.core import PureFn as PureFn
+from ntk_zoo.engine import Choice as Choice
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
+from ntk_zoo.engine import calibrate as calibrate
 from ntk_zoo.engine import forward_flops as forward_flops
 from ntk_zoo.engine import ntk_fn as ntk_fn
 from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
@@ -40,7 +42,9 @@ __all__ = [
     "KernelFn",
     "NngpFn",
     "PureFn",
+    "Choice",
     "batched",
+    "calibrate",
     "from_haiku",
     "from_linen",
     "forward_flops",

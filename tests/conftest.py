@@ -1,7 +1,14 @@
 """Test-wide JAX settings: float64 oracles, strict promotion, fast compiles."""
 
+import os
+import tempfile
+
 import jax
 
+# auto's cost table: never the developer's cached calibration (tests that need one make it).
+os.environ["NTK_ZOO_CACHE_DIR"] = os.path.join(
+    tempfile.gettempdir(), f"ntk_zoo-tests-{os.getpid()}"
+)
 jax.config.update("jax_enable_x64", True)
 # Four simulated CPU devices for the sharding tests (must precede any backend use).
 jax.config.update("jax_num_cpu_devices", 4)

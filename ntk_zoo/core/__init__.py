@@ -8,7 +8,9 @@ method. The helpers here are the single implementation of each convention: outpu
 ``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
 ``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``). The
 cost model's shared measurements live here too (``forward_flops``, ``count``, ``Counts``,
-``roofline_cost``), with the contract every method declares to the engine (``NtkMethod``).
+``roofline_cost``, and the machine's ``CostTable``: ``active_table``, ``use_table``,
+``shipped_tables``, ``shipped_path``, ``cache_path``, ``reset_tables``,
+``contraction_kind``), with the contract every method declares to the engine (``NtkMethod``).
 Nothing here imports a method, the engine or any tool above it.
 """
 
@@ -21,6 +23,14 @@ from ntk_zoo.core._axes import leaf_axes as leaf_axes
 from ntk_zoo.core._axes import to_layout as to_layout
 from ntk_zoo.core._axes import trace_size as trace_size
 from ntk_zoo.core._blocks import pad_rows as pad_rows
+from ntk_zoo.core._calibration import CostTable as CostTable
+from ntk_zoo.core._calibration import active_table as active_table
+from ntk_zoo.core._calibration import cache_path as cache_path
+from ntk_zoo.core._calibration import contraction_kind as contraction_kind
+from ntk_zoo.core._calibration import reset_tables as reset_tables
+from ntk_zoo.core._calibration import shipped_path as shipped_path
+from ntk_zoo.core._calibration import shipped_tables as shipped_tables
+from ntk_zoo.core._calibration import use_table as use_table
 from ntk_zoo.core._checks import check_input_pair as check_input_pair
 from ntk_zoo.core._checks import check_output_pair as check_output_pair
 from ntk_zoo.core._checks import check_outputs as check_outputs
@@ -45,6 +55,7 @@ from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
 
 __all__ = [
     "Axes",
+    "CostTable",
     "Counts",
     "LeafAxes",
     "NtkMethod",
@@ -52,8 +63,10 @@ __all__ = [
     "PureFn",
     "ResolvedVmap",
     "VmapAxes",
+    "active_table",
     "as_pure_fn",
     "batch_mode",
+    "cache_path",
     "canonicalize_axes",
     "canonicalize_vmap_axes",
     "check_input_pair",
@@ -61,6 +74,7 @@ __all__ = [
     "check_outputs",
     "check_params",
     "check_params_finite",
+    "contraction_kind",
     "count",
     "forward_flops",
     "kernel_shape",
@@ -68,10 +82,14 @@ __all__ = [
     "make_problem",
     "pad_rows",
     "per_example_fn",
+    "reset_tables",
     "resolve_vmap",
     "roofline_cost",
+    "shipped_path",
+    "shipped_tables",
     "split_kwargs",
     "to_layout",
     "trace_size",
+    "use_table",
     "vmap_in_axes",
 ]

@@ -2,7 +2,8 @@
 
 FLOPs of ``f`` are counted on its traced program (``dot_general`` and convolutions exactly, one
 FLOP per element elsewhere), never from XLA's ``cost_analysis()``, which is wrong on CPU and
-GPU. Each method turns these counts into its own estimate (``NtkMethod.cost``).
+GPU. Each method turns these counts into its own estimate (``NtkMethod.cost``), in seconds on
+the machine's :class:`CostTable` (``Counts.table``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import jax
 import numpy as np
 
 from ntk_zoo import _compat
+from ntk_zoo.core._calibration import CostTable, active_table
 from ntk_zoo.core._problem import Problem
-from ntk_zoo.core._roofline import roofline_cost as cost
 
 PyTree = Any
 
@@ -57,7 +58,8 @@ class Counts(NamedTuple):
     ``fp``: FLOPs of one forward pass on the side's batch; ``y``: values its equations write;
     ``out``: output values per output leaf; ``n``: examples (1 without ``vmap_axes``); ``o``:
     outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
-    network writes (``o·y`` per side).
+    network writes (``o·y`` per side); ``table``: the machine's rates (``None``: the active table
+    of the default backend).
     """
 
     itemsize: int
@@ -73,14 +75,18 @@ class Counts(NamedTuple):
     o1: float
     o2: float
     passes_y: float
+    table: CostTable | None = None
 
-    def phase(self, flops: float, values: float) -> float:
-        """The roofline cost of a phase doing ``flops`` and moving ``values`` values."""
-        return cost(flops, values * self.itemsize)
+    def phase(self, flops: float, values: float, kind: str = "matmul", steps: float = 1) -> float:
+        """Estimated seconds of a phase of ``steps`` steps of ``kind`` (``"matmul"``, ``"einsum"``
+        or ``"memory"``, see :class:`CostTable`) doing ``flops`` and moving ``values`` values."""
+        table = active_table() if self.table is None else self.table
+        return table.seconds(flops, values * self.itemsize, kind, steps)
 
 
-def count(problem: Problem) -> Counts:
-    """The :class:`Counts` of ``problem`` (``f`` is traced, nothing is computed)."""
+def count(problem: Problem, table: CostTable | None = None) -> Counts:
+    """The :class:`Counts` of ``problem`` (``f`` is traced, nothing is computed), to be costed
+    on ``table`` (default: the active table of the default backend)."""
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
@@ -96,4 +102,5 @@ def count(problem: Problem) -> Counts:
     # Every pass over the network (VJP, JVP, transposed pass) also writes its activations'
     # tangents or cotangents (``y`` values per forward pass, from the traced program).
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
-    return Counts(itemsize, n_params, fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2, passes_y)
+    table = active_table() if table is None else table
+    return Counts(itemsize, n_params, fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2, passes_y, table)

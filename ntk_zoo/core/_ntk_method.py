@@ -15,8 +15,9 @@ class NtkMethod(NamedTuple):
     ``compute(problem, sum_params)`` returns, per output leaf of ``f``, the *unscaled* kernel
     (not yet divided by the traced axes' size) in the interleaved layout: a param-tree of each
     param leaf's contribution, or, when ``sum_params`` is true, optionally their sum already.
-    ``cost(problem, counts)`` is its roofline estimate in FLOP-equivalents (``counts`` from
-    :func:`count`), used by ``method="auto"``.
+    ``cost(problem, counts)`` is its estimated time in seconds (``counts`` from :func:`count`;
+    each phase through ``counts.phase(flops, values, kind)`` on the machine's
+    :class:`CostTable`), used by ``method="auto"``.
     """
 
     name: str

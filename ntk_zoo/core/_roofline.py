@@ -1,25 +1,41 @@
-"""The roofline cost shared by ``auto`` and the structured contraction planner.
+"""The roofline cost shared by ``auto`` and the structured contraction planner, in seconds.
 
-A step that does ``flops`` floating-point operations and moves ``bytes`` costs
-``max(flops, BALANCE · bytes)``: large intermediates are paid for even when they are cheap in
-FLOPs (on a CPU, an elementwise pass over a big array is as slow as a matmul many times its
-FLOPs).
+A step of kind ``kind`` that does ``flops`` floating-point operations and moves ``bytes`` takes
+``overhead + max(flops / rate[kind], bytes / bandwidth)`` seconds, with the rates of the
+machine's :class:`CostTable` (``ntk_zoo/core/_calibration.py``): large intermediates are paid for
+even when they are cheap in FLOPs, and small batched contractions run far below a large matrix
+product's rate.
 """
 
 from __future__ import annotations
 
-# FLOPs per byte moved at which a step turns from memory- to compute-bound (machine balance).
-# Measured on a 2-core x86 CPU with the methods suite (python -m benchmarks methods); GPUs
-# have a similar balance.
-BALANCE = 48.0
+from ntk_zoo.core._calibration import CostTable, active_table
 
 
-def roofline_cost(flops: float, nbytes: float) -> float:
-    """The roofline cost of one step: ``max(flops, BALANCE · nbytes)`` (FLOP-equivalents).
+def roofline_cost(
+    flops: float,
+    nbytes: float,
+    kind: str = "matmul",
+    table: CostTable | None = None,
+    steps: float = 1,
+) -> float:
+    """Estimated seconds of ``steps`` steps of ``kind`` doing ``flops`` and moving ``nbytes``:
+    ``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)`` (a sum for a pass).
+
+    Args:
+      flops: floating-point operations.
+      nbytes: bytes read and written.
+      kind: ``"matmul"`` (large products, convolutions), ``"einsum"`` (small batched
+        contractions), ``"memory"`` (elementwise, transposes) or ``"pass"`` (a whole pass over
+        a network: compute and memory time add up).
+      table: the rates; default the active table of the default backend (``auto``'s).
+      steps: how many separate steps (each pays the table's fixed overhead).
 
     Example:
-      >>> from ntk_zoo.core import roofline_cost
-      >>> roofline_cost(1e6, 10.0), roofline_cost(10.0, 1e3)
-      (1000000.0, 48000.0)
+      >>> from ntk_zoo.core import CostTable, roofline_cost
+      >>> t = CostTable("cpu", matmul_flops=1e11, einsum_flops=2e10, memory_bytes=1e10,
+      ...               overhead_s=0.0)
+      >>> roofline_cost(1e9, 1e3, table=t), roofline_cost(1e9, 1e9, "einsum", table=t)
+      (0.01, 0.1)
     """
-    return max(flops, BALANCE * nbytes)
+    return (active_table() if table is None else table).seconds(flops, nbytes, kind, steps)

@@ -1,6 +1,8 @@
 """The NTK engine: one ``ntk_fn`` dispatching to the registered methods (or ``auto``)."""
 
 from ntk_zoo.core import forward_flops as forward_flops
+from ntk_zoo.engine._calibrate import calibrate as calibrate
+from ntk_zoo.engine._cost import Choice as Choice
 from ntk_zoo.engine._method import Method as Method
 from ntk_zoo.engine._ntk import KernelFn as KernelFn
 from ntk_zoo.engine._ntk import ntk_fn as ntk_fn

@@ -1,22 +1,60 @@
-"""The cost model behind ``method="auto"``: every registered method's own estimate.
+"""The cost model behind ``method="auto"``: every registered method's own estimate, in seconds.
 
 Costs come from shapes and from the traced program of ``f`` (:func:`ntk_zoo.core.count`),
 never from XLA's ``cost_analysis()``, which is wrong on CPU and GPU. Each method is split into
-phases, and each phase costs as in a roofline model, ``max(flops, BALANCE · bytes)``; each
+phases of a kind (large matmuls, small batched einsums, memory-bound passes), and each phase
+costs ``steps · overhead + max(flops / rate[kind], bytes / bandwidth)`` seconds with the rates
+of the machine's :class:`ntk_zoo.core.CostTable` (measured by :func:`ntk_zoo.calibrate`); each
 method declares its phases with its ``NtkMethod.cost`` (see :class:`ntk_zoo.Method`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
-from ntk_zoo.core import Problem, count
+from ntk_zoo.core import CostTable, Problem, active_table, count
+from ntk_zoo.engine._method import Method
 from ntk_zoo.engine._registry import METHODS
 
 
-def estimate(problem: Problem) -> dict[str, float]:
-    """Every method's estimated cost (FLOP-equivalents), in the registry's order."""
+class Choice(tuple):
+    """What ``KernelFn.choose`` returns: the pair ``(method, costs)``, plus ``.table``.
+
+    Unpacks as ``method, costs = kernel_fn.choose(...)``; ``costs`` maps every registered
+    method to its estimated seconds; ``table`` is the :class:`ntk_zoo.core.CostTable` they were
+    estimated on (``table.source`` says whether it is the user's cached calibration, the row
+    shipped with the package, or the default).
+    """
+
+    method: Method
+    costs: dict[str, float]
+    table: CostTable
+
+    def __new__(cls, method: Method, costs: dict[str, float], table: CostTable) -> Choice:
+        choice = super().__new__(cls, (method, costs))
+        choice.method, choice.costs, choice.table = method, costs, table
+        return choice
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self.method, self.costs, self.table)
+
+    def __repr__(self) -> str:
+        return f"Choice(method={self.method!r}, costs={self.costs!r}, table={self.table.source!r})"
+
+
+def estimate(problem: Problem, table: CostTable | None = None) -> dict[str, float]:
+    """Every method's estimated seconds on ``table`` (default: the active table of the default
+    backend), in the registry's order."""
     if any(0 in leaf.shape for leaf in jax.tree.leaves((problem.fx1, problem.fx2))):
         return dict.fromkeys((m.value for m in METHODS), 0.0)  # an empty kernel costs nothing
-    counts = count(problem)
+    counts = count(problem, table)
     return {method.value: spec.cost(problem, counts) for method, spec in METHODS.items()}
+
+
+def cheapest(problem: Problem, table: CostTable | None = None) -> Choice:
+    """The method with the lowest estimated cost, every method's estimate, and the table."""
+    table = active_table() if table is None else table
+    costs = estimate(problem, table)
+    return Choice(Method(min(costs, key=costs.get)), costs, table)

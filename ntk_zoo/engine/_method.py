@@ -39,24 +39,36 @@ class Method(enum.StrEnum):
       trip count) is computed by forward-mode Jacobian contraction with a warning.
 
     ``AUTO`` (``"auto"``, the default)
-      Picks the method with the lowest estimate of a roofline cost model of ours. Each phase
-      costs ``max(flops, 48·bytes)`` (48 FLOPs per byte: the machine balance measured on CPU):
+      Picks the method with the lowest estimated time in seconds. Each method is a sum of steps;
+      a step of kind ``k`` doing ``F`` FLOPs and moving ``B`` bytes takes
+      ``overhead + max(F / rate[k], B / bandwidth)`` (a whole pass over the network takes
+      ``F / rate + B / bandwidth``: its matrix products and elementwise work do not overlap),
+      with the rates of the machine's cost table (:class:`ntk_zoo.core.CostTable`): large
+      matrix products and convolutions, small batched einsums (an output tile under 1024 values
+      per batch element), memory bandwidth, and a fixed cost per step:
 
-      * Jacobian contraction: ``n·o`` VJPs writing ``n·o·p`` values, then
-        ``2·n1·n2·o²·p`` FLOPs reading both Jacobians;
+      * Jacobian contraction: a forward pass and ``n·o`` VJPs (about two passes each) writing
+        ``n·o·p`` values, then ``2·n1·n2·o²·p`` FLOPs reading the Jacobians, one product per
+        param leaf (a small einsum when the kernel block per diagonal entry is small);
       * NTK-vector products: ``n2·o`` VJPs writing ``n2·o·p`` values, then one JVP (about two
         forward passes) per kernel column and pair of examples (``n`` pairs when the batch axis
         is traced or diagonal);
-      * structured derivatives: ``n·o`` transposed passes writing the factors, then every einsum
-        at the FLOPs and bytes that opt_einsum's path for the actual shapes gives (the same path
-        the computation takes), the structure found by tracing ``f`` (nothing is computed).
+      * structured derivatives: ``n·o`` transposed passes writing the factors, then every
+        pairwise step of every einsum on the path the planner picks for the actual shapes (by
+        the same seconds), each at its kind's rate, its operands laid out for the product; the
+        structure is found by tracing ``f`` (nothing is computed).
 
       FLOPs of ``f`` are counted on its traced program (``dot_general`` and convolutions
       exactly, one per element elsewhere). XLA's ``cost_analysis()`` is not used: it is wrong
-      on CPU and GPU. Decision guide: fully connected and attention models, any ``o`` →
-      structured derivatives; small convolutional models with ``trace_axes=(-1,)`` may go to
-      Jacobian contraction; a cheap forward pass with many outputs and traced or diagonal batch
-      axes may go to NTK-vector products. ``KernelFn.choose()`` shows the estimates.
+      on CPU and GPU. The table is, in order: the one :func:`ntk_zoo.calibrate` measured on this
+      machine and cached (``~/.cache/ntk_zoo/cost_table-<backend>.json``), else the row of the
+      backend shipped with the package (measured by ``python -m benchmarks calibrate``), else a
+      default (100 GFLOP/s, 25 GFLOP/s, 10 GB/s, 3 µs). ``KernelFn.choose()`` shows the
+      estimates and the table (``choice.table.source``). Decision guide: fully connected and
+      attention models, any ``o`` → structured derivatives; small convolutional and attention
+      models with few outputs or ``trace_axes=(-1,)`` may go to Jacobian contraction; a cheap
+      forward pass with many outputs and traced or diagonal batch axes may go to NTK-vector
+      products.
     """
 
     JACOBIAN_CONTRACTION = "jacobian_contraction"

@@ -33,12 +33,6 @@ def _is_concrete_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
 
 
-def _cheapest(problem: Problem) -> tuple[Method, dict[str, float]]:
-    """The method with the lowest estimated cost, and every method's estimate."""
-    costs = _cost.estimate(problem)
-    return Method(min(costs, key=costs.get)), costs
-
-
 class KernelFn:
     """``kernel_fn(x1, x2=None, params, **kwargs)`` returned by :func:`ntk_fn`.
 
@@ -82,10 +76,15 @@ class KernelFn:
 
     def choose(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
-    ) -> tuple[Method, dict[str, float]]:
-        """The method ``auto`` would run on these inputs, and the estimated cost of each."""
+    ) -> _cost.Choice:
+        """The method ``auto`` would run on these inputs, and the estimated seconds of each.
+
+        Returns a pair ``(method, costs)`` (unpack it as such) whose ``.table`` is the
+        :class:`ntk_zoo.core.CostTable` the estimates used; ``choice.table.source`` says which:
+        the cache written by :func:`ntk_zoo.calibrate`, the row shipped with the package, or the
+        default."""
         params = self.default_params if params is None else params
-        return _cheapest(self._problem(x1, x2, params, kwargs))
+        return _cost.cheapest(self._problem(x1, x2, params, kwargs))
 
     def __call__(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -119,7 +118,7 @@ class KernelFn:
 
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
-        method = _cheapest(problem)[0] if self.method is Method.AUTO else self.method
+        method = _cost.cheapest(problem)[0] if self.method is Method.AUTO else self.method
         per_leaf = METHODS[method].compute(problem, self.sum_params)
         kernels = []
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):

@@ -65,7 +65,7 @@ def demo(args: argparse.Namespace) -> int:
                 name = f"auto -> {chosen}"
             print(f"  {name:<34} {first:>12.2f} {steady * 1e3:>10.1f} {diff:>10.1e}")
         est = ", ".join(f"{m}: {c:.2e}" for m, c in costs.items())
-        print(f"  auto's cost estimates (FLOP-equivalents): {est}")
+        print(f"  auto's cost estimates (seconds): {est}")
         if k.ndim == 2:
             eig = np.linalg.eigvalsh(k)
             print(

@@ -15,7 +15,16 @@ from typing import Any
 import jax
 from jax import lax
 
-from ntk_zoo.core import Counts, LeafAxes, NtkMethod, Problem, kernel_shape, to_layout, trace_size
+from ntk_zoo.core import (
+    Counts,
+    LeafAxes,
+    NtkMethod,
+    Problem,
+    contraction_kind,
+    kernel_shape,
+    to_layout,
+    trace_size,
+)
 
 PyTree = Any
 
@@ -71,17 +80,27 @@ def jacobian_contraction(problem: Problem, forward: bool = False) -> list[PyTree
 
 
 def _cost(p: Problem, c: Counts) -> float:
-    """The Jacobians (a forward pass and ``o`` VJPs of about two passes per example; writes
-    ``n·o·p`` values), then their contraction (``2·n1·n2·o²·p`` FLOPs; reads both)."""
+    """Seconds of the Jacobians (a forward pass and ``o`` VJPs of about two passes per example,
+    at the matmul rate; writes ``n·o·p`` values), then of their contraction (``2·n1·n2·o²·p``
+    FLOPs reading both, one product per pair of leaves; a small einsum when the kernel block per
+    diagonal entry is small)."""
     jac_values = sum(c.out1) * c.n_params + (0 if p.x2 is None else sum(c.out2) * c.n_params)
     jac_values += c.passes_y
     jac_flops = (1 + 2 * c.o1) * c.fp1 + (0 if p.x2 is None else (1 + 2 * c.o2) * c.fp2)
-    contract_flops = 0.0
-    for a, b, ax in zip(jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes):
-        entries = math.prod(kernel_shape(a.shape, b.shape, ax)) * trace_size(a.shape, ax)
-        contract_flops += 2.0 * entries * c.n_params
-    read_values = (sum(c.out1) + sum(c.out2)) * c.n_params
-    return c.phase(jac_flops, jac_values) + c.phase(contract_flops, read_values)
+    n_leaves = len(jax.tree.leaves(p.params))
+    contraction = 0.0
+    for a, b, ax, size1, size2 in zip(
+        jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes, c.out1, c.out2
+    ):
+        shape = kernel_shape(a.shape, b.shape, ax)
+        diag = math.prod(shape[i] for i in ax.diagonal)
+        traced = trace_size(a.shape, ax)
+        m, n = size1 / (diag * traced), size2 / (diag * traced)
+        flops = 2.0 * math.prod(shape) * traced * c.n_params
+        kind = contraction_kind(m, traced * c.n_params, n)
+        read = (size1 if p.x2 is None else size1 + size2) * c.n_params  # J1 is J2 without x2
+        contraction += c.phase(flops, read, kind, steps=n_leaves)
+    return c.phase(jac_flops, jac_values, "pass") + contraction
 
 
 JACOBIAN_CONTRACTION = NtkMethod(

@@ -380,11 +380,12 @@ def _compute(problem: Problem, sum_params: bool) -> list:
 
 
 def _cost(p: Problem, c: Counts) -> float:
-    """``o`` VJPs per ``x2`` example (writing ``n2·o·p`` values), then one JVP (about two forward
-    passes) per kernel column and pair of examples (``n`` pairs when the batch axis is traced or
-    diagonal), reading them. For the symmetric kernel in ``k`` blocks of ``m`` examples, the
-    ``k(k+1)/2`` blocks on and above the diagonal: ``k(k+1)/2·m`` examples' VJPs and
-    ``k(k+1)/2·m²`` pairs' JVPs. Chunking the columns recomputes nothing."""
+    """Seconds of ``o`` VJPs per ``x2`` example (writing ``n2·o·p`` values), then of one JVP
+    (about two forward passes) per kernel column and pair of examples (``n`` pairs when the batch
+    axis is traced or diagonal), reading them; whole passes, at the matmul rate. For the
+    symmetric kernel in ``k`` blocks of ``m`` examples, the ``k(k+1)/2`` blocks on and above the
+    diagonal: ``k(k+1)/2·m`` examples' VJPs and ``k(k+1)/2·m²`` pairs' JVPs. Chunking the columns
+    recomputes nothing."""
     out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
     k, m = _symmetric_blocks(p, _form(c))
     pairs = k * (k + 1) // 2
@@ -395,8 +396,8 @@ def _cost(p: Problem, c: Counts) -> float:
         paired = b is not None and b in ax.trace + ax.diagonal
         jvps += (c.n1 if paired else grid_pairs) * leaf_out2 / c.n2
     v_values = sum(c.out2) * c.n_params * vjp_scale
-    vjp = c.phase(vjp_scale * (1 + 2 * c.o2) * c.fp2, v_values + vjp_scale * c.o2 * c.y2)
-    jvp = c.phase(jvps * 2 * c.fp1 / c.n1, v_values + jvps * c.y1 / c.n1)
+    vjp = c.phase(vjp_scale * (1 + 2 * c.o2) * c.fp2, v_values + vjp_scale * c.o2 * c.y2, "pass")
+    jvp = c.phase(jvps * 2 * c.fp1 / c.n1, v_values + jvps * c.y1 / c.n1, "pass")
     return vjp + jvp
 
 

@@ -335,7 +335,7 @@ def _gram(side1: tuple, side2: tuple) -> tuple[jax.Array, list]:
 
 
 def _einsum(*args: Any, sides: tuple[int, ...] = ()) -> jax.Array:
-    """``jnp.einsum`` along the path of least roofline cost (``_plan``)."""
+    """``jnp.einsum`` along the path of least estimated time (``_plan``)."""
     operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
     path, _ = plan(
         tuple(tuple(s) for s in subs),

@@ -1,0 +1,238 @@
+"""The machine's speed per kind of step: the table that turns ``auto``'s counts into seconds.
+
+A :class:`CostTable` holds, for one backend (``"cpu"``, ``"gpu"``, ``"tpu"``), the rates that
+``roofline_cost`` uses:
+
+* ``matmul_flops``: FLOP/s of large matrix products and convolutions;
+* ``einsum_flops``: FLOP/s of batched contractions whose output tile per batch element is small
+  (``M·N < SMALL_TILE``), the many small einsums of structured derivatives and of a Jacobian
+  contraction over few examples;
+* ``memory_bytes``: bytes/s of memory-bound steps (elementwise passes, transposes, copies);
+* ``overhead_s``: the fixed time of one step of a compiled program (launch / loop overhead).
+
+A step of kind ``"matmul"``, ``"einsum"`` or ``"memory"`` takes
+``steps · overhead + max(flops / rate, bytes / memory_bytes)`` (a roofline: compute and memory
+traffic overlap); a ``"pass"`` (a whole forward / backward pass over a network, many steps of
+both sorts one after another) takes ``flops / matmul_flops + bytes / memory_bytes``.
+
+The active table of a backend is, in order: the file that :func:`ntk_zoo.calibrate` wrote to the
+user cache directory (``$NTK_ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/ntk_zoo``, else
+``~/.cache/ntk_zoo``; one ``cost_table-<backend>.json`` per backend), else the row of that
+backend shipped with the package (``calibration.json``, measured by
+``python -m benchmarks calibrate``), else :data:`DEFAULT_TABLE`. A cache file that cannot be read
+or has the wrong schema warns once and is skipped. Files are read lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import warnings
+from typing import Any, ClassVar
+
+SCHEMA = 1
+# A contraction whose output tile per batch element (free size of one side × of the other) is
+# below SMALL_TILE values and whose work per batch element (m·k·n) is below SMALL_WORK is an
+# "einsum" step (small batched), not a "matmul": too little work per tile to reach the peak.
+SMALL_TILE = 1024
+SMALL_WORK = 1 << 18
+KINDS = ("matmul", "einsum", "memory", "pass")
+_RATES = ("matmul_flops", "einsum_flops", "memory_bytes", "overhead_s")
+_SHIPPED = pathlib.Path(__file__).with_name("calibration.json")
+CACHE_ENV = "NTK_ZOO_CACHE_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class CostTable:
+    """The speed of one backend per kind of step (see the module docstring).
+
+    Attributes:
+      backend: ``jax.default_backend()`` of the machine it describes (``"cpu"``, ``"gpu"``...).
+      matmul_flops: FLOP/s of large matrix products and convolutions.
+      einsum_flops: FLOP/s of small batched contractions (output tile ``M·N < SMALL_TILE``).
+      memory_bytes: bytes/s of memory-bound steps.
+      overhead_s: seconds of fixed cost per step.
+      source: where the table came from: ``"cache: <path>"``, ``"shipped"``, ``"default"``,
+        ``"measured"`` (by :func:`ntk_zoo.calibrate`) or ``"custom"``.
+      machine: what it was measured on (CPU model, cores, device, jax/jaxlib versions, date).
+
+    Example:
+      >>> from ntk_zoo.core import CostTable
+      >>> t = CostTable("cpu", 1e11, 2e10, 1e10, 2e-6)
+      >>> [round(t.seconds(1e9, 4e6, kind), 6) for kind in ("matmul", "einsum", "memory")]
+      [0.010002, 0.050002, 0.010002]
+      >>> round(t.seconds(1e9, 4e8, "memory"), 6)  # 400 MB at 10 GB/s: memory-bound
+      0.040002
+      >>> CostTable.from_json(t.to_json()) == t
+      True
+    """
+
+    SCHEMA: ClassVar[int] = SCHEMA  # the version of the stored rows' layout
+
+    backend: str
+    matmul_flops: float
+    einsum_flops: float
+    memory_bytes: float
+    overhead_s: float
+    source: str = dataclasses.field(default="custom", compare=False)
+    machine: Any = dataclasses.field(default=None, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in _RATES:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+                raise ValueError(f"CostTable.{name} must be a number, got {value!r}.")
+            if value < 0 or (value == 0 and name != "overhead_s"):
+                raise ValueError(f"CostTable.{name} must be positive, got {value!r}.")
+
+    def seconds(self, flops: float, nbytes: float, kind: str = "matmul", steps: float = 1) -> float:
+        """``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)`` seconds (the sum
+        of the two terms for ``kind="pass"``).
+
+        ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind={kind!r} is not a kind of step; choose one of {KINDS}.")
+        rate = self.einsum_flops if kind == "einsum" else self.matmul_flops
+        if kind == "pass":
+            return steps * self.overhead_s + flops / rate + nbytes / self.memory_bytes
+        return steps * self.overhead_s + max(flops / rate, nbytes / self.memory_bytes)
+
+    def to_json(self) -> dict:
+        """The row as stored in a calibration file (``schema`` included)."""
+        row = {"schema": SCHEMA, "backend": self.backend}
+        row.update({name: float(getattr(self, name)) for name in _RATES})
+        row["machine"] = self.machine or {}
+        return row
+
+    @classmethod
+    def from_json(cls, row: Any, source: str = "custom") -> CostTable:
+        """A table from a stored row; ``ValueError`` naming the problem if it is not one."""
+        if not isinstance(row, dict):
+            raise ValueError(f"a cost table row must be a JSON object, got {type(row).__name__}")
+        if row.get("schema") != SCHEMA:
+            raise ValueError(f"schema {row.get('schema')!r}, expected {SCHEMA}")
+        missing = [k for k in ("backend", *_RATES) if k not in row]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        if not isinstance(row["backend"], str):
+            raise ValueError(f"backend must be a string, got {row['backend']!r}")
+        machine = row.get("machine", {})
+        if not isinstance(machine, dict):
+            raise ValueError("machine must be a JSON object")
+        rates = {k: row[k] for k in _RATES}
+        return cls(row["backend"], **rates, source=source, machine=machine)
+
+
+# Used when neither a cached nor a shipped row exists for the backend: a 2-core x86 CPU's
+# orders of magnitude (100 GFLOP/s matmuls, 25 GFLOP/s small einsums, 10 GB/s, 3 µs a step).
+DEFAULT_TABLE = CostTable("default", 1e11, 2.5e10, 1e10, 3e-6, source="default")
+
+_active: dict[str, CostTable] = {}
+_warned: set[str] = set()
+
+
+def cache_dir() -> pathlib.Path:
+    """Where :func:`ntk_zoo.calibrate` caches tables: ``$NTK_ZOO_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ntk_zoo``, else ``~/.cache/ntk_zoo``."""
+    if os.environ.get(CACHE_ENV):
+        return pathlib.Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "ntk_zoo"
+
+
+def cache_path(backend: str) -> pathlib.Path:
+    """The cache file of ``backend``'s table."""
+    return cache_dir() / f"cost_table-{backend}.json"
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _read_cache(backend: str) -> CostTable | None:
+    path = cache_path(backend)
+    if not path.exists():
+        return None
+    try:
+        table = CostTable.from_json(json.loads(path.read_text()), source=f"cache: {path}")
+        if table.backend != backend:
+            raise ValueError(f"it describes backend {table.backend!r}")
+        return table
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        _warn_once(
+            str(path),
+            f"Ignoring the cost table cached at {path} ({e}); auto falls back to the shipped "
+            "table. Run ntk_zoo.calibrate() to measure this machine again, or delete the file.",
+        )
+        return None
+
+
+def shipped_path() -> pathlib.Path:
+    """The table file shipped with the package (``ntk_zoo/core/calibration.json``)."""
+    return _SHIPPED
+
+
+def shipped_tables() -> dict[str, CostTable]:
+    """The rows shipped with the package (``ntk_zoo/core/calibration.json``), by backend."""
+    data = json.loads(_SHIPPED.read_text())
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{_SHIPPED}: schema {data.get('schema')!r}, expected {SCHEMA}")
+    return {b: CostTable.from_json(row, source="shipped") for b, row in data["backends"].items()}
+
+
+def active_table(backend: str | None = None) -> CostTable:
+    """The table ``auto`` uses on ``backend`` (default: ``jax.default_backend()``): the cached
+    one, else the shipped one, else :data:`DEFAULT_TABLE` (see the module docstring)."""
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    if backend not in _active:
+        table = _read_cache(backend)
+        if table is None:
+            table = shipped_tables().get(backend)
+        if table is None:
+            table = dataclasses.replace(DEFAULT_TABLE, backend=backend)
+        _active[backend] = table
+    return _active[backend]
+
+
+def use_table(table: CostTable) -> None:
+    """Make ``table`` the active one of its backend in this process (until :func:`reset_tables`).
+
+    Example:
+      >>> from ntk_zoo.core import CostTable, active_table, reset_tables, use_table
+      >>> use_table(CostTable("cpu", 1e11, 1e9, 1e10, 0.0))
+      >>> active_table("cpu").einsum_flops
+      1000000000.0
+      >>> reset_tables()
+    """
+    if not isinstance(table, CostTable):
+        raise TypeError(f"use_table needs a CostTable, got {type(table).__name__}.")
+    _active[table.backend] = table
+
+
+def reset_tables() -> None:
+    """Forget the tables read so far (the next estimate reads the files again)."""
+    _active.clear()
+    _warned.clear()
+
+
+def contraction_kind(m: float, k: float, n: float) -> str:
+    """The kind of a contraction of an ``m×k`` by a ``k×n`` block (per batch element):
+    ``"memory"`` without a contracted axis, ``"einsum"`` for an output tile below
+    :data:`SMALL_TILE` with under :data:`SMALL_WORK` multiply-adds, else ``"matmul"``.
+
+    Example:
+      >>> from ntk_zoo.core import contraction_kind
+      >>> [contraction_kind(*mkn) for mkn in [(16, 64, 16), (16, 10**6, 16), (64, 64, 64)]]
+      ['einsum', 'matmul', 'matmul']
+    """
+    if k <= 1:
+        return "memory"
+    return "einsum" if m * n < SMALL_TILE and m * k * n < SMALL_WORK else "matmul"
