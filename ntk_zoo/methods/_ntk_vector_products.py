@@ -19,6 +19,11 @@ more transposes instead, and the linearized form is faster. So the form is chose
 ``"transposed"`` when ``P >= y`` (per example with ``vmap_axes``, per batch without), else
 ``"linearized"``.
 
+**Symmetric kernels.** With ``x2=None`` and ``vmap_axes``, ``Θ(x, x)`` is symmetric: with the
+linearized form the examples are split into 2 blocks and only the 3 blocks on and above the
+diagonal are computed (¾ of the JVPs for 1.5× the VJPs); the fourth is the transpose of its
+mirror. With the transposed form (params dominate, so each recomputed VJP is costly) it is not.
+
 **Memory bound.** The basis ``J(x2)ᵀe`` is computed in chunks of columns (``lax.map`` over
 chunks, each chunk one ``vmap``) so that a chunk's VJP results and JVP activation tangents stay
 within :data:`BASIS_BYTES` bytes (one column is never split); when all columns fit, it is a single
