@@ -217,6 +217,8 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
     results) rather than all ``n1·n2`` pairs (VJP results shared by the ``n1`` examples of
     ``x1``).
     """
+    if any(math.prod(np.shape(leaf)) == 0 for leaf in jax.tree.leaves((p.fx1, p.fx2))):
+        return _Plan("linearized", 1)  # no examples: nothing to compute, nothing to count
     c = count(p)
     y_pass = c.y1 / c.n1
     form = _form(c)
