@@ -6,15 +6,19 @@ initialised variables as a ``PureFn`` with the ``ntk_zoo`` adapter. Adding a fra
 adding one entry (and its ``architectures/<framework>/`` modules); nothing else branches on the
 framework's name.
 
-Initialisation skips the forward pass that linen and Haiku run to create variables: ``init`` is
-evaluated with the example input abstract (Flax's ``lazy_init``, a partial evaluation), so only
-the computations that produce variables run, each random draw as JAX's compiled, shape-cached
-``jax.random`` program. Values are exactly those of the frameworks' own initialisation with the
-same key (``init="eager"`` runs them as the frameworks do, forward pass included).
-``build(..., init="jit")`` compiles the whole initialisation as one program instead:
-the same values up to float rounding (XLA fuses each draw with its scale), but on CPU it compiles
-the random generator once per call site rather than once per shape (WRN-28-10: 29 call sites,
-11 shapes), which costs more compilation for published sizes on CPU.
+Initialisation skips the forward pass that linen and Haiku run to create variables, and batches
+the random draws (``init="batched"``, the default; ``architectures/_batched_init.py``): ``init``
+is traced with the example input abstract, key derivations, zeros and ones run op by op, and
+every ``jax.random.normal`` draw of every shape is computed by one compiled program in chunks
+of flat indices (with ``jax_threefry_partitionable``, JAX's default, element ``i`` of a draw
+depends only on the key and ``i``), where drawing op by op compiles the generator once per
+distinct parameter shape (about 0.75 CPU-s each). Values are bit for bit those of the
+frameworks' own initialisation with the same key (``init="eager"`` runs them as the frameworks
+do, forward pass included). ``init="lazy"`` is Flax's ``lazy_init`` (a partial evaluation: the
+draws op by op; also the fallback of ``"batched"`` for what it does not recognise).
+``build(..., init="jit")`` compiles the whole initialisation as one program instead: the same
+values up to float rounding (XLA fuses each draw with its scale), but on CPU it compiles the
+random generator once per call site (WRN-28-10: 29 call sites, 11 shapes).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 import ntk_zoo
+from architectures._batched_init import Unsupported, batched_init
 
 FAMILIES = {"mlp": "MLP", "wide_resnet": "WideResNet", "vit": "ViT"}
 # Config keys each family's constructor takes (everything else in the config is ignored).
@@ -59,7 +64,8 @@ class Framework(NamedTuple):
         example batch ``x`` of one, returning the model's variables as a pytree (so that it can
         be jitted, shape-evaluated or partially evaluated with ``x`` abstract; the variables
         must not depend on the values in ``x``), and ``handle`` is what ``to_pure`` needs
-        beside them (a linen module, a Haiku transform, an NNX graphdef).
+        beside them (a linen module, a Haiku transform, a holder that ``init`` fills with the
+        NNX graph definition: ``to_pure`` runs after ``init``).
       params: the trainable part of the variables (for counting parameters).
       to_pure: ``(handle, variables, policy)`` -> ``ntk_zoo.PureFn``; ``policy`` holds the
         adapters' ``batch_norm``, ``calibration`` and ``output``.
@@ -90,9 +96,15 @@ def _linen_pure(module, variables, policy):
 def _nnx_initialiser(cls, kwargs, input_shape):
     from flax import nnx
 
-    make = lambda key: cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key))
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(jax.random.key(0))))
-    return graphdef, lambda key, x: nnx.state(make(key))  # NNX needs no example input
+    # The graph definition (static: no arrays) is kept from the initialisation itself, traced
+    # or not, rather than from one more construction of the model under nnx.eval_shape.
+    graphdef: dict[str, Any] = {}
+
+    def init(key, x):  # NNX needs no example input
+        graphdef["value"], state = nnx.split(cls(tuple(input_shape), **kwargs, rngs=nnx.Rngs(key)))
+        return state
+
+    return graphdef, init
 
 
 def _nnx_params(state):
@@ -104,7 +116,7 @@ def _nnx_params(state):
 def _nnx_pure(graphdef, state, policy):
     from flax import nnx
 
-    return ntk_zoo.from_nnx(nnx.merge(graphdef, state), **policy)
+    return ntk_zoo.from_nnx(nnx.merge(graphdef["value"], state), **policy)
 
 
 # --- Haiku ----------------------------------------------------------------------------------
@@ -149,7 +161,7 @@ _FRAMEWORKS: dict[str, Framework] = {
     "haiku": Framework(_haiku_initialiser, lambda v: v[0], _haiku_pure),
 }
 FRAMEWORKS = tuple(_FRAMEWORKS)
-INIT_MODES = ("lazy", "eager", "jit")
+INIT_MODES = ("batched", "lazy", "eager", "jit")
 
 
 def _lookup(config: Mapping[str, Any]) -> tuple[Framework, type, dict[str, Any]]:
@@ -170,7 +182,7 @@ def build(
     input_shape: tuple[int, ...],
     calibration: jax.Array | None = None,
     dtype: Any = None,
-    init: str = "lazy",
+    init: str = "batched",
 ) -> ntk_zoo.PureFn:
     """Builds and initialises a zoo model as a :class:`ntk_zoo.PureFn`.
 
@@ -184,10 +196,11 @@ def build(
       input_shape: the shape of one example, e.g. ``(8, 8, 1)``.
       calibration: the batch whose statistics ``batch_norm="batch"`` freezes.
       dtype: cast every float variable to this dtype (e.g. float64 for exact checks).
-      init: how to initialise (see the module's docstring): ``"lazy"`` (default: only what
-        produces variables runs, op by op), ``"eager"`` (the framework's own initialisation,
-        forward pass included; the same values) or ``"jit"`` (one compiled program; the same
-        values up to float rounding).
+      init: how to initialise (see the module's docstring): ``"batched"`` (default: only what
+        produces variables runs, the random draws batched into one compiled program),
+        ``"lazy"`` (only what produces variables runs, op by op; the same values),
+        ``"eager"`` (the framework's own initialisation, forward pass included; the same
+        values) or ``"jit"`` (one compiled program; the same values up to float rounding).
 
     Example:
       >>> import jax, architectures
@@ -204,11 +217,17 @@ def build(
         cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
         initialise = lambda key, x, f=initialise: jax.tree.map(cast, f(key, x))
     example = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    variables = None
+    if init == "batched":
+        try:
+            variables = batched_init(initialise, key, example)
+        except Unsupported:
+            init = "lazy"  # the same values, the draws op by op
     if init == "lazy":
         from flax.core.partial_eval import lazy_init
 
         variables = lazy_init(initialise)(key, example)
-    else:
+    elif variables is None:
         x = jnp.zeros(example.shape, example.dtype)
         variables = (jax.jit(initialise) if init == "jit" else initialise)(key, x)
     policy = dict(
