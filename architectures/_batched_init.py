@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import Literal
-from jax.extend.random import threefry2x32_p
+
+from ntk_zoo._compat import Literal, bind_eqn, threefry2x32
 
 CHUNK = 2**16  # flat elements per chunk of a draw
 
@@ -65,7 +65,7 @@ def _normal_chunk(k1, k2, offset, *, size, dtype):
     dtype = np.dtype(dtype)
     counts_lo = offset + lax.iota(np.uint32, size)
     counts_hi = jnp.zeros((size,), np.uint32)
-    bits1, bits2 = threefry2x32_p.bind(k1, k2, counts_hi, counts_lo)
+    bits1, bits2 = threefry2x32(k1, k2, counts_hi, counts_lo)
     finfo = jnp.finfo(dtype)
     nbits, nmant = finfo.bits, finfo.nmant
     uint = {32: np.uint32, 64: np.uint64}[nbits]
@@ -210,9 +210,7 @@ def _walk(jaxpr, consts, args, needed_out):
         elif any(isinstance(x, _Pending) for x in ins):
             outs = [_Op(eqn, ins, i) for i in range(len(eqn.outvars))]
         else:
-            params = eqn.primitive.get_bind_params(eqn.params)
-            outs = eqn.primitive.bind(*ins, **params)
-            outs = outs if eqn.primitive.multiple_results else [outs]
+            outs = bind_eqn(eqn, *ins)
         env.update(zip(eqn.outvars, outs, strict=True))
     return [read(v) if keep else None for v, keep in zip(jaxpr.outvars, needed_out, strict=True)]
 
@@ -255,8 +253,7 @@ def _finish(values: list) -> list:
             if key not in results:
                 ins = [value(x) if isinstance(x, _Pending) else cache[id(x)] for x in node.inputs]
                 eqn = node.eqn
-                outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
-                results[key] = list(outs) if eqn.primitive.multiple_results else [outs]
+                results[key] = bind_eqn(eqn, *ins)
             return results[key][node.index]
 
         return [value(v) if isinstance(v, _Pending) else None for v in values]

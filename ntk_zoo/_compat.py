@@ -59,6 +59,22 @@ def iter_eqns(jaxpr: Jaxpr | ClosedJaxpr, times: int = 1) -> Iterator[tuple[Jaxp
             yield from iter_eqns(sub, times * k)
 
 
+def bind_eqn(eqn: JaxprEqn, *args: Any) -> list:
+    """Applies ``eqn``'s primitive, with its params, to ``args`` (eagerly, or in the current
+    trace); always returns a list of results."""
+    primitive = eqn.primitive
+    outs = primitive.bind(*args, **primitive.get_bind_params(eqn.params))
+    return list(outs) if primitive.multiple_results else [outs]
+
+
+def threefry2x32(k1: Any, k2: Any, x1: Any, x2: Any) -> tuple[Any, Any]:
+    """The Threefry-2x32 hash of the counter words ``(x1, x2)`` under the key ``(k1, k2)``: the
+    primitive behind ``jax.random``'s default generator."""
+    from jax.extend.random import threefry2x32_p
+
+    return tuple(threefry2x32_p.bind(k1, k2, x1, x2))
+
+
 def backend_started() -> bool:
     """Whether JAX has started a backend (after which ``XLA_FLAGS`` are no longer read)."""
     from jax._src import xla_bridge

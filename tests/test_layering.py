@@ -35,6 +35,8 @@ def _modules() -> dict[str, pathlib.Path]:
     for tree in TREES:
         for path in sorted((ROOT / tree).rglob("*.py")):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if any(part.startswith(".") for part in parts):
+                continue  # e.g. benchmarks/.nt-venv, a virtual environment, not our code
             if parts[-1] == "__init__":
                 parts.pop()
             out[".".join(parts)] = path
@@ -124,3 +126,36 @@ def test_no_private_imports_across_packages_and_no_zoo_in_the_library():
 def test_allowlist_only_holds_live_violations():
     stale = sorted(ALLOWED - violations())
     assert not stale, f"Fixed: remove these entries from ALLOWED in {__file__}: {stale}."
+
+
+JAX_INTERNALS = ("jax._src", "jax.extend", "jax.core", "jax.interpreters")
+
+
+def jax_internal_imports() -> set[tuple[str, str]]:
+    """(module, imported name) for every import of JAX internals outside ``ntk_zoo._compat``."""
+    found = set()
+    for module, path in _modules().items():
+        if module == "ntk_zoo._compat":
+            continue
+        for name in _imports(module, path):
+            if name.startswith(JAX_INTERNALS):
+                found.add((module, name))
+    return found
+
+
+def test_the_check_sees_jax_internals(tmp_path):
+    source = "from jax.extend.core import Literal\nimport jax._src.core\n"
+    (tmp_path / "m.py").write_text(source)
+    names = _imports("m", tmp_path / "m.py")
+    assert [n for n in names if n.startswith(JAX_INTERNALS)] == [
+        "jax.extend.core.Literal",
+        "jax._src.core",
+    ]
+
+
+def test_jax_internals_only_through_compat():
+    found = sorted(jax_internal_imports())
+    assert not found, (
+        f"{found} import JAX internals directly; add what they need to ntk_zoo/_compat.py "
+        "(the one module a JAX upgrade has to mend) and import it from there."
+    )

@@ -39,7 +39,10 @@ def structured_cost(p: Problem, c: Counts) -> float:
     (its kind, small einsum or matmul, from its shape; the machine's fixed cost per step) on the
     path the contraction takes (``_plan``). With ``x2=None`` the second side's own steps are the
     first's. The einsums are found by tracing the method with a counting einsum (nothing is
-    computed). Seconds on ``c.table``."""
+    computed), so the estimate follows the method's own choices: per param leaf, contracting
+    its uses through their structure or summing their Jacobian factors first (the dense
+    factors' einsums are one-sided steps, their contraction a cross step), and the cotangent
+    Grams shared between uses (one einsum per group). Seconds on ``c.table``."""
     itemsize = c.itemsize
     factor_flops = (1 + c.o1) * c.fp1 + (0 if p.x2 is None else (1 + c.o2) * c.fp2)
     seconds = [0.0]  # every einsum step

@@ -1,0 +1,109 @@
+"""NTK-vector products' forced paths against the float64 oracle: both JVP forms, the chunked
+basis and the symmetric blocks of ``x2=None``.
+
+The method picks one form per problem, computes all columns in one ``vmap`` when they fit and
+splits a symmetric kernel into blocks only with the linearized form; these tests force each form,
+a chunk of one column (``lax.map`` over every column) and 2 or 3 blocks on every case of
+tests/cases.py, so every path is exact wherever it could run.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ntk_zoo
+from ntk_zoo.methods import _ntk_vector_products as vp
+from tests.cases import CASE_IDS, CASES
+from tests.oracle import oracle_ntk, rel_error
+
+EXACT = 1e-10
+
+
+@pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
+@pytest.mark.parametrize("form", ["linearized", "transposed"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monkeypatch):
+    monkeypatch.setattr(vp, "_FORCE_FORM", form)
+    monkeypatch.setattr(vp, "BASIS_BYTES", 1)  # one column per lax.map step
+    kernel_fn = ntk_zoo.ntk_fn(
+        case.f,
+        method="ntk_vector_products",
+        vmap_axes=case.vmap_axes if vmap else None,
+        trace_axes=case.trace_axes,
+    )
+    got = kernel_fn(case.x1, case.x2, case.params, **case.kwargs(False))
+    want = oracle_ntk(
+        case.f, case.x1, case.x2, case.params, trace_axes=case.trace_axes, **case.kwargs(False)
+    )
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("blocks", [2, 3])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
+    """``x2=None`` from the blocks on and above the diagonal (3 examples: padded blocks)."""
+    monkeypatch.setattr(vp, "_FORCE_BLOCKS", blocks)
+    kernel_fn = ntk_zoo.ntk_fn(
+        case.f, method="ntk_vector_products", vmap_axes=case.vmap_axes, trace_axes=()
+    )
+    got = kernel_fn(case.x1, None, case.params, **case.kwargs(True))
+    want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), **case.kwargs(True))
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("form", ["linearized", "transposed"])
+def test_forced_form_x2_none_and_per_param_leaves(form, monkeypatch):
+    """``x2=None`` shares one forward pass; ``sum_params=False`` chunks per param leaf."""
+    case = CASES[0]
+    monkeypatch.setattr(vp, "_FORCE_FORM", form)
+    monkeypatch.setattr(vp, "_FORCE_BLOCKS", 2)
+    monkeypatch.setattr(vp, "BASIS_BYTES", 1)
+    for vmap_axes in (None, case.vmap_axes):
+        got = ntk_zoo.ntk_fn(case.f, method="ntk_vector_products", vmap_axes=vmap_axes)(
+            case.x1, None, case.params
+        )
+        assert rel_error(got, oracle_ntk(case.f, case.x1, None, case.params)) <= EXACT
+    got = ntk_zoo.ntk_fn(
+        case.f, method="ntk_vector_products", vmap_axes=0, trace_axes=(), sum_params=False
+    )(case.x1, None, case.params)
+    want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), sum_params=False)
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("size", [1, 5, 6])
+@pytest.mark.parametrize("chunk", [1, 2, 4, 7])
+def test_map_columns_every_chunking_stacks_each_column_once(size, chunk):
+    column = lambda j: jnp.stack([j, 10 * j]).astype(jnp.float64)
+    got = vp._map_columns(column, size, chunk)
+    np.testing.assert_array_equal(got, np.stack([np.arange(size), 10 * np.arange(size)], 1))
+
+
+def test_chunk_bound_from_basis_bytes(monkeypatch):
+    """A chunk holds at most BASIS_BYTES of VJP results and JVP tangents, and never 0 columns."""
+    case = CASES[0]
+    problem = ntk_zoo.ntk_fn(case.f, vmap_axes=0).problem(case.x1, case.x2, case.params)
+    c = ntk_zoo.core.count(problem)
+    per_column = c.itemsize * (c.n2 * c.n_params + c.n1 * c.n2 * c.y1 / c.n1)
+    monkeypatch.setattr(vp, "BASIS_BYTES", int(2.5 * per_column))
+    assert vp._plan(problem, True, paired=False).chunk == 2
+    monkeypatch.setattr(vp, "BASIS_BYTES", 1)
+    assert vp._plan(problem, True, paired=False).chunk == 1
+
+
+def test_form_follows_params_against_activations():
+    """An MLP (params outnumber a forward pass's values) takes the transposed JVP; a convnet
+    (activations dominate) the linearized one."""
+    by_name = {c.name: c for c in CASES}
+    for name, form in (("mlp", "transposed"), ("convnet", "linearized")):
+        case = by_name[name]
+        problem = ntk_zoo.ntk_fn(case.f, vmap_axes=0).problem(case.x1, case.x2, case.params)
+        assert vp._plan(problem, True, paired=False).form == form
+
+
+def test_symmetric_blocks_only_for_x2_none_with_the_linearized_form():
+    by_name = {c.name: c for c in CASES}
+    conv, mlp = by_name["convnet"], by_name["mlp"]
+    problem = lambda c, x2: ntk_zoo.ntk_fn(c.f, vmap_axes=0).problem(c.x1, x2, c.params)
+    assert vp._symmetric_blocks(problem(conv, None), "linearized") == (2, 1)  # 2 examples
+    assert vp._symmetric_blocks(problem(conv, conv.x2), "linearized") == (1, 2)
+    assert vp._symmetric_blocks(problem(mlp, None), "transposed") == (1, 3)
