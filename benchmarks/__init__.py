@@ -21,7 +21,7 @@ SUITES = {
     "methods": ("benchmarks.methods", "every method side by side on a small MLP and ConvNet"),
     "structured": (
         "benchmarks.structured",
-        "structured derivatives against every method and auto (MLP, conv, ViT; O = 8, 100)",
+        "the 24-cell grid: SD against JC, VP and auto (MLP, conv, ViT, WRN-16-4, ViT-S/16)",
     ),
     "vs-neural-tangents": (
         "benchmarks.vs_neural_tangents",
@@ -36,8 +36,11 @@ SUITES = {
         "benchmarks.calibrate",
         "the cost table auto ranks methods by, measured here; --check: the model on the grid",
     ),
-    # Slots for suites of open issues (add the module and its question here):
-    "published-sizes": (None, "the paper's published model sizes (to be added)"),
+    "published-sizes": (
+        "benchmarks.published",
+        "WRN-28-10, ViT-B/16, 1000-logit ResNet-18: steady, compile, build, peak, FLOP floor",
+    ),
+    # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",
         "one kernel over 1 and 2 processes (jax.distributed): speed-up, blocks/s per device",

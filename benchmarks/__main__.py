@@ -28,6 +28,9 @@ def run(suite: str, argv: list[str]) -> None:
     if module is None:
         print(f"{suite}: {question}; no module yet.")
         return
+    if "-h" in argv or "--help" in argv:  # the suite's options; no results file written
+        importlib.import_module(module).main(argv)
+        return
     os.makedirs(_harness.RESULTS, exist_ok=True)
     name = f"{suite}-quick.md" if "--quick" in argv else f"{suite}.md"
     path = os.path.join(_harness.RESULTS, name)

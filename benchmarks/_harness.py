@@ -14,8 +14,10 @@ reported, not run). Measurements that are not one kernel call (a whole dataset w
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,7 +67,14 @@ class _Watchdog:
             with self.lock:
                 live = [w for w in self.workers if w.proc.poll() is None]
                 self.workers = live
-                if not live or self.limit is None:
+                if not live:
+                    continue
+                now = time.monotonic()
+                for w in live:
+                    if w.deadline is not None and now > w.deadline:
+                        w.killed = f"killed after {w.timeout_s:.0f} s (--timeout-s)"
+                        w.proc.kill()
+                if self.limit is None:
                     continue
                 rss = {w: _rss_bytes(w.proc.pid) for w in live}
                 if sum(rss.values()) > self.limit:
@@ -84,24 +93,40 @@ class Worker:
     """One case in a child process; methods return the worker's JSON replies as dicts."""
 
     def __init__(
-        self, python: str, backend: str, model: str, o: int, n: int, trace_axes, method, widths=()
+        self,
+        python: str,
+        backend: str,
+        model: str,
+        o: int,
+        n: int,
+        trace_axes,
+        method,
+        widths=(),
+        extra=(),
+        path: str | None = None,
+        timeout_s: float | None = None,
     ):
+        self.timeout_s = timeout_s  # the process is killed this long after its start
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self.killed = None
         self.failed = None
+        self.rates: list[float] = []
         self.stderr = tempfile.TemporaryFile(mode="w+")
         cmd = [python, "-m", "benchmarks._worker", "--backend", backend, "--model", model]
         cmd += ["--o", str(o), "--n", str(n), f"--trace={trace_arg(trace_axes)}"]
-        cmd += ["--method", method]
+        cmd += ["--method", method, *extra]
         if widths:
             cmd += ["--widths", ",".join(map(str, widths))]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        if path is not None:  # another checkout's ntk_zoo and zoo (see checkout_path)
+            env["PYTHONPATH"] = path
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
-            cwd=ROOT,
+            cwd=ROOT if path is None else path,
             env=env,
         )
         with _WATCHDOG.lock:
@@ -143,6 +168,39 @@ class Worker:
         self.stderr.close()
 
 
+def checkout_path(checkout: str) -> str:
+    """A directory to run workers from with another checkout's ``ntk_zoo`` and ``architectures``
+    but this checkout's ``benchmarks`` (symbolic links in a temporary directory, which is both
+    the worker's working directory and its ``PYTHONPATH``; for ``--baseline``)."""
+    checkout = os.path.abspath(checkout)
+    for pkg in ("ntk_zoo", "architectures"):
+        if not os.path.isdir(os.path.join(checkout, pkg)):
+            raise SystemExit(f"--baseline {checkout}: no {pkg}/ there; give a checkout's root.")
+    shim = tempfile.mkdtemp(prefix="ntk_zoo-baseline-")
+    atexit.register(shutil.rmtree, shim, True)  # removes the links, never what they point to
+    os.symlink(os.path.join(checkout, "ntk_zoo"), os.path.join(shim, "ntk_zoo"))
+    os.symlink(os.path.join(checkout, "architectures"), os.path.join(shim, "architectures"))
+    os.symlink(HERE, os.path.join(shim, "benchmarks"))
+    return shim
+
+
+# What run_group keeps of a worker's ``ready`` reply.
+READY_KEYS = (
+    "checksum",
+    "jax",
+    "numpy",
+    "library",
+    "chosen",
+    "description",
+    "n_params",
+    "build_s",
+    "fwd_flops_xla",
+    "fwd_flops_jaxpr",
+    "matmul_flops_per_s",
+    "chunk",
+)
+
+
 def set_mem_limit(gib: float) -> None:
     _WATCHDOG.limit = int(gib * 2**30)
 
@@ -170,11 +228,13 @@ def too_big(ready: dict, method: str, n: int, o: int, limit_gib: float) -> str |
     return None
 
 
-def timed_rounds(workers: dict, repeats: int, slow_s: float = 5.0) -> dict:
+def timed_rounds(
+    workers: dict, repeats: int, slow_s: float = 5.0, very_slow_s: float = 10.0
+) -> dict:
     """Alternating steady calls (one per live worker per round); returns lists of seconds.
 
     Each round calls every worker once, in order, so machine noise hits all alike. ``repeats``
-    drops to 3 when a first call took more than ``slow_s`` seconds.
+    drops to 3 when a first call took more than ``slow_s`` seconds, to 2 over ``very_slow_s``.
     """
     times: dict = {k: [] for k in workers}
     for i in range(repeats):
@@ -186,7 +246,11 @@ def timed_rounds(workers: dict, repeats: int, slow_s: float = 5.0) -> dict:
                 w.failed = r["error"]
                 continue
             times[key].append(r["t"])
+            if "rate" in r:  # the worker's matmul rate after this call (--floor)
+                w.rates.append(r["rate"])
         if repeats > 3 and i >= 2 and any(t and t[0] > slow_s for t in times.values()):
+            break
+        if repeats > 2 and i >= 1 and any(t and t[0] > very_slow_s for t in times.values()):
             break
     return times
 
@@ -201,23 +265,40 @@ def run_group(
     limit_gib: float,
     kernel_dir: str,
     widths: tuple = (),
+    extra: tuple = (),
+    timeout_s: float | None = None,
 ) -> dict:
     """Runs several workers on one case, timing them alternately.
 
-    ``specs`` maps a key to ``(python, backend, method)``. Workers start (and compile) one after
-    another, then are timed in alternating rounds, save their kernels under ``kernel_dir`` and
-    quit. Returns, per key, a dict with ``status`` (ok / n/a / skipped / error), ``note``,
-    ``compile_s`` (ahead-of-time compile + first call - steady), ``steady_s`` (median),
-    ``times``, ``peak_rss_mib``, ``base_rss_mib`` (after imports and inputs, before compiling),
-    ``chosen`` (auto) and ``kernel`` (path of the saved .npy).
+    ``specs`` maps a key to ``(python, backend, method)`` or ``(python, backend, method, path)``
+    (``path``: a :func:`checkout_path` to run that worker from); ``extra`` are more worker
+    options (``--floor``, ``--chunk K``); a worker still running ``timeout_s`` after its start
+    is killed and reported. Workers start (and compile) one after another, then are timed in
+    alternating rounds, save their kernels under ``kernel_dir`` and quit. Returns, per key, a
+    dict with ``status`` (ok / n/a / skipped / error), ``note``, ``compile_s`` (ahead-of-time
+    compile + first call - steady), ``steady_s`` (median), ``times``, ``peak_rss_mib``,
+    ``base_rss_mib`` (after imports and inputs, before compiling), ``chosen`` (auto), ``kernel``
+    (path of the saved .npy) and the ready reply's :data:`READY_KEYS`.
     """
     out: dict = {}
     workers: dict = {}
-    for key, (python, backend, method) in specs.items():
+    for key, (python, backend, method, *path) in specs.items():
         res = out[key] = {"status": "error", "note": "", "method": method, "backend": backend}
-        w = Worker(python, backend, model, o, n, trace_axes, method, widths)
+        w = Worker(
+            python,
+            backend,
+            model,
+            o,
+            n,
+            trace_axes,
+            method,
+            widths,
+            extra,
+            *(path or [None]),
+            timeout_s=timeout_s,
+        )
         r = w.ready()
-        for k in ("checksum", "jax", "numpy", "library", "chosen", "description", "n_params"):
+        for k in (*READY_KEYS, "planned_bytes"):
             if k in r:
                 res[k] = r[k]
         if r["status"] == "unavailable":
@@ -250,6 +331,8 @@ def run_group(
             w.close()
             continue
         res["steady_s"] = median(times[key])
+        if w.rates:
+            res["matmul_rates"] = w.rates
         res["compile_s"] = max(res["first_s"] - res["steady_s"], 0.0)
         path = os.path.join(kernel_dir, f"{key}.npy".replace("/", "_").replace(" ", "_"))
         if w.send(f"save {path}")["status"] == "ok":
@@ -273,6 +356,11 @@ def rel_err(a_path: str, b_path: str) -> float:
 
 def median(values) -> float | None:
     return statistics.median(values) if values else None
+
+
+def load() -> str:
+    """The machine's 1-, 5- and 15-minute load averages (the others sharing its cores)."""
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def python_info() -> str:

@@ -19,19 +19,36 @@ Models (the names used on the command line):
 * ``vit``: a small ViT: 4×4 patches of 16×16×3 images embedded by reshape + dense (dim 64),
   learned position embedding, 2 pre-LayerNorm blocks (4-head self-attention, MLP 64-128-64 with
   tanh-approximate GELU), final LayerNorm, mean pooling over tokens, dense head; N=16.
+* ``resnet18``: a ResNet-18 of the ImageNet layout (7×7 stride-2 stem of 64 channels, 3×3
+  stride-2 max pool, four stages of two basic blocks at 64/128/256/512 channels, stride 2 and a
+  1×1 projection at the start of stages 2–4, global average pool, dense head): 11.69M params
+  with 1000 logits. Plain jax.numpy, NTK parameterisation, no BatchNorm (at inference it is a
+  per-channel affine map; leaving it out changes no shape and no FLOP order). Images of
+  ``widths=(size,)`` (default 32×32×3, CIFAR-sized, so that a 1000-logit kernel is feasible on
+  a CPU: the stem and pool bring it to 8×8 before the first stage).
+
+Zoo models (built by ``architectures.build`` exactly as the ``ntk-zoo`` command line builds them:
+Flax linen, standard parameterisation, BatchNorm with running statistics, ``jax.random.key(seed)``;
+so they run under our environment only, not under neural-tangents' venv). The name gives the
+size, ``widths=(size,)`` the image side (default 32):
+
+* ``wrn-D-K``: the zoo's WideResNet WRN-D-K (e.g. ``wrn-16-4``, ``wrn-28-10``);
+* ``vit-S/P``: the zoo's ViT of named size S and patch P (e.g. ``vit-S/16``, ``vit-B/16``),
+  class-token pooling.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-MODELS = ("mlp", "conv", "vit", "convnet")
+MODELS = ("mlp", "conv", "vit", "convnet", "resnet18", "wrn-D-K", "vit-S/P")
 
 
 class Model(NamedTuple):
@@ -49,6 +66,8 @@ def _normal(rng: np.random.Generator, shape, scale: float = 1.0) -> np.ndarray:
 def n_params(params) -> int:
     if isinstance(params, dict):
         return sum(n_params(v) for v in params.values())
+    if isinstance(params, (list, tuple)):
+        return sum(n_params(v) for v in params)
     return int(np.prod(np.shape(params)))
 
 
@@ -56,6 +75,8 @@ def checksum(params, x) -> float:
     """Sum of |values| of all params and inputs in float64 (same on both sides or bust)."""
     if isinstance(params, dict):
         total = sum(checksum(params[k], None) for k in sorted(params))
+    elif isinstance(params, (list, tuple)):
+        total = sum(checksum(v, None) for v in params)
     else:
         total = float(np.abs(np.asarray(params, np.float64)).sum())
     if x is not None:
@@ -237,13 +258,89 @@ def convnet(o: int = 10, n: int = 8, seed: int = 0, channels: int = 32) -> Model
     return Model("convnet", convnet_apply, params, x, f"ConvNet 2x conv{c} 16x16, N={n}")
 
 
+# ---------------------------------------------------------------------------------------------
+# ResNet-18 (ImageNet layout), plain jax.numpy
+
+_RESNET18_STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
+
+
+def resnet18_apply(params, x):
+    h = jnp.maximum(_conv(x, params["stem"], stride=2), 0.0)
+    h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+    for s, (_, stride) in enumerate(_RESNET18_STAGES):
+        for i in range(2):
+            b = params[f"stage{s}"][f"block{i}"]
+            st = stride if i == 0 else 1
+            r = jnp.maximum(_conv(h, b["conv1"], stride=st), 0.0)
+            r = _conv(r, b["conv2"])
+            shortcut = _conv(h, b["shortcut"], stride=st) if "shortcut" in b else h
+            h = jnp.maximum(r + shortcut, 0.0)
+    h = jnp.mean(h, axis=(1, 2))
+    return _dense(h, params["head"])
+
+
+def resnet18(o: int = 1000, n: int = 4, seed: int = 0, size: int = 32) -> Model:
+    rng = np.random.default_rng(seed)
+    params = {"stem": _normal(rng, (7, 7, 3, 64))}
+    c_in = 64
+    for s, (c, stride) in enumerate(_RESNET18_STAGES):
+        stage = {}
+        for i in range(2):
+            block = {"conv1": _normal(rng, (3, 3, c_in, c)), "conv2": _normal(rng, (3, 3, c, c))}
+            if i == 0 and (stride != 1 or c_in != c):
+                block["shortcut"] = _normal(rng, (1, 1, c_in, c))
+            stage[f"block{i}"] = block
+            c_in = c
+        params[f"stage{s}"] = stage
+    params["head"] = {"w": _normal(rng, (512, o)), "b": _normal(rng, (o,), 0.1)}
+    x = _normal(np.random.default_rng(seed + 1), (n, size, size, 3))
+    desc = f"ResNet-18 (ImageNet layout), {size}x{size}x3, O={o}, N={n}"
+    return Model("resnet18", resnet18_apply, params, x, desc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zoo models (architectures.build, as the command line builds them)
+
+
+def zoo_config(name: str, o: int) -> dict | None:
+    """The zoo's model config for a zoo model name (``wrn-D-K``, ``vit-S/P``), else None."""
+    m = re.fullmatch(r"wrn-(\d+)-(\d+)", name)
+    if m:
+        depth, width = int(m.group(1)), int(m.group(2))
+        return {"family": "wide_resnet", "depth": depth, "width": width, "num_classes": o}
+    m = re.fullmatch(r"vit-(\w+/\d+)", name)
+    if m:
+        return {"family": "vit", "variant": m.group(1), "num_classes": o}
+    return None
+
+
+def zoo(name: str, o: int = 10, n: int = 16, seed: int = 0, size: int = 32) -> Model:
+    """A zoo model through ``architectures.build`` (Flax linen, running BatchNorm statistics)."""
+    import jax
+
+    import architectures
+
+    config = zoo_config(name, o)
+    pure = architectures.build(config, key=jax.random.key(seed), input_shape=(size, size, 3))
+    jax.block_until_ready(pure.params)
+    params = jax.tree_util.tree_map(np.asarray, pure.params)
+    x = _normal(np.random.default_rng(seed + 1), (n, size, size, 3))
+    desc = f"zoo {name} (linen), {size}x{size}x3, O={o}, N={n}"
+    return Model(name, pure.apply, params, x, desc)
+
+
 def build(name: str, o: int = 8, n: int = 16, seed: int = 0, widths: tuple = ()) -> Model:
     """One of :data:`MODELS` with ``o`` outputs and ``n`` examples.
 
     ``widths`` resizes a model: for ``mlp`` the input and hidden widths (``(64, 512, 512)``
-    gives 64-512-512-O), for ``convnet`` its channels (``(32,)``); the other models have one
-    size.
+    gives 64-512-512-O), for ``convnet`` its channels (``(32,)``), for ``resnet18`` and the zoo
+    models (``wrn-D-K``, ``vit-S/P``) the image side (``(32,)``: 32×32×3); the other models have
+    one size.
     """
+    if zoo_config(name, o) is not None:
+        return zoo(name, o=o, n=n, seed=seed, **({"size": widths[0]} if widths else {}))
+    if name == "resnet18":
+        return resnet18(o=o, n=n, seed=seed, **({"size": widths[0]} if widths else {}))
     builders = {"mlp": mlp, "conv": conv, "vit": vit, "convnet": convnet}
     if name not in builders:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
