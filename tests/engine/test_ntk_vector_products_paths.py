@@ -38,10 +38,11 @@ def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monke
     assert rel_error(got, want) <= EXACT
 
 
-@pytest.mark.parametrize("blocks", [2, 3])
+@pytest.mark.parametrize("blocks", [3])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
-    """``x2=None`` from the blocks on and above the diagonal (3 examples: padded blocks)."""
+    """``x2=None`` from the blocks on and above the diagonal (3 examples: padded blocks; the
+    default of 2 blocks runs wherever the exactness tests take this form with ``x2=None``)."""
     monkeypatch.setattr(vp, "_FORCE_BLOCKS", blocks)
     kernel_fn = ntk_zoo.ntk_fn(
         case.f, method="ntk_vector_products", vmap_axes=case.vmap_axes, trace_axes=()
