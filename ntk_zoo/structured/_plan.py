@@ -34,22 +34,6 @@ def _step(a: Labels, b: Labels, keep: set[int], sizes: dict[int, int]):
     return result, flops, moved
 
 
-def steps(
-    path: Sequence[tuple[int, ...]], subs: Sequence[Labels], out: Labels, sizes: dict
-) -> Iterator[tuple[int, int, float, float]]:
-    """Each pairwise step of ``path``: (position of a, position of b, FLOPs, values moved)."""
-    ops = [tuple(s) for s in subs]
-    for step in path:
-        if len(step) == 1:
-            continue
-        i, j = sorted(step)
-        rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
-        keep = set(out).union(*rest) if rest else set(out)
-        result, flops, moved = _step(ops[i], ops[j], keep, sizes)
-        yield i, j, flops, moved
-        ops = [*rest, result]
-
-
 def step_kind(a: Labels, b: Labels, result: Labels, sizes: dict) -> str:
     """The kind of contracting ``a`` with ``b`` into ``result`` (:func:`core.contraction_kind` of
     its per-batch-element ``m×k`` by ``k×n`` shape)."""
