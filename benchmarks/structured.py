@@ -121,7 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", help="another checkout's root, timed side by side")
     parser.add_argument("--json", help="write all results to this file (after every cell)")
     parser.add_argument("--mem-limit-gib", type=float, default=14.0)
+    parser.add_argument(
+        "--methods",
+        default="JC,VP,SD,auto",
+        help="which methods to run (e.g. JC,SD,auto: VP takes minutes a call on the zoo cells)",
+    )
     args = parser.parse_args(argv)
+    chosen = args.methods.split(",")
+    unknown = [x for x in chosen if x not in SHORT.values()]
+    methods = tuple(m for m in METHODS if SHORT[m] in chosen)
+    if unknown or not methods:
+        parser.error(f"--methods: unknown {unknown}; choose from {','.join(SHORT.values())}")
     grid = QUICK if args.quick else GRID
     numbers = parse_cells(args.cells, len(grid)) if args.cells else list(range(1, len(grid) + 1))
     repeats = 2 if args.quick else args.repeats
@@ -147,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as kdir:
         for number in numbers:
             cell = grid[number - 1]
-            res = run_cell(cell, sides, repeats, args.mem_limit_gib, kdir)
+            res = run_cell(cell, sides, repeats, args.mem_limit_gib, kdir, methods)
             records += print_cell(number, cell, res, bool(args.baseline))
             if args.json:
                 with open(args.json, "w") as fh:
@@ -161,19 +171,27 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nwrote {args.json}")
 
 
-def run_cell(cell: Cell, sides: dict, repeats: int, limit: float, kdir: str) -> dict:
+def run_cell(
+    cell: Cell, sides: dict, repeats: int, limit: float, kdir: str, methods=METHODS
+) -> dict:
     """{(side, method): result}; without a baseline the four methods are timed alternately,
-    with one each method's two versions are (a group per method, to keep memory bounded)."""
+    with one each method's two versions are (a group per method, to keep memory bounded).
+    Methods not in ``methods`` are reported as not run."""
 
     def spec(side, m):
         path = sides[side]
         return (_harness.OURS_PYTHON, "ours", m) + (() if path is None else (path,))
 
     if len(sides) == 1:
-        groups = [{f"new-{m}": spec("new", m) for m in METHODS}]
+        groups = [{f"new-{m}": spec("new", m) for m in methods}]
     else:
-        groups = [{f"{s}-{m}": spec(s, m) for s in sides} for m in METHODS]
-    out = {}
+        groups = [{f"{s}-{m}": spec(s, m) for s in sides} for m in methods]
+    out = {
+        (side, m): {"status": "skipped", "note": "not run (--methods)"}
+        for side in sides
+        for m in METHODS
+        if m not in methods
+    }
     for specs in groups:
         res = _harness.run_group(
             specs, cell.model, cell.o, cell.n, cell.trace_axes, repeats, limit, kdir, cell.widths

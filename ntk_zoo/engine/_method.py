@@ -63,7 +63,9 @@ class Method(enum.StrEnum):
       on CPU and GPU. The table is, in order: the one :func:`ntk_zoo.calibrate` measured on this
       machine and cached (``~/.cache/ntk_zoo/cost_table-<backend>.json``), else the row of the
       backend shipped with the package (measured by ``python -m benchmarks calibrate``), else a
-      default (100 GFLOP/s, 25 GFLOP/s, 10 GB/s, 3 µs). ``KernelFn.choose()`` shows the
+      default (100 GFLOP/s, 25 GFLOP/s, 10 GB/s, 3 µs). On equal estimates structured
+      derivatives win (they then run Jacobian contraction's arithmetic leaf by leaf, through
+      each primitive's transpose), then Jacobian contraction. ``KernelFn.choose()`` shows the
       estimates and the table (``choice.table.source``). Decision guide: fully connected and
       attention models, any ``o`` → structured derivatives; small convolutional and attention
       models with few outputs or ``trace_axes=(-1,)`` may go to Jacobian contraction; a cheap

@@ -1,7 +1,7 @@
 """The registry of NTK methods: what ``ntk_fn`` dispatches to, and what ``auto`` compares.
 
 A method is an :class:`ntk_zoo.core.NtkMethod` (a compute function and a cost estimate) declared
-by the package that implements it. The order breaks ties in ``auto`` (the first wins).
+by the package that implements it. Ties in ``auto`` are broken by ``_cost.TIE_ORDER``.
 """
 
 from __future__ import annotations

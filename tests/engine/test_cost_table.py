@@ -16,6 +16,7 @@ from ntk_zoo.core import (
     shipped_tables,
     use_table,
 )
+from ntk_zoo.engine import _cost
 
 
 def f(params, x):
@@ -140,3 +141,20 @@ def test_the_table_decides_auto_s_pick(rates, expected):
     choice = kernel_fn.choose(X, None, PARAMS)
     assert choice.method.value == expected, choice
     assert choice.costs[expected] == min(choice.costs.values())
+
+
+@pytest.mark.parametrize(
+    ("costs", "expected"),
+    [
+        ((2.0, 3.0, 2.0), "structured_derivatives"),  # JC and SD tied: SD
+        ((2.0, 2.0, 3.0), "jacobian_contraction"),  # JC and VP tied: JC
+        ((2.0, 3.0, 2.0 * (1 + 1e-6)), "jacobian_contraction"),  # not a tie
+        ((0.0, 0.0, 0.0), "structured_derivatives"),  # an empty kernel
+    ],
+)
+def test_ties_go_to_structured_derivatives_then_jacobian_contraction(costs, expected, monkeypatch):
+    names = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
+    monkeypatch.setattr(_cost, "estimate", lambda problem, table: dict(zip(names, costs)))
+    choice = _cost.cheapest(None)
+    assert choice.method == expected
+    assert choice.costs == dict(zip(names, costs))
