@@ -47,13 +47,19 @@ def linearize(
     f, params0 = pure.apply, pure.params
 
     def f_lin(p: PyTree, x: PyTree, **kwargs: Any) -> PyTree:
-        if jax.tree.structure(p) != jax.tree.structure(params0):
-            raise ValueError(
-                "f_lin got params of another structure than the expansion point: "
-                f"{jax.tree.structure(p)} vs {jax.tree.structure(params0)}."
-            )
-        delta = jax.tree.map(lambda a, b: (a - b).astype(jax.numpy.result_type(b)), p, params0)
+        delta = displacement(p, params0, "f_lin")
         out, tangent = jax.jvp(lambda q: f(q, x, **kwargs), (params0,), (delta,))
         return jax.tree.map(lambda a, b: a + b, out, tangent)
 
     return f_lin
+
+
+def displacement(p: PyTree, params0: PyTree, name: str) -> PyTree:
+    """``p − params0`` leaf by leaf, in the expansion point's dtypes; ``p`` must have the
+    expansion point's structure (``name``: the expanded function, for the error)."""
+    if jax.tree.structure(p) != jax.tree.structure(params0):
+        raise ValueError(
+            f"{name} got params of another structure than the expansion point: "
+            f"{jax.tree.structure(p)} vs {jax.tree.structure(params0)}."
+        )
+    return jax.tree.map(lambda a, b: (a - b).astype(jax.numpy.result_type(b)), p, params0)

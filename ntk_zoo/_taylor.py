@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
+from ntk_zoo._linearize import displacement
 from ntk_zoo.core import PureFn, as_pure_fn
 
 PyTree = Any
@@ -59,12 +59,7 @@ def taylor_expand(
     f, params0 = pure.apply, pure.params
 
     def f_taylor(p: PyTree, x: PyTree, **kwargs: Any) -> PyTree:
-        if jax.tree.structure(p) != jax.tree.structure(params0):
-            raise ValueError(
-                "f_taylor got params of another structure than the expansion point: "
-                f"{jax.tree.structure(p)} vs {jax.tree.structure(params0)}."
-            )
-        delta = jax.tree.map(lambda a, b: (a - b).astype(jnp.result_type(b)), p, params0)
+        delta = displacement(p, params0, "f_taylor")
 
         def orders(level: int) -> Callable[[PyTree], tuple]:
             """``q ↦ (D⁰f(q), …, D^level f(q))`` along ``delta``."""

@@ -34,6 +34,21 @@ def _big(name):
     return case, x1, x2, {}, {}
 
 
+def count_blocks_computed(monkeypatch) -> list:
+    """A list that grows by one for every kernel block computed on values (the block shapes
+    are also traced once, abstractly: those calls are not counted)."""
+    computed = []
+    real_call = ntk_zoo.KernelFn.__call__
+
+    def counting(self, *args, **kwargs):
+        if not isinstance(args[0], jax.core.Tracer):
+            computed.append(1)
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(ntk_zoo.KernelFn, "__call__", counting)
+    return computed
+
+
 @pytest.mark.parametrize("mesh", [None, True], ids=["1-device", "4-devices"])
 @pytest.mark.parametrize("same", [True, False], ids=["x2=None", "x2"])
 @pytest.mark.parametrize("trace_axes", [(-1,), ()], ids=["trace", "full"])
@@ -96,17 +111,7 @@ def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
     monkeypatch.setattr(_checkpoint.BlockStore, "save", real_save)
     assert len(list((tmp_path / "ckpt").glob("block_*.npz"))) == 3
 
-    computed = []
-    real_call = ntk_zoo.KernelFn.__call__
-    monkeypatch.setattr(
-        ntk_zoo.KernelFn,
-        "__call__",
-        # blocks computed on values (the block shapes are also traced once, abstractly)
-        lambda self, *a, **k: (
-            (computed.append(1) if not isinstance(a[0], jax.core.Tracer) else None)
-            or real_call(self, *a, **k)
-        ),
-    )
+    computed = count_blocks_computed(monkeypatch)
     resumed = whole(X1, None, params)
     n_blocks = 5 * 6 // 2  # upper triangle of 5x5 blocks
     assert len(computed) == n_blocks - 3  # the saved blocks were not recomputed
@@ -215,16 +220,7 @@ def test_out_resumes_into_the_same_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         whole(X1, None, params)
     monkeypatch.setattr(_checkpoint.BlockStore, "save", real_save)
-    computed = []
-    real_call = ntk_zoo.KernelFn.__call__
-    monkeypatch.setattr(
-        ntk_zoo.KernelFn,
-        "__call__",
-        lambda self, *a, **k: (
-            (computed.append(1) if not isinstance(a[0], jax.core.Tracer) else None)
-            or real_call(self, *a, **k)
-        ),
-    )
+    computed = count_blocks_computed(monkeypatch)
     resumed = whole(X1, None, params)
     assert len(computed) == 15 - 3
     assert (whole.stats.computed, whole.stats.loaded) == (15 - 3, 3)
