@@ -18,6 +18,7 @@ Jaxpr = jex_core.Jaxpr
 JaxprEqn = jex_core.JaxprEqn
 Literal = jex_core.Literal
 Var = jex_core.Var
+jaxpr_as_fun = jex_core.jaxpr_as_fun
 
 
 def is_tracer(x: Any) -> bool:

@@ -18,8 +18,14 @@ class NtkMethod(NamedTuple):
     ``cost(problem, counts)`` is its estimated time in seconds (``counts`` from :func:`count`;
     each phase through ``counts.phase(flops, values, kind)`` on the machine's
     :class:`CostTable`), used by ``method="auto"``.
+
+    ``traced_cost(problem, counts)``, optional, is ``(cost, replay)`` for a method whose estimate
+    traces the method itself (structured derivatives count their einsums on their own trace):
+    ``replay()`` returns ``compute(problem, sum_params)``'s result from that same trace, without
+    tracing the method again, so that ``auto`` traces the method it picks once.
     """
 
     name: str
     compute: Callable[[Problem, bool], list]
     cost: Callable[[Problem, Counts], float]
+    traced_cost: Callable[[Problem, Counts], tuple[float, Callable[[], list]]] | None = None

@@ -31,6 +31,7 @@ class Choice(tuple):
     method: Method
     costs: dict[str, float]
     table: CostTable
+    replay: Any = None  # set by cheapest(replay=True); not part of the pair
 
     def __new__(cls, method: Method, costs: dict[str, float], table: CostTable) -> Choice:
         choice = super().__new__(cls, (method, costs))
@@ -44,13 +45,22 @@ class Choice(tuple):
         return f"Choice(method={self.method!r}, costs={self.costs!r}, table={self.table.source!r})"
 
 
-def estimate(problem: Problem, table: CostTable | None = None) -> dict[str, float]:
+def estimate(
+    problem: Problem, table: CostTable | None = None, replays: dict | None = None
+) -> dict[str, float]:
     """Every method's estimated seconds on ``table`` (default: the active table of the default
-    backend), in the registry's order."""
+    backend), in the registry's order. With ``replays`` (a dict), each method whose estimate
+    traces the method itself (``NtkMethod.traced_cost``) adds its ``replay`` under its name."""
     if any(0 in leaf.shape for leaf in jax.tree.leaves((problem.fx1, problem.fx2))):
         return dict.fromkeys((m.value for m in METHODS), 0.0)  # an empty kernel costs nothing
     counts = count(problem, table)
-    return {method.value: spec.cost(problem, counts) for method, spec in METHODS.items()}
+    costs = {}
+    for method, spec in METHODS.items():
+        if replays is not None and spec.traced_cost is not None:
+            costs[method.value], replays[method.value] = spec.traced_cost(problem, counts)
+        else:
+            costs[method.value] = spec.cost(problem, counts)
+    return costs
 
 
 # On a tie, structured derivatives win: its estimate equals Jacobian contraction's when its
@@ -65,12 +75,17 @@ TIE_ORDER = (
 TIE = 1e-9  # relative: estimates this close are equal
 
 
-def cheapest(problem: Problem, table: CostTable | None = None) -> Choice:
+def cheapest(problem: Problem, table: CostTable | None = None, replay: bool = False) -> Choice:
     """The method with the lowest estimated cost (ties: :data:`TIE_ORDER`), every method's
-    estimate, and the table."""
+    estimate, and the table. With ``replay``, ``choice.replay`` is, when the picked method's
+    estimate traced the method itself, a function returning its ``compute`` result from that
+    trace (``NtkMethod.traced_cost``), else ``None``: ``auto`` then traces what it runs once."""
     table = active_table() if table is None else table
-    costs = estimate(problem, table)
+    replays: dict[str, Any] | None = {} if replay else None
+    costs = estimate(problem, table, replays)
     least = min(costs.values())
     tied = [Method(m) for m, c in costs.items() if c <= least * (1 + TIE)]
     rank = lambda m: TIE_ORDER.index(m) if m in TIE_ORDER else len(TIE_ORDER)
-    return Choice(min(tied, key=rank), costs, table)
+    choice = Choice(min(tied, key=rank), costs, table)
+    choice.replay = (replays or {}).get(choice.method.value)
+    return choice

@@ -118,8 +118,11 @@ class KernelFn:
 
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
-        method = _cost.cheapest(problem)[0] if self.method is Method.AUTO else self.method
-        per_leaf = METHODS[method].compute(problem, self.sum_params)
+        method, replay = self.method, None
+        if method is Method.AUTO:  # the picked method's own trace, where its estimate made one
+            choice = _cost.cheapest(problem, replay=True)
+            method, replay = choice.method, choice.replay
+        per_leaf = replay() if replay else METHODS[method].compute(problem, self.sum_params)
         kernels = []
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
             if self.sum_params:  # a method may have summed already: then k is one array

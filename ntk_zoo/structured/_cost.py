@@ -5,32 +5,80 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_zoo import _compat
 from ntk_zoo.core import Counts, NtkMethod, Problem
-from ntk_zoo.structured._derivatives import structured_derivatives
+from ntk_zoo.structured import _warnings
+from ntk_zoo.structured._derivatives import _einsum, structured_derivatives
 from ntk_zoo.structured._plan import plan, timed_steps
 
 
-def _abstract(fn: Any, *trees: Any) -> Any:
-    """``fn(*trees)`` traced with every array leaf abstract (nothing is computed)."""
+def _traced(fn: Any, program: bool, *trees: Any) -> Callable[[], Any] | None:
+    """Traces ``fn(*trees)`` with every array leaf abstract (nothing is computed): with
+    ``program``, into a jaxpr, returning a function that replays it on the trees' arrays (in the
+    caller's own trace: under ``jit`` the replay is what gets compiled), else by shape only."""
     leaves, treedef = jax.tree.flatten(trees)
     is_array = [isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves]
+    arrays = [x for x, a in zip(leaves, is_array) if a]
 
     def call(*arrays):
         it = iter(arrays)
         full = [next(it) if a else x for x, a in zip(leaves, is_array)]
         return fn(*jax.tree.unflatten(treedef, full))
 
-    return jax.eval_shape(call, *[x for x, a in zip(leaves, is_array) if a])
+    if not program:
+        jax.eval_shape(call, *arrays)
+        return None
+    closed, shapes = jax.make_jaxpr(call, return_shape=True)(*arrays)
+    out_def = jax.tree.structure(shapes)
+    return lambda: jax.tree.unflatten(out_def, _compat.jaxpr_as_fun(closed)(*arrays))
 
 
-def structured_cost(p: Problem, c: Counts) -> float:
+class _CountingEinsum:
+    """The einsum the estimate traces structured derivatives with: every call is priced, step
+    by step on its planned path (``_plan``), and, with ``compute``, also run (``_einsum``), so
+    that the same trace is the method's program; ``count`` prices only (a use's Jacobian factor,
+    formed by the primitive's own transpose, is priced as its einsum)."""
+
+    def __init__(self, p: Problem, c: Counts, compute: bool):
+        self.p, self.c, self.compute = p, c, compute
+        self.seconds = 0.0  # every einsum step
+        self.factors: dict[int, float] = {}  # values of every operand, once each
+
+    def count(self, *args: Any, sides: tuple[int, ...]) -> jax.Array | None:
+        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
+        shapes = tuple(tuple(o.shape) for o in operands)
+        subs = tuple(tuple(s) for s in subs)
+        table, itemsize = self.c.table, self.c.itemsize
+        path, _ = plan(subs, shapes, tuple(out), itemsize, table)
+        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
+        owners = [{s} if s else {1, 2} for s in sides]
+        for i, j, t in timed_steps(path, subs, tuple(out), sizes, itemsize, table):
+            merged = owners[i] | owners[j]
+            owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
+            if merged == {2} and self.p.x2 is None:
+                continue  # the same as side 1's step
+            self.seconds += t
+        for o in operands:
+            self.factors[id(o)] = math.prod(o.shape)
+        return None
+
+    def __call__(self, *args: Any, sides: tuple[int, ...]) -> jax.Array:
+        self.count(*args, sides=sides)
+        if self.compute:
+            return _einsum(*args, sides=sides)
+        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
+        sizes = {i: n for s, o in zip(subs, operands) for i, n in zip(s, o.shape)}
+        return jnp.zeros([sizes[i] for i in out], operands[0].dtype)
+
+
+def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[], list] | None]:
     """Two phases, like Jacobian contraction's: the factors (a forward pass, then ``o``
     transposed passes that carry cotangents of activations only, about one pass each: the
     weight-gradient half of a backward pass is what the einsums replace; ``∂f/∂y`` at every use,
@@ -38,46 +86,41 @@ def structured_cost(p: Problem, c: Counts) -> float:
     ``∂f/∂y``), then the steps that combine the two sides; every einsum step is costed on its own
     (its kind, small einsum or matmul, from its shape; the machine's fixed cost per step) on the
     path the contraction takes (``_plan``). With ``x2=None`` the second side's own steps are the
-    first's. The einsums are found by tracing the method with a counting einsum (nothing is
-    computed), so the estimate follows the method's own choices: per param leaf, contracting
-    its uses through their structure or summing their Jacobian factors first (the dense
-    factors' einsums are one-sided steps, their contraction a cross step), and the cotangent
-    Grams shared between uses (one einsum per group). Seconds on ``c.table``."""
-    itemsize = c.itemsize
+    first's. The einsums are found by tracing the method with a counting einsum, so the estimate
+    follows the method's own choices: per param leaf, contracting its uses through their
+    structure or summing their Jacobian factors first (the dense factors' einsums are one-sided
+    steps, their contraction a cross step), and the cotangent Grams shared between uses (one
+    einsum per group). Seconds on ``c.table``; with ``program``, also a function that replays
+    that trace as the method's result (the trace's fallback warnings given then)."""
     factor_flops = (1 + c.o1) * c.fp1 + (0 if p.x2 is None else (1 + c.o2) * c.fp2)
-    seconds = [0.0]  # every einsum step
-    factors: dict[int, float] = {}
-
-    def counting_einsum(*args, sides):
-        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
-        shapes = tuple(tuple(o.shape) for o in operands)
-        subs = tuple(tuple(s) for s in subs)
-        path, _ = plan(subs, shapes, tuple(out), itemsize, c.table)
-        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
-        owners = [{s} if s else {1, 2} for s in sides]
-        for i, j, t in timed_steps(path, subs, tuple(out), sizes, itemsize, c.table):
-            merged = owners[i] | owners[j]
-            owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
-            if merged == {2} and p.x2 is None:
-                continue  # the same as side 1's step
-            seconds[0] += t
-        for o in operands:
-            factors[id(o)] = math.prod(o.shape)
-        return jnp.zeros([sizes[i] for i in out], operands[0].dtype)
+    einsum = _CountingEinsum(p, c, compute=program)
 
     def run(params, x1, x2, kw1, kw2):
         problem = dataclasses.replace(p, params=params, x1=x1, x2=x2, kwargs1=kw1, kwargs2=kw2)
-        return structured_derivatives(problem, counting_einsum)
+        return structured_derivatives(problem, einsum)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fallbacks warn when the kernel is actually computed
-        _abstract(run, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    values = sum(factors.values()) + c.passes_y
-    return c.phase(factor_flops, values, "pass") + seconds[0]
+    with _warnings.deferred() as warned:  # given when the kernel is computed, not estimated
+        traced = _traced(run, program, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
+    values = sum(einsum.factors.values()) + c.passes_y
+    seconds = c.phase(factor_flops, values, "pass") + einsum.seconds
+    if traced is None:
+        return seconds, None
+
+    def replay() -> list:
+        _warnings.replay(warned, stacklevel=4)
+        return traced()
+
+    return seconds, replay
+
+
+def structured_cost(p: Problem, c: Counts) -> float:
+    """The estimated seconds of structured derivatives (see :func:`_estimate`)."""
+    return _estimate(p, c, program=False)[0]
 
 
 STRUCTURED_DERIVATIVES = NtkMethod(
     "structured_derivatives",
     lambda problem, sum_params: structured_derivatives(problem),
     structured_cost,
+    lambda problem, counts: _estimate(problem, counts, program=True),
 )

@@ -694,10 +694,13 @@ def _contract(s: _Sides, dense: list[int], specs: dict, grams: dict, einsum: Cal
                     term = s.arrays[side - 1][u]["g"][j]
                 else:
                     arrays = s.arrays[side - 1][u]
-                    if "j" in arrays and einsum is _einsum:
+                    count = getattr(einsum, "count", None)  # the cost model's einsum
+                    ops, out = specs[u] if side == 1 else s.dense_spec(2, u)
+                    if "j" in arrays and (einsum is _einsum or count is not None):
                         term = arrays["j"][j]
-                    else:  # the cost model's counting einsum: the transpose's FLOPs
-                        ops, out = specs[u] if side == 1 else s.dense_spec(2, u)
+                        if count is not None:  # priced as the FLOPs of the use's einsum
+                            _run(count, ops, out, (side,) * len(ops))
+                    else:
                         term = _run(einsum, ops, out, (side,) * len(ops))
                 total = term if total is None else total + term
             factors.append({"g": {j: total}})
@@ -746,8 +749,10 @@ def structured_derivatives(
 ) -> list:
     """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
 
-    ``einsum(*operands_and_sublists, out_sublist, sides=...)`` runs each contraction (the cost
-    model passes one that only counts). ``uses`` says how the uses of each param leaf are
+    ``einsum(*operands_and_sublists, out_sublist, sides=...)`` runs each contraction; the cost
+    model passes one that also prices it and has a ``count`` method (same signature, prices
+    only): a use's Jacobian factor, formed by the primitive's own transpose, is then priced as
+    the einsum of the use's structure. ``uses`` says how the uses of each param leaf are
     contracted: ``"structured"`` — one einsum per pair of uses, each through the use's
     structure; ``"jacobian"`` — each use's Jacobian factor ``J_u = ∂f/∂y_u · ∂y_u/∂w`` formed
     per example and summed, then ``J(x1) J(x2)ᵀ`` over the param axes (Jacobian contraction's
