@@ -21,8 +21,9 @@ class NtkMethod(NamedTuple):
 
     ``traced_cost(problem, counts)``, optional, is ``(cost, replay)`` for a method whose estimate
     traces the method itself (structured derivatives count their einsums on their own trace):
-    ``replay()`` returns ``compute(problem, sum_params)``'s result from that same trace, without
-    tracing the method again, so that ``auto`` traces the method it picks once.
+    ``replay()`` returns ``compute(problem, False)``'s result (per param leaf, which the engine
+    sums when ``sum_params``) from that same trace, without tracing the method again, so that
+    ``auto`` traces the method it picks once.
     """
 
     name: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +50,7 @@ class _CountingEinsum:
     def __init__(self, p: Problem, c: Counts, compute: bool):
         self.p, self.c, self.compute = p, c, compute
         self.seconds = 0.0  # every einsum step
-        self.factors: dict[int, float] = {}  # values of every operand, once each
+        self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
 
     def count(self, *args: Any, sides: tuple[int, ...]) -> jax.Array | None:
         operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
@@ -65,8 +66,8 @@ class _CountingEinsum:
             if merged == {2} and self.p.x2 is None:
                 continue  # the same as side 1's step
             self.seconds += t
-        for o in operands:
-            self.factors[id(o)] = math.prod(o.shape)
+        for o in operands:  # keyed by identity; the operand is kept so its id is not reused
+            self.factors[id(o)] = (o, math.prod(o.shape))
         return None
 
     def __call__(self, *args: Any, sides: tuple[int, ...]) -> jax.Array:
@@ -99,9 +100,11 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
         problem = dataclasses.replace(p, params=params, x1=x1, x2=x2, kwargs1=kw1, kwargs2=kw2)
         return structured_derivatives(problem, einsum)
 
-    with _warnings.deferred() as warned:  # given when the kernel is computed, not estimated
+    # the method's own warnings are given when the kernel is computed, not when estimated
+    with _warnings.deferred() as warned, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         traced = _traced(run, program, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    values = sum(einsum.factors.values()) + c.passes_y
+    values = sum(n for _, n in einsum.factors.values()) + c.passes_y
     seconds = c.phase(factor_flops, values, "pass") + einsum.seconds
     if traced is None:
         return seconds, None

@@ -750,16 +750,17 @@ def structured_derivatives(
     """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
 
     ``einsum(*operands_and_sublists, out_sublist, sides=...)`` runs each contraction; the cost
-    model passes one that also prices it and has a ``count`` method (same signature, prices
-    only): a use's Jacobian factor, formed by the primitive's own transpose, is then priced as
-    the einsum of the use's structure. ``uses`` says how the uses of each param leaf are
-    contracted: ``"structured"`` — one einsum per pair of uses, each through the use's
-    structure; ``"jacobian"`` — each use's Jacobian factor ``J_u = ∂f/∂y_u · ∂y_u/∂w`` formed
-    per example and summed, then ``J(x1) J(x2)ᵀ`` over the param axes (Jacobian contraction's
-    arithmetic for that leaf); ``"auto"`` (default) — per leaf, the cheaper mix by estimated
-    cost: the uses summed into one dense factor and the others kept structured. All three are
-    exact. A program JAX cannot transpose (a ``while_loop`` with a dynamic trip count) falls
-    back, exactly, to forward-mode Jacobian contraction with a one-time warning.
+    model passes one that prices each call (and runs it, or returns zeros when only estimating)
+    and has a ``count`` method (same signature, prices only): a use's Jacobian factor, formed
+    by the primitive's own transpose, is then priced as the einsum of the use's structure.
+    ``uses`` says how the uses of each param leaf are contracted: ``"structured"`` — one einsum
+    per pair of uses, each through the use's structure; ``"jacobian"`` — each use's Jacobian
+    factor ``J_u = ∂f/∂y_u · ∂y_u/∂w`` formed per example and summed, then ``J(x1) J(x2)ᵀ`` over
+    the param axes (Jacobian contraction's arithmetic for that leaf); ``"auto"`` (default) — per
+    leaf, the cheaper mix by estimated cost: the uses summed into one dense factor and the
+    others kept structured. All three are exact. A program JAX cannot transpose (a
+    ``while_loop`` with a dynamic trip count) falls back, exactly, to forward-mode Jacobian
+    contraction with a one-time warning.
     """
     if uses is None:
         uses = _FORCED[-1] if _FORCED else "auto"

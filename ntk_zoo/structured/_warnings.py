@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Hashable, Iterator
 
 _WARNED: set[Hashable] = set()
-_DEFERRED: list[list[tuple[Hashable, str]]] = []  # innermost deferral last
+_LOCAL = threading.local()  # .deferred: this thread's open deferrals, innermost last
+
+
+def _deferrals() -> list[list[tuple[Hashable, str]]]:
+    if not hasattr(_LOCAL, "deferred"):
+        _LOCAL.deferred = []
+    return _LOCAL.deferred
 
 
 def warn_once(key: Hashable, message: str, stacklevel: int = 2) -> None:
     """Warns ``message`` (a ``UserWarning``) the first time ``key`` is seen in this process;
     inside :func:`deferred`, records it instead (nothing is marked as warned)."""
-    if _DEFERRED:
-        _DEFERRED[-1].append((key, message))
+    deferrals = _deferrals()
+    if deferrals:
+        deferrals[-1].append((key, message))
         return
     if key in _WARNED:
         return
@@ -24,15 +32,15 @@ def warn_once(key: Hashable, message: str, stacklevel: int = 2) -> None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[list[tuple[Hashable, str]]]:
-    """Within the block, :func:`warn_once` records ``(key, message)`` in the list it yields
-    instead of warning: the cost model traces the method without warning, and the warnings are
-    given (:func:`replay`) only if the method is then run."""
+    """Within the block (in this thread), :func:`warn_once` records ``(key, message)`` in the
+    list it yields instead of warning: the cost model traces the method without warning, and
+    the warnings are given (:func:`replay`) only if the method is then run."""
     record: list[tuple[Hashable, str]] = []
-    _DEFERRED.append(record)
+    _deferrals().append(record)
     try:
         yield record
     finally:
-        _DEFERRED.pop()
+        _deferrals().pop()
 
 
 def replay(record: list[tuple[Hashable, str]], stacklevel: int = 2) -> None:

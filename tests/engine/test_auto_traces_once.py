@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import pytest
 
 import ntk_zoo
 from ntk_zoo.engine import _cost
 from ntk_zoo.engine._method import Method
+from ntk_zoo.structured import _cost as _cost_sd
 from ntk_zoo.structured import _derivatives, _warnings
 from tests.oracle import oracle_ntk, rel_error
 from tests.structured.grid import MODELS
@@ -50,27 +52,64 @@ def _force(monkeypatch, winner: Method):
     monkeypatch.setattr(_cost, "METHODS", methods)
 
 
-@pytest.mark.parametrize("name", ["conv-residual", "attention", "tied-across-layers"])
+CASES = [  # (grid model, x2 given, sum_params)
+    ("conv-residual", True, True),
+    ("attention", False, True),
+    ("tied-across-layers", True, False),
+    ("embedding-per-token", False, False),
+]
+
+
+@pytest.mark.parametrize(("name", "with_x2", "sum_params"), CASES)
 @pytest.mark.parametrize("jit", [True, False], ids=["jitted", "traced"])
-def test_auto_picking_structured_derivatives_traces_it_once(traces, monkeypatch, jit, name):
+def test_auto_picking_structured_derivatives_traces_it_once(
+    traces, monkeypatch, jit, name, with_x2, sum_params
+):
     m = _model(name)
-    _force(monkeypatch, SD)
-    kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", vmap_axes=m.vmap_axes, trace_axes=())
+    x2 = m.x2 if with_x2 else None
+    kw = dict(vmap_axes=m.vmap_axes, trace_axes=(), sum_params=sum_params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        want = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", **kw)(m.x1, x2, m.params)
+        del traces[:]
+        _force(monkeypatch, SD)
+        kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", **kw)
         run = kernel_fn if jit else (lambda *a: kernel_fn._compute(*a, {}))
-        got = run(m.x1, m.x2, m.params)
+        got = run(m.x1, x2, m.params)
     assert len(traces) == 1
-    assert rel_error(got, oracle_ntk(m.f, m.x1, m.x2, m.params, trace_axes=())) <= EXACT
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert rel_error(got, want) <= 1e-14  # the same program (eager or compiled)
+    oracle = oracle_ntk(m.f, m.x1, x2, m.params, trace_axes=(), sum_params=sum_params)
+    assert rel_error(got, oracle) <= EXACT
 
 
-def test_choose_traces_without_running(traces):
-    m = MODELS[0]
+def test_choose_estimates_without_computing(monkeypatch):
+    m = _model("conv-residual")
+    computed = []
+    monkeypatch.setattr(_cost_sd, "_einsum", lambda *a, **k: computed.append(1))
     kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", vmap_axes=m.vmap_axes)
-    choice = kernel_fn.choose(m.x1, m.x2, m.params)
-    assert len(traces) == 1
-    assert choice.replay is None  # choose() builds no program
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        choice = kernel_fn.choose(m.x1, m.x2, m.params)
+    assert computed == []
+    assert choice.replay is None
     assert set(choice.costs) == {m.value for m in _cost.METHODS}
+
+
+@pytest.mark.parametrize("name", ["conv-residual", "attention", "tied-across-layers"])
+@pytest.mark.parametrize("with_x2", [True, False])
+def test_auto_estimates_what_choose_estimates(name, with_x2):
+    m = _model(name)
+    x2 = m.x2 if with_x2 else None
+    kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", vmap_axes=m.vmap_axes)
+    problem = kernel_fn.problem(m.x1, x2, m.params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimated = _cost.cheapest(problem)
+        traced = _cost.cheapest(problem, replay=True)
+    assert traced.costs == estimated.costs
+    assert traced.method == estimated.method
+    assert (traced.replay is not None) == (traced.method is SD)
 
 
 def test_fallback_warning_is_given_when_auto_runs_structured_derivatives(traces, monkeypatch):

@@ -154,7 +154,8 @@ def test_the_table_decides_auto_s_pick(rates, expected):
 )
 def test_ties_go_to_structured_derivatives_then_jacobian_contraction(costs, expected, monkeypatch):
     names = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
-    monkeypatch.setattr(_cost, "estimate", lambda problem, table, replays=None: dict(zip(names, costs)))
+    fake = lambda problem, table, replays=None: dict(zip(names, costs))
+    monkeypatch.setattr(_cost, "estimate", fake)
     choice = _cost.cheapest(None)
     assert choice.method == expected
     assert choice.costs == dict(zip(names, costs))
