@@ -48,21 +48,14 @@ def test_every_notebook_is_tested_and_stored_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, name
 
 
-# Not a timing: a per-cell guard far beyond any cell, so that a hung kernel ends the test.
-HANG_GUARD_S = 1800
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("NTK_ZOO_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("NTK_ZOO_NOTEBOOK_OUTDIR", str(tmp_path))
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # short compiles, as in conftest
     nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=HANG_GUARD_S,
-        kernel_name="python3",
-        resources={"metadata": {"path": NOTEBOOKS}},
+    client = NotebookClient(  # no per-cell time limit: CI bounds the whole run
+        nb, timeout=None, kernel_name="python3", resources={"metadata": {"path": NOTEBOOKS}}
     )
     client.execute()  # raises CellExecutionError with the failing cell's traceback
 

@@ -14,7 +14,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 import ntk_zoo
 from tests.cases import CASES, mlp
@@ -34,13 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Not a timing: a guard far beyond any run (each takes seconds to a minute), so that a deadlocked
-# collective ends the test with the processes' logs instead of hanging CI.
-HANG_GUARD_S = 1800
-
-
 def launch(command, n: int, directory, env=None) -> list[int]:
-    """Starts processes ``command(0)`` .. ``command(n - 1)``; waits; returns their exit codes."""
+    """Starts processes ``command(0)`` .. ``command(n - 1)``; waits; returns their exit codes.
+
+    No wall-clock limit: a process whose peer dies is ended by ``jax.distributed``'s own failure
+    detection (the resume test relies on it), and CI bounds the whole run.
+    """
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     env.pop("XLA_FLAGS", None)  # the children choose their own devices
@@ -50,19 +48,14 @@ def launch(command, n: int, directory, env=None) -> list[int]:
         for i, log in enumerate(logs)
     ]
     try:
-        codes = [p.wait(timeout=HANG_GUARD_S) for p in procs]
-    except subprocess.TimeoutExpired:
-        codes = None
+        return [p.wait() for p in procs]
     finally:
         for p in procs:
-            if p.poll() is None:
+            if p.poll() is None:  # interrupted (Ctrl-C): leave no process behind
                 p.kill()
                 p.wait()
         for log in logs:
             log.close()
-    if codes is None:
-        pytest.fail(f"processes hung for {HANG_GUARD_S} s:\n" + _logs(directory, n))
-    return codes
 
 
 def _logs(directory, n: int) -> str:
@@ -227,7 +220,6 @@ def test_readme_example_runs_as_written(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=HANG_GUARD_S,
     )
     # process 0 prints "0 (70, 70)", process 1 "1 None" (their lines may interleave)
     assert done.stdout.count("(70, 70)") == 1 and done.stdout.count("None") == 1, (
