@@ -9,6 +9,7 @@ from ntk_zoo.parallel import _checkpoint, _memory
 from ntk_zoo.parallel._blocks import Layout
 from tests.cases import CASES
 from tests.oracle import rel_error
+from tests.parallel._counting import count_blocks_computed
 
 EXACT = 1e-12  # the same blocks computed twice: only the summation order may differ
 RNG = np.random.default_rng(0)
@@ -32,21 +33,6 @@ def _big(name):
     d = case.x1.shape[1]
     x1, x2 = RNG.standard_normal((37, d)), RNG.standard_normal((23, d))
     return case, x1, x2, {}, {}
-
-
-def count_blocks_computed(monkeypatch) -> list:
-    """A list that grows by one for every kernel block computed on values (the block shapes
-    are also traced once, abstractly: those calls are not counted)."""
-    computed = []
-    real_call = ntk_zoo.KernelFn.__call__
-
-    def counting(self, *args, **kwargs):
-        if not isinstance(args[0], jax.core.Tracer):
-            computed.append(1)
-        return real_call(self, *args, **kwargs)
-
-    monkeypatch.setattr(ntk_zoo.KernelFn, "__call__", counting)
-    return computed
 
 
 @pytest.mark.parametrize("mesh", [None, True], ids=["1-device", "4-devices"])

@@ -18,6 +18,7 @@ import numpy as np
 import ntk_zoo
 from tests.cases import CASES, mlp
 from tests.oracle import rel_error
+from tests.parallel._counting import count_blocks_computed
 
 EXACT = 1e-12  # the same blocks computed by other processes: only summation order may differ
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,19 +84,6 @@ def reference(x2, method="jacobian_contraction"):
     return np.asarray(ntk_zoo.ntk_fn(mlp, method=method, vmap_axes=0)(X1, x2, PARAMS))
 
 
-def count_computed(monkeypatch) -> list:
-    """Counts kernel_fn calls on values (the block shapes are also traced once, abstractly)."""
-    computed, real = [], ntk_zoo.KernelFn.__call__
-
-    def counting(self, *a, **k):
-        if not isinstance(a[0], jax.core.Tracer):
-            computed.append(1)
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(ntk_zoo.KernelFn, "__call__", counting)
-    return computed
-
-
 def test_two_processes_equal_one(tmp_path, monkeypatch):
     """Every process's kernel is the one-process kernel, for each method and gather mode; blocks
     saved by 2 processes are reused by 1; `out` files written by 2 processes are the kernel."""
@@ -121,7 +109,7 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
     # The blocks saved by 2 processes (gather="none"), reused by this single process: none
     # computed again, whatever the devices.
     assert info0["saved"] + info1["saved"] == 5 * 6 // 2
-    computed = count_computed(monkeypatch)
+    computed = count_blocks_computed(monkeypatch)
     kernel_fn = ntk_zoo.ntk_fn(mlp, method="auto", vmap_axes=0)
     again = ntk_zoo.batched(
         kernel_fn, batch_size=8, progress=False, checkpoint_dir=str(tmp_path / "ckpt")
