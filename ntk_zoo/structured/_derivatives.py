@@ -38,9 +38,10 @@ from jax import lax
 
 from ntk_zoo.core import LeafAxes, Problem, to_layout
 from ntk_zoo.methods import jacobian_contraction
-from ntk_zoo.structured import _registry
+from ntk_zoo.structured import _control_flow, _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
 from ntk_zoo.structured._plan import plan, timed_steps
+from ntk_zoo.structured._roots import roots as _roots
 from ntk_zoo.structured._structure import Structure, onehot
 from ntk_zoo.structured._warnings import warn_once
 
@@ -70,6 +71,7 @@ class _Leaf:
     shape: tuple[int, ...]  # the param in its root coordinates
     uses: tuple[_Use, ...]
     scaled: bool = False  # the root is a scalar multiple of the param (factors carry "scale")
+    owner: int = 0  # the param leaf this is (a part of: see ``_roots``)
 
 
 class NotTransposable(Exception):
@@ -83,48 +85,6 @@ def _transposing(fn: Callable, *args: Any) -> Any:
         if "transpose" in str(e).lower() or "reverse-mode" in str(e).lower():
             raise NotTransposable(str(e)) from e
         raise
-
-
-def _scalar_factor(program: Program, eqn: Eqn, idx: int) -> Any | None:
-    """``c`` when ``eqn`` computes ``c · w`` (``w`` its operand ``idx``) for a scalar ``c``."""
-    if eqn.name in ("mul", "div") and len(eqn.inputs) == 2:
-        other = eqn.inputs[1 - idx]
-        if other.ndim == 0 and not (isinstance(other, Var) and other in program.tangent):
-            if eqn.name == "mul":
-                return program.value(other)
-            if idx == 0:
-                return 1 / program.value(other)
-    return None
-
-
-def _roots(program: Program) -> tuple[list[tuple[Var, Any]], dict]:
-    """Per param, the variable its uses are expressed in, and the scalar relating the two.
-
-    A param reaching its uses only through bijections of its elements (reshape, transpose,
-    sign, dtype) and scalings (``w / sqrt(fan_in)`` of the NTK parameterisation) is re-expressed
-    in the coordinates of the last one: ``J_w = c · J_root`` up to a permutation, so
-    ``Θ_w = c1 · c2 · J_root(x1) J_root(x2)ᵀ``.
-    """
-    consumers = program.consumers()
-    outputs = {v for v in program.outputs if isinstance(v, Var)}
-    roots = []
-    for v in program.inputs:
-        scale = None
-        while v not in outputs:
-            users = consumers.get(v, [])
-            if len(users) != 1:
-                break
-            eqn, idx = users[0]
-            c = _scalar_factor(program, eqn, idx)
-            if c is not None:
-                scale = c if scale is None else scale * c
-            elif eqn.name not in _registry.VIEWS:
-                break
-            elif eqn.name == "reshape" and eqn.params.get("dimensions") is not None:
-                break
-            v = eqn.outputs[0]
-        roots.append((v, scale))
-    return roots, consumers
 
 
 def _used_eqns(roots: list[Var], consumers: dict) -> list[Eqn]:
@@ -264,8 +224,10 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[dict, list
     (and the leaf's ``"scale"``) under ``"leaves"``; per cotangent group (uses whose ``∂f/∂y``
     coincide), that ``∂f/∂y`` per output leaf under ``"cts"``; and the static description of
     each leaf's uses."""
-    _, program = linear_program(fn, params)
-    scaled_roots, consumers = _roots(program)
+    _, program = linear_program(_control_flow.unrolled(fn), params)
+    parts, consumers = _roots(program)
+    owners = [i for i, ps in enumerate(parts) for _ in ps]
+    scaled_roots = [part for ps in parts for part in ps]
     roots = [r for r, _ in scaled_roots]
     eqns = _used_eqns(roots, consumers)
     ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
@@ -279,7 +241,7 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[dict, list
     group_ids: dict[Var, int] = {}
     group_cts: list = []
     leaves, statics = [], []
-    for root, scale in scaled_roots:
+    for owner, (root, scale) in zip(owners, scaled_roots):
         per_use, static = [], []
         for eqn, idx in consumers.get(root, []):
             rep = first[keys[eqn]] if eqn in keys else eqn  # the same arrays for one group
@@ -299,7 +261,7 @@ def _factors(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[dict, list
             static.append(_Use(pullback=True))
         scale = None if scale is None else jnp.asarray(scale, root.dtype)
         leaves.append({"uses": per_use, "scale": scale})
-        statics.append(_Leaf(root.shape, tuple(static), scale is not None))
+        statics.append(_Leaf(root.shape, tuple(static), scale is not None, owner))
     return {"leaves": leaves, "cts": group_cts}, statics
 
 
@@ -822,11 +784,14 @@ def _structured(problem: Problem, einsum: Callable, mode: str) -> list:
         ]
         dense = [None if s is None else _choose_dense(s, mode) for s in sides]
         grams = _shared_grams(sides, dense, f1["cts"], f2["cts"], einsum)
-        kernels = []
+        per_leaf: list = [None] * param_def.num_leaves  # a leaf's parts summed (``_roots``)
         for i, s in enumerate(sides):
-            k = None
             if s is not None:
                 k = _contract(s, *dense[i], grams.get(i, {}), einsum)
+                owner = leaves[i].owner
+                per_leaf[owner] = k if per_leaf[owner] is None else per_leaf[owner] + k
+        kernels = []
+        for k in per_leaf:
             k = jnp.zeros(shape, problem.dtype) if k is None else k.astype(problem.dtype)
             kernels.append(to_layout(k, axes))
         out.append(jax.tree.unflatten(param_def, kernels))

@@ -3,7 +3,8 @@
 ``jax.linearize`` gives a program linear in the param tangents whose nonlinearities are constants
 (residuals of the primal pass). Nested calls (``jit``, ``closed_call``, ``remat``, custom
 derivative calls) are inlined so that every equation touching a param is visible; control flow
-(``scan``, ``cond``, ``while``) stays one equation.
+(``scan``, ``cond``, ``while``) is expanded by :data:`EXPANDERS` (``_control_flow``) where it
+can be, else stays one equation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ _CALLS = {
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
 }
+
+
+# Control-flow primitives replaced by ordinary equations when they can be (``_control_flow``):
+# expand(eqn, inputs, eqns, flatten) -> outputs, or None to keep the equation whole.
+EXPANDERS: dict[str, Callable[..., list | None]] = {}
 
 
 class Var:
@@ -155,7 +161,11 @@ def _flatten(jaxpr: Any, consts: Sequence[Any], args: Sequence[Operand], eqns: l
     for eqn in jaxpr.eqns:
         inputs = [read(v) for v in eqn.invars]
         body = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
-        if body is not None:
+        expand = EXPANDERS.get(eqn.primitive.name)
+        outs = None if expand is None else expand(eqn, inputs, eqns, _flatten)
+        if outs is not None:
+            pass
+        elif body is not None:
             if isinstance(body, _compat.ClosedJaxpr):
                 inner, inner_consts = body.jaxpr, body.consts
             else:

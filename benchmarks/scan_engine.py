@@ -1,0 +1,166 @@
+"""Structured derivatives on a layer stack written with ``lax.scan`` against the same stack
+unrolled (a Python loop over per-layer params): steady time and compile time, side by side.
+
+    python -m benchmarks.scan_engine [--quick] [--depths 6,12] [--rounds 5]
+
+Both models have the same parameters (the scanned one stacks them along a leading layer axis)
+and give the same kernel; each is jitted with ``vmap_axes=0`` and full logit blocks
+(``trace_axes=()``). Compile time is ``lower().compile()``; steady time is the median over
+alternating rounds (one call of each model per round, so load hits both alike). Also times
+Jacobian contraction on each, for the SD/JC ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import ntk_zoo
+
+UNROLL = 1
+
+
+def _mlp_layer(h, p):
+    return h + jnp.tanh(h @ p["w"] / np.sqrt(h.shape[-1]) + p["b"])
+
+
+def _layer_norm(h):
+    mu = h.mean(-1, keepdims=True)
+    return (h - mu) * lax.rsqrt(((h - mu) ** 2).mean(-1, keepdims=True) + 1e-6)
+
+
+def _block(h, p):
+    """A pre-LN transformer block (one head) on ``h: (n, tokens, width)``."""
+    width = h.shape[-1]
+    a = _layer_norm(h) * p["g1"]
+    q, k, v = (a @ p[n] / np.sqrt(width) for n in ("q", "k", "v"))
+    att = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(width), axis=-1)
+    h = h + (att @ v) @ p["o"] / np.sqrt(width)
+    m = _layer_norm(h) * p["g2"]
+    return h + jax.nn.gelu(m @ p["m1"] / np.sqrt(width)) @ p["m2"] / np.sqrt(p["m2"].shape[0])
+
+
+def _stacked_params(kind: str, depth: int, width: int, rng) -> dict:
+    n = lambda *s: jnp.asarray(rng.standard_normal((depth, *s)), jnp.float32)
+    if kind == "mlp":
+        return {"w": n(width, width), "b": n(width) * 0.1}
+    return {
+        "g1": 1 + 0.1 * n(width),
+        "q": n(width, width),
+        "k": n(width, width),
+        "v": n(width, width),
+        "o": n(width, width),
+        "g2": 1 + 0.1 * n(width),
+        "m1": n(width, 2 * width),
+        "m2": n(2 * width, width),
+    }
+
+
+def models(kind: str, depth: int, width: int, outputs: int, seed: int = 0):
+    """``(scanned f, scanned params, unrolled f, unrolled params)`` of one stack."""
+    rng = np.random.default_rng(seed)
+    layer = _mlp_layer if kind == "mlp" else _block
+    stacked = _stacked_params(kind, depth, width, rng)
+    head = jnp.asarray(rng.standard_normal((width, outputs)) / np.sqrt(width), jnp.float32)
+
+    def readout(h):
+        return (h if kind == "mlp" else h.mean(-2)) @ head
+
+    def scanned(p, x):
+        h, _ = lax.scan(lambda h, q: (layer(h, q), None), x, p, unroll=UNROLL)
+        return readout(h)
+
+    def unrolled(p, x):
+        h = x
+        for q in p:
+            h = layer(h, q)
+        return readout(h)
+
+    per_layer = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(depth)]
+    return scanned, stacked, unrolled, per_layer
+
+
+def _inputs(kind: str, n: int, width: int, tokens: int):
+    rng = np.random.default_rng(1)
+    shape = (n, width) if kind == "mlp" else (n, tokens, width)
+    return jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+
+def _compiled(f, params, x, method: str):
+    kernel_fn = ntk_zoo.ntk_fn(f, method=method, vmap_axes=0, trace_axes=())
+    start = time.perf_counter()
+    compiled = jax.jit(kernel_fn).lower(x, None, params).compile()
+    return compiled, time.perf_counter() - start
+
+
+def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dict]:
+    scanned, sp, unrolled, up = models(kind, depth, width, outputs)
+    x = _inputs(kind, n, width, tokens)
+    cases = {}
+    for method in methods:
+        for name, f, p in (("scan", scanned, sp), ("unrolled", unrolled, up)):
+            compiled, compile_s = _compiled(f, p, x, method)
+            jax.block_until_ready(compiled(x, None, p))
+            cases[name, method] = (compiled, p, compile_s, [])
+    for _ in range(rounds):
+        for compiled, p, _, times in cases.values():
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(x, None, p))
+            times.append(time.perf_counter() - start)
+    return [
+        {
+            "model": kind,
+            "depth": depth,
+            "written": name,
+            "method": method,
+            "steady_s": statistics.median(times),
+            "compile_s": compile_s,
+        }
+        for (name, method), (_, _, compile_s, times) in cases.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round")
+    parser.add_argument("--depths", default="6,12")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", default="mlp,transformer")
+    parser.add_argument("--jc", action="store_true", help="also time Jacobian contraction")
+    args = parser.parse_args(argv)
+    methods = ["structured_derivatives"] + (["jacobian_contraction"] if args.jc else [])
+    sizes = {  # width, outputs, n, tokens
+        "mlp": (64, 4, 4, 1) if args.quick else (256, 10, 16, 1),
+        "transformer": (16, 4, 2, 4) if args.quick else (64, 10, 8, 9),
+    }
+    rounds = 1 if args.quick else args.rounds
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks")
+    print(
+        "| model | depth | method | scan steady s | unrolled steady s | scan/unrolled "
+        "| scan compile s | unrolled compile s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in args.models.split(","):
+        width, outputs, n, tokens = sizes[kind]
+        for depth in map(int, args.depths.split(",")):
+            rows = measure(kind, depth, width, outputs, n, tokens, rounds, methods)
+            for method in methods:
+                get = {r["written"]: r for r in rows if r["method"] == method}
+                s, u = get["scan"], get["unrolled"]
+                print(
+                    f"| {kind} (w={width}, N={n}, O={outputs}) | {depth} | {method} "
+                    f"| {s['steady_s']:.4f} | {u['steady_s']:.4f} "
+                    f"| {s['steady_s'] / u['steady_s']:.2f} | {s['compile_s']:.2f} "
+                    f"| {u['compile_s']:.2f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
