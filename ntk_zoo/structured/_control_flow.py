@@ -39,6 +39,8 @@ from jax import lax
 
 from ntk_zoo import _compat
 from ntk_zoo.structured._ir import _CALLS, EXPANDERS, Const, Eqn, Operand
+from ntk_zoo.structured._registry import NotTransposable, register
+from ntk_zoo.structured._structure import Structure
 from ntk_zoo.structured._warnings import warn_once
 
 # Flattens ``jaxpr`` (with its consts) applied to operands, appending equations; returns outputs.
@@ -206,6 +208,16 @@ def _cond(eqn: Any, inputs: list[Operand], eqns: list[Eqn], flatten: Flatten) ->
         return flatten(taken.jaxpr, taken.consts, operands, eqns)
     outs = [flatten(b.jaxpr, b.consts, operands, eqns) for b in branches]
     return [_emit(_select, [index, *cases], eqns, flatten)[0] for cases in zip(*outs)]
+
+
+@register("while")
+def dynamic_while(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
+    """A ``while`` left whole (its trip count is not known at trace time) has no transpose: the
+    kernel is then computed by forward-mode Jacobian contraction (exact, with a warning)."""
+    raise NotTransposable(
+        "a `while_loop` whose trip count is not known at trace time (it depends on the inputs "
+        "or on traced values; use `lax.fori_loop` with constant bounds, or `lax.scan`)"
+    )
 
 
 EXPANDERS.update(scan=_scan, cond=_cond)

@@ -41,6 +41,7 @@ from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _control_flow, _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
 from ntk_zoo.structured._plan import plan, timed_steps
+from ntk_zoo.structured._registry import NotTransposable
 from ntk_zoo.structured._roots import roots as _roots
 from ntk_zoo.structured._structure import Structure, onehot
 from ntk_zoo.structured._warnings import warn_once
@@ -72,10 +73,6 @@ class _Leaf:
     uses: tuple[_Use, ...]
     scaled: bool = False  # the root is a scalar multiple of the param (factors carry "scale")
     owner: int = 0  # the param leaf this is (a part of: see ``_roots``)
-
-
-class NotTransposable(Exception):
-    """``f``'s linearisation has a part JAX cannot transpose (e.g. a dynamic ``while_loop``)."""
 
 
 def _transposing(fn: Callable, *args: Any) -> Any:

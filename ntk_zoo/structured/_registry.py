@@ -11,6 +11,11 @@ from ntk_zoo.structured._ir import Eqn, Var
 from ntk_zoo.structured._structure import Structure
 from ntk_zoo.structured._warnings import warn_once
 
+
+class NotTransposable(Exception):
+    """``f``'s linearisation has a part JAX cannot transpose (e.g. a dynamic ``while_loop``)."""
+
+
 # rule(eqn, idx, args) -> Structure. ``args[i]`` is the value of operand ``i`` when it does not
 # depend on params, else ``None``; ``idx`` is the position of the param operand.
 Rule = Callable[[Eqn, int, list[Any]], Structure]

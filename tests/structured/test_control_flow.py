@@ -1,0 +1,219 @@
+"""Control flow as structure: params used inside ``scan`` bodies (stacked along the scanned
+axis, broadcast to every step, or both), ``cond`` / ``switch`` branches, static ``fori_loop`` /
+``while_loop`` and remat bodies, each against the float64 oracle; a stacked leaf's per-leaf
+kernel is one entry (the sum over its layers); the scanned models use no fallback; a
+``while_loop`` whose trip count depends on the data keeps its exact fallback and warns once."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.ad_checkpoint import checkpoint_name
+
+import ntk_zoo
+from ntk_zoo.structured import _derivatives
+from tests.oracle import oracle_ntk, rel_error
+
+EXACT = 1e-10
+D, L, T = 3, 3, 2  # width, layers, tokens
+RNG = np.random.default_rng(0)
+PARAMS = {
+    "W": RNG.standard_normal((L, D, D)) / 2,  # stacked: one (D, D) slice per layer
+    "b": RNG.standard_normal((L, D)) / 4,
+    "U": RNG.standard_normal((D, D)) / 2,  # shared by every step
+    "r": RNG.standard_normal((D, 2)),
+}
+X1 = RNG.standard_normal((2, T, D))
+X2 = RNG.standard_normal((3, T, D))
+
+
+def _layer(h, w, b):
+    return jnp.tanh(h @ w + b)
+
+
+def scan_stacked(p, x):  # the layer-stack pattern: xs are the stacked weights
+    h, _ = lax.scan(lambda h, wb: (_layer(h, *wb), None), x.mean(-2), (p["W"], p["b"]))
+    return h @ p["r"]
+
+
+def scan_shared(p, x):  # an RNN: one weight for every step, the tokens scanned
+    h, _ = lax.scan(lambda h, xt: (jnp.tanh(h @ p["U"] + xt), None), jnp.zeros(D), x)
+    return h @ p["r"]
+
+
+def scan_both(p, x):  # stacked and shared weights, per-step outputs read too
+    def body(h, wb):
+        h = _layer(h, *wb) + jnp.sin(h @ p["U"])
+        return h, h.sum()
+
+    h, ys = lax.scan(body, x.mean(-2), (p["W"], p["b"]))
+    return h @ p["r"] + ys.mean()
+
+
+def scan_reverse_carries(p, x):  # two carries, reverse=True, stacked outputs
+    def body(c, wb):
+        h, g = c
+        h2 = _layer(h, *wb) * g
+        return (h2, jnp.cos(g @ p["U"])), h2
+
+    (h, g), ys = lax.scan(body, (x[0], x[1]), (p["W"], p["b"]), reverse=True)
+    return (h + g) @ p["r"] + ys[0] @ p["r"]
+
+
+def scan_length_one(p, x):
+    h, _ = lax.scan(lambda h, wb: (_layer(h, *wb), None), x[0], (p["W"][:1], p["b"][:1]))
+    return h @ p["r"]
+
+
+def scan_nested(p, x):  # an outer scan over token pairs, an inner one over the layers
+    def outer(h, xt):
+        inner = lambda g, wb: (_layer(g + xt, *wb), None)
+        g, _ = lax.scan(inner, h, (p["W"], p["b"]), unroll=2)
+        return g @ p["U"], None
+
+    h, _ = lax.scan(outer, jnp.zeros(D), x)
+    return h @ p["r"]
+
+
+def scan_remat_named(p, x):  # remat bodies with a names policy, as nn.remat + nn.scan write it
+    policy = jax.checkpoint_policies.save_only_these_names("pre")
+
+    @jax.checkpoint
+    def body(h, wb):
+        return jnp.tanh(checkpoint_name(h @ wb[0], "pre") + wb[1]), None
+
+    body = jax.checkpoint(body, policy=policy)
+    h, _ = lax.scan(body, x.mean(-2), (p["W"], p["b"]))
+    return h @ p["r"]
+
+
+def branches(p, x):  # cond and switch on a per-example predicate
+    h = x.mean(-2)
+    h = lax.cond(h.sum() > 0, lambda h: jnp.sin(h @ p["U"]), lambda h: h @ p["W"][0], h)
+    k = (jnp.abs(h[0]) * 7).astype(jnp.int32) % 3
+    h = lax.switch(k, [lambda h, i=i: h @ p["W"][i] + p["b"][i] for i in range(3)], h)
+    return h @ p["r"]
+
+
+def fori_static(p, x):  # constant bounds: a scan
+    h = lax.fori_loop(0, L, lambda i, h: _layer(h, p["W"][i], p["b"][i]), x.mean(-2))
+    return h @ p["r"]
+
+
+def while_static(p, x):  # a counter from a constant to a literal bound
+    body = lambda c: (c[0] + 1, jnp.tanh(c[1] @ p["U"]) + p["b"][0])
+    _, h = lax.while_loop(lambda c: c[0] < 3, body, (0, x.mean(-2)))
+    return h @ p["r"]
+
+
+def while_dynamic(p, x):  # the trip count depends on the input
+    n = (jnp.abs(x.sum()) * 2).astype(jnp.int32) % 3 + 1
+    _, h = lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, c[1] @ p["U"]), (0, x[0]))
+    return h @ p["r"]
+
+
+PER_EXAMPLE = [
+    scan_stacked,
+    scan_shared,
+    scan_both,
+    scan_reverse_carries,
+    scan_length_one,
+    scan_nested,
+    scan_remat_named,
+    branches,
+    fori_static,
+]
+SCANNED = [scan_stacked, scan_shared, scan_both, scan_reverse_carries, scan_nested]
+
+
+def _batched(g):
+    return jax.vmap(g, in_axes=(None, 0))
+
+
+def _forward_oracle(f, x1, x2):
+    """The full kernel ``(n1, n2, o, o)`` from dense forward-mode Jacobians (``jax.jacrev``,
+    the oracle's, cannot differentiate a ``while_loop``)."""
+    j1, j2 = (jax.jacfwd(f)(PARAMS, x) for x in (x1, x2))
+    return sum(
+        jnp.einsum("ao...,bp...->abop", a, b)
+        for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))
+    )
+
+
+def _sd(f, x2, method="structured_derivatives", **kw):
+    return ntk_zoo.ntk_fn(f, method=method, **kw)(X1, x2, PARAMS)
+
+
+@pytest.mark.parametrize("g", PER_EXAMPLE, ids=[g.__name__ for g in PER_EXAMPLE])
+def test_structured_derivatives_exact(g):
+    f = _batched(g)
+    # per example (the predicates batched under vmap), x2 given, full logits, per leaf
+    got = _sd(f, X2, vmap_axes=0, trace_axes=(), sum_params=False)
+    want = oracle_ntk(f, X1, X2, PARAMS, trace_axes=(), sum_params=False)
+    assert rel_error(got, want) <= EXACT
+    # the whole batch at once (vmap's select_n for the branches), x2=None, traced, summed
+    got = jax.jit(lambda x: _sd(f, None, trace_axes=(-1,)))(X1)
+    assert rel_error(got, oracle_ntk(f, X1, None, PARAMS, trace_axes=(-1,))) <= EXACT
+
+
+@pytest.mark.parametrize("g", [scan_both, branches], ids=["scan_both", "branches"])
+def test_auto_exact(g):
+    f = _batched(g)
+    got = _sd(f, X2, method="auto", vmap_axes=0, trace_axes=())
+    assert rel_error(got, oracle_ntk(f, X1, X2, PARAMS, trace_axes=())) <= EXACT
+
+
+def test_a_stacked_leaf_is_one_entry_the_sum_over_its_layers():
+    f = _batched(scan_stacked)
+    got = _sd(f, X2, vmap_axes=0, trace_axes=(), sum_params=False)["W"]
+    layers = [
+        oracle_ntk(
+            lambda q, x, i=i: f({**PARAMS, "W": jnp.asarray(PARAMS["W"]).at[i].set(q)}, x),
+            X1,
+            X2,
+            PARAMS["W"][i],
+            trace_axes=(),
+        )
+        for i in range(L)
+    ]
+    assert got.shape == layers[0].shape
+    assert rel_error(got, sum(layers)) <= EXACT
+
+
+@pytest.mark.parametrize("g", SCANNED, ids=[g.__name__ for g in SCANNED])
+def test_scanned_params_get_structure_not_the_fallback(g):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback would warn
+        _, leaves = _derivatives._factors(lambda p: g(p, X1[0]), PARAMS)
+    uses = [use for leaf in leaves for use in leaf.uses]
+    assert uses and not any(use.pullback for use in uses)
+    # the stacked weight is split into one part per layer (not where the layers are read
+    # once per token: slices that overlap stay uses of the whole leaf, with structure)
+    stacked = sorted(PARAMS).index("W")
+    parts = sum(leaf.owner == stacked for leaf in leaves)
+    assert parts == {scan_shared: 1, scan_nested: 1}.get(g, L)
+
+
+def test_static_while_loop_is_unrolled():
+    f = _batched(while_static)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        got = _sd(f, X2, vmap_axes=0, trace_axes=())
+        _, leaves = _derivatives._factors(lambda p: while_static(p, X1[0]), PARAMS)
+    assert not any(use.pullback for leaf in leaves for use in leaf.uses)
+    assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
+    got = _sd(f, None, trace_axes=(-1,))
+    want = jnp.einsum("abii->ab", _forward_oracle(f, X1, X1)) / 2
+    assert rel_error(got, want) <= EXACT
+
+
+def test_dynamic_while_loop_warns_and_stays_exact():
+    f = _batched(while_dynamic)
+    with pytest.warns(UserWarning, match="while_loop"):
+        got = _sd(f, X2, vmap_axes=0, trace_axes=())
+    assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
