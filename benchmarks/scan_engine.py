@@ -23,8 +23,6 @@ from jax import lax
 
 import ntk_zoo
 
-UNROLL = 1
-
 
 def _mlp_layer(h, p):
     return h + jnp.tanh(h @ p["w"] / np.sqrt(h.shape[-1]) + p["b"])
@@ -73,7 +71,7 @@ def models(kind: str, depth: int, width: int, outputs: int, seed: int = 0):
         return (h if kind == "mlp" else h.mean(-2)) @ head
 
     def scanned(p, x):
-        h, _ = lax.scan(lambda h, q: (layer(h, q), None), x, p, unroll=UNROLL)
+        h, _ = lax.scan(lambda h, q: (layer(h, q), None), x, p)
         return readout(h)
 
     def unrolled(p, x):
@@ -136,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     methods = ["structured_derivatives"] + (["jacobian_contraction"] if args.jc else [])
     sizes = {  # width, outputs, n, tokens
-        "mlp": (64, 4, 4, 1) if args.quick else (256, 10, 16, 1),
-        "transformer": (16, 4, 2, 4) if args.quick else (64, 10, 8, 9),
+        "mlp": (64, 4, 4, 1) if args.quick else (256, 10, 8, 1),
+        "transformer": (16, 4, 2, 4) if args.quick else (64, 10, 4, 9),
     }
     rounds = 1 if args.quick else args.rounds
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks")

@@ -128,6 +128,7 @@ PER_EXAMPLE = [
     branches,
     fori_static,
 ]
+WHOLE_BATCH = (scan_stacked, scan_reverse_carries, branches)
 SCANNED = [scan_stacked, scan_shared, scan_both, scan_reverse_carries, scan_nested]
 
 
@@ -156,6 +157,8 @@ def test_structured_derivatives_exact(g):
     got = _sd(f, X2, vmap_axes=0, trace_axes=(), sum_params=False)
     want = oracle_ntk(f, X1, X2, PARAMS, trace_axes=(), sum_params=False)
     assert rel_error(got, want) <= EXACT
+    if g not in WHOLE_BATCH:  # the other layouts: on a few models, to keep the suite short
+        return
     # the whole batch at once (vmap's select_n for the branches), x2=None, traced, summed
     got = jax.jit(lambda x: _sd(f, None, trace_axes=(-1,)))(X1)
     assert rel_error(got, oracle_ntk(f, X1, None, PARAMS, trace_axes=(-1,))) <= EXACT
@@ -207,9 +210,6 @@ def test_static_while_loop_is_unrolled():
         _, leaves = _derivatives._factors(lambda p: while_static(p, X1[0]), PARAMS)
     assert not any(use.pullback for leaf in leaves for use in leaf.uses)
     assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
-    got = _sd(f, None, trace_axes=(-1,))
-    want = jnp.einsum("abii->ab", _forward_oracle(f, X1, X1)) / 2
-    assert rel_error(got, want) <= EXACT
 
 
 def test_dynamic_while_loop_warns_and_stays_exact():
