@@ -57,6 +57,6 @@ class WideResNet(hk.Module):
             h = block(stride, "block" + (f"_{group * n}" if group else ""))(h, is_training)
             if n > 1:
                 stack = hk.layer_stack(n - 1, name=f"group{group}_blocks")
-                h = stack(lambda h: block(1)(h, is_training))(h)
+                h = stack(lambda h, b=block: b(1)(h, is_training))(h)
         h = jax.nn.relu(norm(self.norm, h, is_training)).mean(axis=(1, 2))
         return Dense(self.num_classes, self.parameterization, name="head")(h)
