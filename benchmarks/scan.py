@@ -19,8 +19,9 @@ the cases are called in alternating rounds, so load hits them alike. steady = th
 ``--repeats`` calls; compile = ahead-of-time compile + first call − steady. The ratios
 SD-scan / SD-unrolled and JC / SD compare cases of the same and of different groups.
 
-``--quick`` runs every group at tiny sizes (width 32, 2 or 4 blocks, 5 tokens, N=4; the MLP of
-width 64): a smoke run of the whole suite, under a minute on an idle 2-core machine.
+``--quick`` runs two groups at tiny sizes (the transformer of width 32 with 2 blocks on 5
+tokens and the MLP of width 64 with 2 layers, N=4; each unrolled and scanned, by every method):
+a smoke run of the whole suite, not a measurement.
 """
 
 from __future__ import annotations
@@ -42,7 +43,20 @@ QUICK = {"width": 32, "mlp": 64, "heads": 2, "tokens": 5, "n": 4, "o": 10, "mlp_
 
 def groups(quick: bool) -> dict[str, list[dict]]:
     """Group name -> its cases (``model``, ``way``, ``depth``, ``method``)."""
-    d6, d12, layers = (2, 4, 2) if quick else (6, 12, 8)
+    if quick:  # two processes: each model unrolled and scanned, by every method
+        return {
+            "t-quick": [
+                {"model": "transformer", "way": w, "depth": 2, "method": m}
+                for m in METHODS
+                for w in ("loop", "scan")
+            ],
+            "mlp-quick": [
+                {"model": "mlp", "way": w, "depth": 2, "method": m}
+                for m in METHODS
+                for w in ("loop", "scan")
+            ],
+        }
+    d6, d12, layers = 6, 12, 8
     out = {}
     for short in METHODS:
         out[f"t6-{short}"] = [
@@ -234,8 +248,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--repeats", type=int, default=0, help="steady calls (default 3; 2)")
     parser.add_argument("--groups", default="", help="comma-separated group names (all)")
-    parser.add_argument("--json", default="", help="also write the raw results here")
+    parser.add_argument("--json", default="", help="raw results, rewritten after each group")
+    parser.add_argument("--report", default="", help="only print the tables of a --json file")
     args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as fh:
+            report(json.load(fh))
+        return
     repeats = args.repeats or (2 if args.quick else 3)
     every = groups(args.quick)
     chosen = [g for g in args.groups.split(",") if g] or list(every)
@@ -260,11 +279,11 @@ def main(argv: list[str]) -> None:
             print(f"group {name}: failed: {str(e)[-300:]}")
         wall = time.perf_counter() - start
         print(f"group {name}: {wall:.0f} s wall, load {_harness.load()}", flush=True)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1)
     print()
     report(results)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
 
 
 def _cpus() -> int:
