@@ -38,7 +38,7 @@ FAMILIES = {"mlp": "MLP", "wide_resnet": "WideResNet", "vit": "ViT"}
 # Config keys each family's constructor takes (everything else in the config is ignored).
 FAMILY_KEYS = {
     "mlp": ("depth", "width", "num_classes", "activation", "parameterization", "bias"),
-    "wide_resnet": ("depth", "width", "num_classes", "norm", "parameterization"),
+    "wide_resnet": ("depth", "width", "num_classes", "norm", "parameterization", "scan"),
     "vit": (
         "variant",
         "num_classes",
@@ -48,6 +48,7 @@ FAMILY_KEYS = {
         "width",
         "heads",
         "mlp_dim",
+        "scan",
     ),
 }
 

@@ -40,6 +40,10 @@ SUITES = {
         "benchmarks.published",
         "WRN-28-10, ViT-B/16, 1000-logit ResNet-18: steady, compile, build, peak, FLOP floor",
     ),
+    "scan": (
+        "benchmarks.scan",
+        "layers stacked with scan vs unrolled (linen transformer 4 ways, Haiku MLP): JC/SD/auto",
+    ),
     # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",

@@ -6,7 +6,8 @@
 
 Arguments: variant ("<size>/<patch>", size in test|Ti|S|B|L as in the ViT paper's table),
 depth, width, heads, mlp_dim (override the size's own; 0 keeps it; width must be a multiple of
-heads), framework (linen|nnx|haiku), pool (tok|gap), runlocal.
+heads), framework (linen|nnx|haiku), pool (tok|gap), scan (True: the encoder blocks stacked
+and applied with the framework's scan; the same model), runlocal.
 Expected cost on a 2-core CPU: about 25 s wall for the default test/2 on 256 digits.
 """
 
@@ -23,6 +24,7 @@ def get_config(arg=None):
         mlp_dim=0,
         framework="linen",
         pool="tok",
+        scan=False,
         runlocal=False,
     )
     model = {
@@ -36,6 +38,7 @@ def get_config(arg=None):
         "mlp_dim": arg.mlp_dim,
         "num_classes": 10,
         "pool": arg.pool,
+        "scan": arg.scan,
         "intermediates": False,
     }
     return base_config(model, n=256, image=True, runlocal=arg.runlocal)

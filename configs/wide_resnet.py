@@ -4,7 +4,8 @@
     ntk-zoo run --config configs/wide_resnet.py:variant=16-2,norm=layer --workdir runs/wrn16
 
 Arguments: variant ("d-k", e.g. 10-1, 16-4, 28-10), framework (linen|nnx|haiku), norm
-(batch|layer|none), batch_norm (running|batch|coupled), parameterization, runlocal.
+(batch|layer|none), batch_norm (running|batch|coupled), parameterization, scan (True: each
+group's blocks after its first stacked and scanned; the same model), runlocal.
 Expected cost on a 2-core CPU: about 40 s wall for the default WRN-10-1 on 256 digits.
 """
 
@@ -19,6 +20,7 @@ def get_config(arg=None):
         norm="batch",
         batch_norm="batch",
         parameterization="standard",
+        scan=False,
         runlocal=False,
     )
     depth, width = (int(v) for v in arg.variant.split("-"))
@@ -31,5 +33,6 @@ def get_config(arg=None):
         "norm": arg.norm,
         "batch_norm": arg.batch_norm,
         "parameterization": arg.parameterization,
+        "scan": arg.scan,
     }
     return base_config(model, n=256, image=True, runlocal=arg.runlocal)

@@ -21,6 +21,13 @@ def _attention(x, heads):
     return Dense(d, "standard", name="out")(out)
 
 
+def _block(h, v, name):
+    with hk.name_scope(name):
+        h = h + _attention(hk.LayerNorm(-1, True, True)(h), v.heads)
+        m = jax.nn.gelu(Dense(v.mlp_dim, "standard")(hk.LayerNorm(-1, True, True)(h)))
+        return h + Dense(v.width, "standard")(m)
+
+
 class ViT(hk.Module):
     def __init__(
         self,
@@ -32,12 +39,13 @@ class ViT(hk.Module):
         width=None,
         heads=None,
         mlp_dim=None,
+        scan=False,
         name=None,
     ):
         super().__init__(name=name)
         self.v = decode_vit_variant(variant, depth=depth, width=width, heads=heads, mlp_dim=mlp_dim)
         self.num_classes = num_classes
-        self.pool, self.intermediates = pool, intermediates
+        self.pool, self.intermediates, self.scan = pool, intermediates, scan
 
     def __call__(self, x, is_training=False):
         v = self.v
@@ -51,11 +59,12 @@ class ViT(hk.Module):
         )
         h = h + pos
         out = {}
-        for i in range(v.depth):
-            with hk.name_scope(f"encoderblock_{i}"):
-                h = h + _attention(hk.LayerNorm(-1, True, True)(h), v.heads)
-                m = jax.nn.gelu(Dense(v.mlp_dim, "standard")(hk.LayerNorm(-1, True, True)(h)))
-                h = h + Dense(v.width, "standard")(m)
+        if self.scan:  # "encoderblocks/~/encoderblock/...": each block's params, stacked
+            stack = hk.layer_stack(v.depth, with_per_layer_inputs=True, name="encoderblocks")
+            h, per_block = stack(lambda h: (_block(h, v, "encoderblock"),) * 2)(h)
+            out.update({f"block_{i}": per_block[i] for i in range(v.depth)})
+        for i in range(0 if self.scan else v.depth):
+            h = _block(h, v, f"encoderblock_{i}")
             out[f"block_{i}"] = h
         h = hk.LayerNorm(-1, True, True, name="encoder_norm")(h)
         out["pre_logits"] = h[:, 0] if self.pool == "tok" else h.mean(axis=1)

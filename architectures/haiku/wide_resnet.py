@@ -34,21 +34,29 @@ class WideResNet(hk.Module):
         num_classes=10,
         norm="batch",
         parameterization="standard",
+        scan=False,
         name=None,
     ):
         super().__init__(name=name)
         self.blocks, self.width, self.num_classes = wrn_blocks(depth), width, num_classes
-        self.norm, self.parameterization = norm, parameterization
+        self.norm, self.parameterization, self.scan = norm, parameterization, scan
 
     def __call__(self, x, is_training=False):
         h = Conv(16, 3, 1, self.parameterization, name="stem")(x)
+        n = self.blocks
         for group, stride in enumerate((1, 2, 2)):
-            for i in range(self.blocks):
-                h = Block(
-                    16 * 2**group * self.width,
-                    stride if i == 0 else 1,
-                    self.norm,
-                    self.parameterization,
-                )(h, is_training)
+            features = 16 * 2**group * self.width
+            block = lambda s, name=None, f=features: Block(
+                f, s, self.norm, self.parameterization, name=name
+            )
+            if not self.scan:
+                for i in range(n):
+                    h = block(stride if i == 0 else 1)(h, is_training)
+                continue
+            # The group's first block under its unrolled name; the others stacked.
+            h = block(stride, "block" + (f"_{group * n}" if group else ""))(h, is_training)
+            if n > 1:
+                stack = hk.layer_stack(n - 1, name=f"group{group}_blocks")
+                h = stack(lambda h, b=block: b(1)(h, is_training))(h)
         h = jax.nn.relu(norm(self.norm, h, is_training)).mean(axis=(1, 2))
         return Dense(self.num_classes, self.parameterization, name="head")(h)

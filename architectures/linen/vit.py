@@ -46,6 +46,9 @@ class ViT(nn.Module):
     width: int | None = None
     heads: int | None = None
     mlp_dim: int | None = None
+    # Stack the encoder blocks' params along a leading layer axis and apply them with nn.scan
+    # (params["encoderblocks"]: each leaf of an "encoderblock_<i>" with a leading depth axis).
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -64,7 +67,14 @@ class ViT(nn.Module):
         pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, *h.shape[1:]))
         h = h + pos
         out = {}
-        for i in range(v.depth):
+        if self.scan:
+            layer = lambda block, h, _: (block(h),) * 2
+            stack = nn.scan(
+                layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=v.depth
+            )
+            h, per_block = stack(EncoderBlock(v.heads, v.mlp_dim, name="encoderblocks"), h, None)
+            out.update({f"block_{i}": per_block[i] for i in range(v.depth)})
+        for i in range(0 if self.scan else v.depth):
             h = EncoderBlock(v.heads, v.mlp_dim, name=f"encoderblock_{i}")(h)
             out[f"block_{i}"] = h
         h = nn.LayerNorm(name="encoder_norm")(h)

@@ -32,18 +32,32 @@ class WideResNet(nn.Module):
     num_classes: int = 10
     norm: str = "batch"
     parameterization: str = "standard"
+    # Each group's blocks after its first (same shapes: no stride, no projection) stacked along
+    # a leading layer axis and applied with nn.scan: "Block_<k>" for the first block of each
+    # group (k as when unrolled), "group<g>_blocks" for the stack of the others.
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         n = wrn_blocks(self.depth)
         h = Conv(16, 3, 1, self.parameterization)(x)
         for group, stride in enumerate((1, 2, 2)):
-            for i in range(n):
-                h = Block(
-                    16 * 2**group * self.width,
-                    stride if i == 0 else 1,
-                    self.norm,
-                    self.parameterization,
-                )(h, train)
+            features = 16 * 2**group * self.width
+            block = lambda s, name=None, f=features: Block(
+                f, s, self.norm, self.parameterization, name=name
+            )
+            if not self.scan:
+                for i in range(n):
+                    h = block(stride if i == 0 else 1)(h, train)
+                continue
+            h = block(stride, f"Block_{group * n}")(h, train)
+            if n > 1:
+                stack = nn.scan(
+                    lambda b, h, _: (b(h, train), None),
+                    variable_axes={"params": 0, "batch_stats": 0},
+                    split_rngs={"params": True},
+                    length=n - 1,
+                )
+                h, _ = stack(block(1, f"group{group}_blocks"), h, None)
         h = jax.nn.relu(norm(self.norm, train)(h)).mean(axis=(1, 2))
         return Dense(self.num_classes, self.parameterization)(h)

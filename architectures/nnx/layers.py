@@ -55,3 +55,32 @@ def norm(kind: str, channels: int, rngs):
     if kind == "none":
         return lambda x: x
     raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}.")
+
+
+def stacked(count: int, make, rngs):
+    """``count`` modules ``make(rngs)`` as one module whose params have a leading layer axis.
+
+    The NNX idiom for scanned layers: ``nnx.vmap`` over split keys builds the stack;
+    :func:`apply_stacked` applies it with ``nnx.scan``.
+    """
+
+    @nnx.split_rngs(splits=count)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+        return make(rngs)
+
+    return create(rngs)
+
+
+def apply_stacked(stack, x, *, every: bool = False):
+    """Runs the layers of a :func:`stacked` module in turn (``nnx.scan``).
+
+    Returns the last layer's output, or with ``every=True`` also every layer's output stacked.
+    """
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0) if every else nnx.Carry)
+    def layer(h, module):
+        h = module(h)
+        return (h, h) if every else h
+
+    return layer(x, stack)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from architectures._common import decode_vit_variant
-from architectures.nnx.layers import Conv, Dense
+from architectures.nnx.layers import Conv, Dense, apply_stacked, stacked
 
 
 class Attention(nnx.Module):
@@ -50,6 +50,7 @@ class ViT(nnx.Module):
         width=None,
         heads=None,
         mlp_dim=None,
+        scan=False,
         rngs,
     ):
         v = decode_vit_variant(variant, depth=depth, width=width, heads=heads, mlp_dim=mlp_dim)
@@ -61,9 +62,15 @@ class ViT(nnx.Module):
         self.pos_embedding = nnx.Param(
             0.02 * jax.random.normal(rngs.params(), (1, tokens, v.width), jnp.float32)
         )
-        self.blocks = nnx.List(
-            [EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=rngs) for _ in range(v.depth)]
-        )
+        if scan:  # one EncoderBlock whose params have a leading depth axis (nnx.vmap)
+            self.blocks = stacked(
+                v.depth, lambda r: EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=r), rngs
+            )
+        else:
+            self.blocks = nnx.List(
+                [EncoderBlock(v.width, v.heads, v.mlp_dim, rngs=rngs) for _ in range(v.depth)]
+            )
+        self.scan = scan
         self.encoder_norm = nnx.LayerNorm(v.width, rngs=rngs)
         self.head = Dense(v.width, num_classes, "standard", rngs=rngs)
         self.pool, self.intermediates = pool, intermediates
@@ -76,7 +83,10 @@ class ViT(nnx.Module):
             h = jnp.concatenate([cls, h], axis=1)
         h = h + self.pos_embedding[...]
         out = {}
-        for i, block in enumerate(self.blocks):
+        if self.scan:
+            h, per_block = apply_stacked(self.blocks, h, every=True)
+            out.update({f"block_{i}": y for i, y in enumerate(per_block)})
+        for i, block in enumerate(() if self.scan else self.blocks):
             h = block(h)
             out[f"block_{i}"] = h
         h = self.encoder_norm(h)

@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from architectures._common import wrn_blocks
-from architectures.nnx.layers import Conv, Dense
+from architectures.nnx.layers import Conv, Dense, apply_stacked, stacked
 from architectures.nnx.layers import norm as make_norm
 
 
@@ -38,24 +38,33 @@ class WideResNet(nnx.Module):
         num_classes=10,
         norm="batch",
         parameterization="standard",
+        scan=False,
         rngs,
     ):
         n = wrn_blocks(depth)
         self.stem = Conv(input_shape[-1], 16, 3, 1, parameterization, rngs=rngs)
-        blocks, ch = [], 16
+        blocks, stacks, ch = [], [], 16
         for group, stride in enumerate((1, 2, 2)):
-            for i in range(n):
-                out = 16 * 2**group * width
-                blocks.append(
-                    Block(ch, out, stride if i == 0 else 1, norm, parameterization, rngs=rngs)
-                )
-                ch = out
+            out = 16 * 2**group * width
+            block = lambda i, s, r, o=out: Block(i, o, s, norm, parameterization, rngs=r)
+            if scan:  # blocks[group]: the group's first block; stacks[group]: the others
+                blocks.append(block(ch, stride, rngs))
+                if n > 1:
+                    stacks.append(stacked(n - 1, lambda r, o=out, b=block: b(o, 1, r), rngs))
+            else:
+                blocks += [
+                    block(ch if i == 0 else out, stride if i == 0 else 1, rngs) for i in range(n)
+                ]
+            ch = out
         self.blocks = nnx.List(blocks)
+        self.stacks = nnx.List(stacks)
         self.final_norm = make_norm(norm, ch, rngs)
         self.head = Dense(ch, num_classes, parameterization, rngs=rngs)
 
     def __call__(self, x):
         h = self.stem(x)
-        for block in self.blocks:
+        for group, block in enumerate(self.blocks):
             h = block(h)
+            if group < len(self.stacks):  # scanned: the rest of the group
+                h = apply_stacked(self.stacks[group], h)
         return self.head(jax.nn.relu(self.final_norm(h)).mean(axis=(1, 2)))
