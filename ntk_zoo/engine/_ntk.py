@@ -39,7 +39,8 @@ def _is_concrete_array(x: Any) -> bool:
 
 def _signature(args: tuple, static: tuple) -> tuple:
     leaves, treedef = jax.tree.flatten(args)
-    return treedef, tuple((np.shape(a), np.result_type(a).str) for a in leaves), static
+    shapes = tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__))) for a in leaves)
+    return treedef, shapes, static
 
 
 class KernelFn:
