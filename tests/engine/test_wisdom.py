@@ -181,3 +181,16 @@ def test_estimates_by_default_and_rejects_bad_options():
         ntk_zoo.ntk_fn(f, auto={"measure": True})
     with pytest.raises(ValueError, match="within"):
         ntk_zoo.AutoOptions(within=0.5)
+
+
+def test_batched_measures_once_reports_the_pick_and_reuses_it():
+    kfn = kernel_fn(clock=ScriptedClock([1.0]))  # one candidate: the choice is tested above
+    run = ntk_zoo.batched(kfn, batch_size=2, progress=False)  # 2×2 blocks, 3 computed
+    got = run(X, None, PARAMS)
+    picked = run.stats.method
+    assert picked in RUNNABLE and run.stats.method_source == "measured"
+    assert run.stats.method_times == {picked: 1.0}
+    assert rel_error(got, oracle_ntk(f, X, None, PARAMS, trace_axes=())) <= EXACT
+    again = ntk_zoo.batched(kernel_fn(), batch_size=2, progress=False)  # its clock fails if used
+    assert rel_error(again(X, None, PARAMS), got) <= 1e-13
+    assert (again.stats.method, again.stats.method_source) == (picked, "wisdom")
