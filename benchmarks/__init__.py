@@ -40,6 +40,10 @@ SUITES = {
         "benchmarks.published",
         "WRN-28-10, ViT-B/16, 1000-logit ResNet-18: steady, compile, build, peak, FLOP floor",
     ),
+    "gpu": (
+        "benchmarks.gpu",
+        "the GPU run: calibrate; 6 grid cells, estimated and measured auto; WRN-28-10, ViT-B/16",
+    ),
     # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",
