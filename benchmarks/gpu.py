@@ -84,6 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, any backend")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per method")
     parser.add_argument("--budget-s", type=float, default=None, help="start no case after")
+    parser.add_argument(
+        "--cells",
+        default=None,
+        help="instead of the default cases: model:O:N:trace,... (trace 'full' or '-1'), e.g. "
+        "conv:8:16:full,vit:8:16:-1 (the CPU figures of benchmarks/results/auto.md)",
+    )
+    parser.add_argument(
+        "--whole", default=None, help="model:O:N:block: batched cost of measuring and wisdom"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 3)
     budget_s = args.budget_s or (60.0 if args.quick else 420.0)
@@ -107,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|" + " --- |" * 7)
     cases = [(c, METHODS) for c in cells]
     cases += [(c, ("jacobian_contraction", "structured_derivatives")) for c in published]
+    if args.cells:
+        cases = [(_cell(c), METHODS) for c in args.cells.split(",")]
     for (name, o, n, trace_axes), methods in cases:
         if time.perf_counter() - start > budget_s:
             print(f"| {name} O={o} N={n} | skipped: past --budget-s |||||||")
@@ -122,7 +133,44 @@ def main(argv: list[str] | None = None) -> None:
             f"| {row['case']} | {' | '.join(cols)} | {SHORT[est]} ({_ratio(row, est)}) | "
             f"{SHORT[mea]} ({_ratio(row, mea)}) | {row['measure_s']:.2f} |"
         )
+    if args.whole:
+        _whole(*args.whole.split(":"))
     print(f"\nwhole run: {time.perf_counter() - start:.0f} s")
+
+
+def _cell(text: str) -> tuple:
+    name, o, n, trace = text.split(":")
+    return name, int(o), int(n), () if trace == "full" else (int(trace),)
+
+
+def _whole(name: str, o: str, n: str, block: str) -> None:
+    """One ``batched`` kernel three ways: estimated auto, measured auto on a first run (empty
+    wisdom), and measured auto on a rerun (wisdom read back); wall seconds of each call."""
+    import tempfile
+
+    model = bench_models.build(name, o=int(o), n=int(n))
+    x, params = np.asarray(model.x), jax.tree.map(np.asarray, model.params)
+    os.environ["NTK_ZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="ntk_zoo-wisdom-")
+    print(f"\n{model.description}, blocks of {block} (full kernel, trace_axes=(-1,)):\n")
+    print("| auto | wall s | blocks | method | how | block program s (measured) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    runs = [
+        ("estimated", ntk_zoo.AutoOptions(measure=False)),
+        ("measured, first run", ntk_zoo.AutoOptions()),
+        ("measured, rerun", ntk_zoo.AutoOptions()),
+    ]
+    for label, options in runs:
+        kernel_fn = ntk_zoo.ntk_fn(model.f, vmap_axes=0, auto=options)
+        run = ntk_zoo.batched(kernel_fn, batch_size=int(block), progress=False)
+        start = time.perf_counter()
+        jax.block_until_ready(run(x, None, params))
+        wall = time.perf_counter() - start
+        st = run.stats
+        times = ", ".join(f"{SHORT[m]} {t:.3f}" for m, t in st.method_times.items())
+        print(
+            f"| {label} | {wall:.2f} | {st.computed} | {SHORT[st.method]} | "
+            f"{st.method_source} | {times} |"
+        )
 
 
 if __name__ == "__main__":

@@ -226,9 +226,9 @@ class KernelFn:
     ) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
         method, replay = method or self.method, None
-        if method is Method.AUTO and self.auto.measure:  # under a trace: stored wisdom only
-            choice = self._measured(x1, x2, params, kwargs)[0]
-            method = choice.method if choice.measured else Method.AUTO
+        if method is Method.AUTO and self.auto.measure and self.auto.wisdom:
+            entry = lookup(fingerprint(problem, self._settings()))  # under a trace: stored only
+            method = Method.AUTO if entry is None else Method(entry["method"])
         if method is Method.AUTO:  # the picked method's own trace, where its estimate made one
             choice = _cost.cheapest(problem, replay=True)
             method, replay = choice.method, choice.replay
