@@ -64,7 +64,8 @@ class AutoOptions:
     Example:
       >>> import jax.numpy as jnp, ntk_zoo
       >>> f = lambda p, x: jnp.tanh(x @ p["w"])
-      >>> kernel_fn = ntk_zoo.ntk_fn(f, auto=ntk_zoo.AutoOptions(measure=True, wisdom=False))
+      >>> options = ntk_zoo.AutoOptions(measure=True, within=1.0, wisdom=False)  # one candidate
+      >>> kernel_fn = ntk_zoo.ntk_fn(f, auto=options)
       >>> params, x = {"w": jnp.ones((3, 4))}, jnp.ones((2, 3))
       >>> kernel_fn(x, None, params).shape
       (2, 2)
