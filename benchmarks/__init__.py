@@ -44,6 +44,10 @@ SUITES = {
         "benchmarks.scan",
         "layers stacked with scan vs unrolled (linen transformer 4 ways, Haiku MLP): JC/SD/auto",
     ),
+    "gpu": (
+        "benchmarks.gpu",
+        "the GPU run: calibrate; 6 grid cells, estimated and measured auto; WRN-28-10, ViT-B/16",
+    ),
     # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",

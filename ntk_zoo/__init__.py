@@ -26,10 +26,12 @@ from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
 from ntk_zoo.core import PureFn as PureFn
+from ntk_zoo.engine import AutoOptions as AutoOptions
 from ntk_zoo.engine import Choice as Choice
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
 from ntk_zoo.engine import calibrate as calibrate
+from ntk_zoo.engine import clear_wisdom as clear_wisdom
 from ntk_zoo.engine import forward_flops as forward_flops
 from ntk_zoo.engine import ntk_fn as ntk_fn
 from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
@@ -38,6 +40,7 @@ from ntk_zoo.parallel import batched as batched
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoOptions",
     "EmpiricalKernelFn",
     "KernelFn",
     "NngpFn",
@@ -45,6 +48,7 @@ __all__ = [
     "Choice",
     "batched",
     "calibrate",
+    "clear_wisdom",
     "from_haiku",
     "from_linen",
     "forward_flops",

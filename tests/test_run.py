@@ -54,6 +54,8 @@ def test_config_runs_end_to_end(config, framework, tmp_path, capsys):
         "ntk_vector_products",
         "structured_derivatives",
     )
+    # What the block programs ran, and how auto picked it (batched measures by default).
+    assert report["method_source"] in ("estimate", "measured", "wisdom")
     assert report["n_params"] > 0 and report["flops_per_example"] > 0
     assert sum(report["per_layer_trace_share"].values()) == pytest.approx(1.0)
     image = matplotlib.image.imread(workdir / "spectrum.png")

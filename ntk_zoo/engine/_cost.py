@@ -26,12 +26,21 @@ class Choice(tuple):
     method to its estimated seconds; ``table`` is the :class:`ntk_zoo.core.CostTable` they were
     estimated on (``table.source`` says whether it is the user's cached calibration, the row
     shipped with the package, or the default).
+
+    ``measured`` says whether the pick was timed (``source="measured"``: now; ``"wisdom"``: read
+    back from an earlier measurement) or only estimated (``source="estimate"``); ``times`` holds
+    the measured seconds per call of each candidate timed, ``skipped`` the candidates dropped
+    for their memory, with why (see :class:`ntk_zoo.AutoOptions`).
     """
 
     method: Method
     costs: dict[str, float]
     table: CostTable
     replay: Any = None  # set by cheapest(replay=True); not part of the pair
+    measured: bool = False
+    source: str = "estimate"
+    times: dict[str, float] = {}  # noqa: RUF012 (replaced per instance, never mutated)
+    skipped: dict[str, str] = {}  # noqa: RUF012
 
     def __new__(cls, method: Method, costs: dict[str, float], table: CostTable) -> Choice:
         choice = super().__new__(cls, (method, costs))
@@ -42,7 +51,11 @@ class Choice(tuple):
         return (self.method, self.costs, self.table)
 
     def __repr__(self) -> str:
-        return f"Choice(method={self.method!r}, costs={self.costs!r}, table={self.table.source!r})"
+        timed = f", times={self.times!r}" if self.measured else ""
+        return (
+            f"Choice(method={self.method!r}, costs={self.costs!r}, table={self.table.source!r}, "
+            f"source={self.source!r}{timed})"
+        )
 
 
 def estimate(

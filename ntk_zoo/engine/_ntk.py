@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from ntk_zoo.core import (
     Axes,
     Problem,
     PureFn,
+    active_table,
     as_pure_fn,
     canonicalize_vmap_axes,
     check_params,
@@ -23,14 +25,22 @@ from ntk_zoo.core import (
     trace_size,
 )
 from ntk_zoo.engine import _cost
+from ntk_zoo.engine._measure import measure, measured_choice
 from ntk_zoo.engine._method import Method, canonicalize_method
 from ntk_zoo.engine._registry import METHODS
+from ntk_zoo.engine._wisdom import AutoOptions, fingerprint, lookup, remember
 
 PyTree = Any
 
 
 def _is_concrete_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+def _signature(args: tuple, static: tuple) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    shapes = tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__))) for a in leaves)
+    return treedef, shapes, static
 
 
 class KernelFn:
@@ -49,7 +59,11 @@ class KernelFn:
         vmap_axes: Any,
         sum_params: bool,
         default_params: PyTree = None,
+        auto: AutoOptions | None = None,
     ):
+        self.auto = AutoOptions() if auto is None else auto
+        self._programs: dict[tuple, tuple[_cost.Choice, Any]] = {}  # measured auto's, by shapes
+        self._by_method: dict[Method, Callable] = {}
         self.default_params = default_params
         self.f = f
         self.method = method
@@ -82,9 +96,92 @@ class KernelFn:
         Returns a pair ``(method, costs)`` (unpack it as such) whose ``.table`` is the
         :class:`ntk_zoo.core.CostTable` the estimates used; ``choice.table.source`` says which:
         the cache written by :func:`ntk_zoo.calibrate`, the row shipped with the package, or the
-        default."""
+        default. With ``AutoOptions(measure=True)`` the pick is measured (or read from wisdom):
+        ``choice.measured``, ``choice.source`` and ``choice.times`` say so, and a later call on
+        the same shapes runs the program compiled while measuring."""
         params = self.default_params if params is None else params
-        return _cost.cheapest(self._problem(x1, x2, params, kwargs))
+        if not self.auto.measure:
+            return _cost.cheapest(self._problem(x1, x2, params, kwargs))
+        split = self._split(kwargs)
+        if split is not None:  # already measured (and compiled) at these shapes
+            sig = _signature((x1, x2, params, split[0]), split[1])
+            if sig in self._programs:
+                return self._programs[sig][0]
+        return self._measured(x1, x2, params, kwargs)[0]
+
+    def replace(self, **changes: Any) -> KernelFn:
+        """A copy with some settings changed: ``kernel_fn.replace(method="jacobian_contraction")``,
+        ``kernel_fn.replace(auto=ntk_zoo.AutoOptions(measure=True))``."""
+        unknown = [k for k in changes if k.startswith("_") or not hasattr(self, k)]
+        if unknown:
+            raise TypeError(f"KernelFn.replace: no setting {unknown[0]!r}.")
+        new = copy.copy(self)
+        new.__dict__.pop("_jitted", None)
+        new._programs, new._by_method = {}, {}
+        for k, v in changes.items():
+            setattr(new, k, canonicalize_method(v) if k == "method" else v)
+        return new
+
+    def _settings(self) -> dict:
+        return {
+            "trace_axes": repr(self.trace_axes),
+            "diagonal_axes": repr(self.diagonal_axes),
+            "vmap_axes": repr(self.vmap_axes),
+            "sum_params": self.sum_params,
+            "auto": self.auto.key(),
+        }
+
+    def _measured(self, x1, x2, params, kwargs: dict) -> tuple[_cost.Choice, Any]:
+        """The measured pick (wisdom, else timed now when the arguments are concrete, else the
+        estimate) and, when timed now, the winner's compiled program (else ``None``)."""
+        problem = self._problem(x1, x2, params, kwargs)
+        key = fingerprint(problem, self._settings()) if self.auto.wisdom else None
+        entry = lookup(key) if key else None
+        if entry is not None:
+            estimate = _cost.Choice(Method(entry["method"]), entry.get("costs", {}), active_table())
+            choice = measured_choice(estimate, estimate.method, entry["times"], {}, "wisdom")
+            return choice, None
+        estimate = _cost.cheapest(problem)
+        split = self._split(kwargs)
+        leaves = jax.tree.leaves((x1, x2, params, kwargs))
+        if split is None or any(is_tracer(leaf) for leaf in leaves):
+            return estimate, None  # nothing to time under a trace
+        dynamic, static = split
+        args = (x1, x2, params, dynamic)
+        compile_method = lambda m: self._for_method(m).lower(*args, static).compile()
+        choice, compiled = measure(estimate, compile_method, lambda c: c(*args), self.auto)
+        if key is not None and choice.source == "measured":
+            remember(
+                key,
+                {"method": choice.method.value, "times": choice.times, "costs": choice.costs},
+            )
+        return choice, compiled
+
+    @staticmethod
+    def _split(kwargs: dict) -> tuple[dict, tuple] | None:
+        """``kwargs`` as (array arguments, hashable compile-time constants); ``None`` if some
+        non-array argument is unhashable."""
+        dynamic, static = {}, []
+        for k, v in kwargs.items():
+            if all(_is_concrete_array(leaf) for leaf in jax.tree.leaves(v)):
+                dynamic[k] = v
+            else:
+                static.append((k, v))
+        try:
+            hash(tuple(static))
+        except TypeError:
+            return None
+        return dynamic, tuple(static)
+
+    def _for_method(self, method: Method) -> Callable:
+        """The jitted ``run`` of one method (what measuring compiles)."""
+        if method not in self._by_method:
+
+            def run(x1, x2, params, dynamic, static):
+                return self._compute(x1, x2, params, {**dynamic, **dict(static)}, method)
+
+            self._by_method[method] = jax.jit(run, static_argnums=4)
+        return self._by_method[method]
 
     def __call__(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -97,17 +194,20 @@ class KernelFn:
         # every primitive separately); under a user's transformation, trace through.
         if any(is_tracer(leaf) for leaf in jax.tree.leaves((x1, x2, params, kwargs))):
             return self._compute(x1, x2, params, kwargs)
-        dynamic, static = {}, []
-        for k, v in kwargs.items():
-            if all(_is_concrete_array(leaf) for leaf in jax.tree.leaves(v)):
-                dynamic[k] = v
-            else:
-                static.append((k, v))
-        try:
-            hash(tuple(static))
-        except TypeError:  # unhashable non-array arguments: cannot be compile-time constants
+        split = self._split(kwargs)
+        if split is None:  # unhashable non-array arguments: cannot be compile-time constants
             return self._compute(x1, x2, params, kwargs)
-        return self._jitted(x1, x2, params, dynamic, tuple(static))
+        dynamic, static = split
+        if self.method is Method.AUTO and self.auto.measure:  # measured once per shapes
+            sig = _signature((x1, x2, params, dynamic), static)
+            if sig not in self._programs:
+                choice, program = self._measured(x1, x2, params, kwargs)
+                if program is None:
+                    run = self._for_method(choice.method)
+                    program = run.lower(x1, x2, params, dynamic, static).compile()
+                self._programs[sig] = (choice, program)
+            return self._programs[sig][1](x1, x2, params, dynamic)
+        return self._jitted(x1, x2, params, dynamic, static)
 
     @functools.cached_property
     def _jitted(self) -> Callable:
@@ -116,9 +216,19 @@ class KernelFn:
 
         return jax.jit(run, static_argnums=4)
 
-    def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
+    def _compute(
+        self,
+        x1: PyTree,
+        x2: PyTree | None,
+        params: PyTree,
+        kwargs: dict,
+        method: Method | None = None,
+    ) -> PyTree:
         problem = self._problem(x1, x2, params, kwargs)
-        method, replay = self.method, None
+        method, replay = method or self.method, None
+        if method is Method.AUTO and self.auto.measure and self.auto.wisdom:
+            entry = lookup(fingerprint(problem, self._settings()))  # under a trace: stored only
+            method = Method.AUTO if entry is None else Method(entry["method"])
         if method is Method.AUTO:  # the picked method's own trace, where its estimate made one
             choice = _cost.cheapest(problem, replay=True)
             method, replay = choice.method, choice.replay
@@ -140,6 +250,7 @@ def ntk_fn(
     diagonal_axes: Axes = (),
     vmap_axes: Any = None,
     sum_params: bool = True,
+    auto: AutoOptions | None = None,
 ) -> KernelFn:
     """Returns ``kernel_fn(x1, x2, params, **kwargs)``, the empirical NTK of ``f``.
 
@@ -166,6 +277,10 @@ def ntk_fn(
         interact, e.g. BatchNorm with batch statistics: then leave it ``None``.
       sum_params: if ``False``, each output leaf's kernel is instead a pytree shaped like
         ``params`` holding each param leaf's contribution (they sum to the kernel).
+      auto: how ``method="auto"`` decides (an :class:`~ntk_zoo.AutoOptions`); default: by the
+        cost model's estimate. ``AutoOptions(measure=True)`` times the plausible methods on the
+        first call at each shapes, runs the fastest (compiled once) and stores the pick as
+        wisdom for later runs.
 
     Returns:
       A :class:`KernelFn`. It is pure; wrap it in ``jax.jit`` for repeated use.
@@ -190,6 +305,8 @@ def ntk_fn(
     pure = as_pure_fn(f, vmap_axes=vmap_axes, require_params=False, caller="ntk_fn")
     f, default_params, vmap_axes = pure.apply, pure.params, pure.vmap_axes
     method = canonicalize_method(method)
+    if auto is not None and not isinstance(auto, AutoOptions):
+        raise TypeError(f"ntk_fn(auto=...) takes an ntk_zoo.AutoOptions, got {auto!r}.")
     return KernelFn(
         f,
         method,
@@ -198,4 +315,5 @@ def ntk_fn(
         canonicalize_vmap_axes(vmap_axes),
         bool(sum_params),
         default_params,
+        auto,
     )

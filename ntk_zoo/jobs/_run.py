@@ -125,16 +125,28 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     flops = forward_flops(pure.apply, pure.params, x[:1], {})
 
     estimates = ", ".join(f"{k}={v:.3g}" for k, v in costs.items())
+    stats = getattr(whole, "stats", None)  # batched: what its block programs ran
+    if stats is None or not stats.method:  # one whole-batch kernel: the probe's pick ran
+        ran, source, times = (
+            str(method_used),
+            "estimate" if config.ntk.method == "auto" else "given",
+            {},
+        )
+    else:
+        ran, source, times = stats.method, stats.method_source, dict(stats.method_times)
     report = {
         "config": config.to_dict(),
         "data": {"n": int(x.shape[0]), "example_shape": list(x.shape[1:])},
-        "method": str(method_used),
+        "method": ran,
         "method_reason": (
             f"auto picked the lowest estimated cost: {estimates}"
             if config.ntk.method == "auto"
             else "chosen in the config"
         ),
         "method_costs": costs,
+        "method_source": source,  # given, estimate, measured or wisdom
+        "method_times": times,  # measured seconds per block of each candidate
+        **({"probe_method": str(method_used)} if ran != str(method_used) else {}),
         "timings_s": {"build": build_s, "kernel": kernel_s},
         "processes": jax.process_count(),
         "n_params": n_params,
@@ -172,7 +184,7 @@ def summary(report: dict[str, Any]) -> str:
             "data",
             f"{report['data']['n']} examples of shape {tuple(report['data']['example_shape'])}",
         ),
-        ("method", report["method"]),
+        ("method", f"{report['method']} ({report.get('method_source', 'estimate')})"),
         ("kernel", f"{tuple(report['kernel_shape'])} in {report['timings_s']['kernel']:.2f} s"),
         ("FLOPs/example", f"{report['flops_per_example']:.3g}"),
         ("trace", f"{report['trace']:.4g}"),

@@ -92,8 +92,8 @@ def _cost(p: Problem, c: Counts) -> float:
     for a, b, ax, size1, size2 in zip(
         jax.tree.leaves(p.fx1), jax.tree.leaves(p.fx2), p.axes, c.out1, c.out2
     ):
-        shape = kernel_shape(a.shape, b.shape, ax)
-        diag = math.prod(shape[i] for i in ax.diagonal)
+        shape = kernel_shape(a.shape, b.shape, ax)  # interleaved: not indexed by output axis
+        diag = math.prod(a.shape[i] for i in ax.diagonal)
         traced = trace_size(a.shape, ax)
         m, n = size1 / (diag * traced), size2 / (diag * traced)
         flops = 2.0 * math.prod(shape) * traced * c.n_params

@@ -3,10 +3,11 @@ and hosts, into memory or into files larger than memory."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -14,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_zoo.core import pad_rows
-from ntk_zoo.engine import KernelFn, ntk_fn
+from ntk_zoo.engine import KernelFn, Method, ntk_fn
 from ntk_zoo.parallel import _memory
-from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, side_kwargs
+from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, pair_kwargs, side_kwargs
 from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
 from ntk_zoo.parallel._sink import (
     FileSink,
@@ -51,7 +52,11 @@ class Stats:
     included); ``gather_s``: exchanging blocks between processes (waiting for the slowest
     included); ``place_s``: putting blocks into the kernel (memory or file); ``wall_s``: the
     whole call; ``computed`` and ``loaded``: this process's blocks computed and read back from
-    ``checkpoint_dir``; ``block_size``: examples per block (given, or picked from the budget).
+    ``checkpoint_dir``; ``block_size``: examples per block (given, or picked from the budget);
+    ``method``: the method every block program ran; ``method_source``: how it was picked
+    (``"given"``, ``"estimate"``, ``"measured"``, ``"wisdom"``; ``auto`` measures when there is
+    more than one block, unless ``AutoOptions(measure=False)``); ``method_times``: the measured
+    seconds per block of each candidate timed (process 0 decides, the others follow).
     """
 
     wall_s: float = 0.0
@@ -61,6 +66,9 @@ class Stats:
     computed: int = 0
     loaded: int = 0
     block_size: int = 0
+    method: str = ""
+    method_source: str = ""
+    method_times: dict = field(default_factory=dict)
 
 
 def batched(
@@ -226,6 +234,32 @@ def _agree(team: Team, size: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(size)))
 
 
+def _settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
+    """The plan with the one method every block program runs: ``auto`` picks it at the block
+    shapes (measured on an off-diagonal block when there are several blocks), process 0 decides
+    and the others follow."""
+    kernel_fn = plan.kernel_fn
+    if kernel_fn.method is not Method.AUTO:
+        stats.method, stats.method_source = kernel_fn.method.value, "given"
+        return plan
+    tasks = plan.tasks()
+    picker = kernel_fn
+    if len(tasks) > 1 and kernel_fn.auto.measure is not False:
+        picker = kernel_fn.replace(auto=dataclasses.replace(kernel_fn.auto, measure=True))
+    names, sources = [m.value for m in Method], ("estimate", "measured", "wisdom")
+    code, times = 0, {}
+    if not team.shared or team.process == team.processes[0]:
+        (b1, kw1), (b2, kw2) = plan.arguments(next((t for t in tasks if t[0] != t[1]), tasks[0]))
+        choice = picker.choose(b1, b2, plan.params, **pair_kwargs(kw1, kw2))
+        code = len(sources) * names.index(choice.method.value) + sources.index(choice.source)
+        times = dict(choice.times)
+    code = _agree(team, code)  # process 0's pick, as its block size
+    stats.method, stats.method_source = names[code // 3], sources[code % 3]
+    stats.method_times = times
+    index = code // 3
+    return dataclasses.replace(plan, kernel_fn=kernel_fn.replace(method=names[index]))
+
+
 def _store(plan: Plan, options: Options) -> BlockStore | None:
     """The checkpoint of this exact kernel (not of the processes or devices computing it)."""
     if options.checkpoint_dir is None:
@@ -270,7 +304,8 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
     from tqdm.auto import tqdm
 
     tasks = plan.tasks()
-    store = _store(plan, options)
+    store = _store(plan, options)  # keyed by the method asked for (auto's pick may vary)
+    plan = _settle_method(plan, team, stats)
     shapes = plan.block_shapes()
     sink, gathering = _sink(plan, team, options, shapes)
     compute = _local_compute(plan, team)

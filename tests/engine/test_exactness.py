@@ -13,6 +13,7 @@ from tests.oracle import oracle_ntk, oracle_vp, rel_error
 
 METHODS = ["jacobian_contraction", "ntk_vector_products", "structured_derivatives", "auto"]
 EXACT = 1e-10  # float64 against float64: only rounding separates the methods
+RUNNABLE = set(METHODS) - {"auto"}  # what auto may pick
 
 
 _KERNELS: dict = {}  # one computation per (case, method, settings), shared by the tests
@@ -30,6 +31,12 @@ def _compute_kernel(case, method, *, vmap, same, jit, **kw):
     kernel_fn = ntk_zoo.ntk_fn(
         case.f, method=method, vmap_axes=case.vmap_axes if vmap else None, **kw
     )
+    if method == "auto":  # what auto would pick is one of the methods, each estimate finite
+        picked, costs = kernel_fn.choose(
+            case.x1, None if same else case.x2, case.params, **case.kwargs(same)
+        )
+        assert picked in RUNNABLE
+        assert all(np.isfinite(c) and c >= 0 for c in costs.values())
     if jit:
         kernel_fn = jax.jit(kernel_fn)
     return kernel_fn(case.x1, None if same else case.x2, case.params, **case.kwargs(same))
@@ -127,6 +134,57 @@ def test_trace_and_diagonal_axes_on_4d_outputs(trace_axes, diagonal_axes, method
     )
     assert got.shape == want.shape
     assert rel_error(got, want) <= EXACT
+
+
+# The combinations whose estimate once indexed the interleaved kernel shape by output axis
+# (IndexError), with several traced axes beside diagonal ones: auto computes them exactly.
+AUTO_AXES = [((0, 1), (3,)), ((0, 2), (3,)), ((1, 2), (3,)), ((1, 2), (0, 3))]
+
+
+@pytest.mark.parametrize(
+    "trace_axes,diagonal_axes", AUTO_AXES, ids=[f"t{t}-d{d}" for t, d in AUTO_AXES]
+)
+def test_auto_on_4d_outputs(trace_axes, diagonal_axes):
+    case = _conv4d()
+    got = _kernel(
+        case,
+        "auto",
+        vmap=True,
+        same=False,
+        jit=True,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+    )
+    want = oracle_ntk(
+        case.f, case.x1, case.x2, case.params, trace_axes=trace_axes, diagonal_axes=diagonal_axes
+    )
+    assert got.shape == want.shape
+    assert rel_error(got, want) <= EXACT
+
+
+@pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
+def test_shape_priced_estimates_on_every_axes_combination_of_4d_outputs(vmap):
+    # Jacobian contraction's and NTK-vector products' estimates come from shapes alone (cheap to
+    # sweep); structured derivatives' traces the method and is covered by the auto tests above.
+    from ntk_zoo.core import count
+    from ntk_zoo.engine import METHODS
+
+    case = _conv4d()
+    subsets = [c for r in range(5) for c in itertools.combinations(range(4), r)]
+    failed = []
+    for t, d in itertools.product(subsets, subsets):
+        if set(t) & set(d):
+            continue
+        kernel_fn = ntk_zoo.ntk_fn(
+            case.f, trace_axes=t, diagonal_axes=d, vmap_axes=case.vmap_axes if vmap else None
+        )
+        problem = kernel_fn.problem(case.x1, case.x2, case.params)
+        counts = count(problem)
+        for method in ("jacobian_contraction", "ntk_vector_products"):
+            cost = METHODS[ntk_zoo.Method(method)].cost(problem, counts)
+            if not (np.isfinite(cost) and cost > 0):
+                failed.append((t, d, method, cost))
+    assert not failed
 
 
 def test_axes_grid_is_large():

@@ -98,6 +98,9 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
                 assert rel_error(kernels[f"{method}/{side}"], want) <= EXACT, (method, side)
     assert rel_error(k0["process0"], reference(X2)) <= EXACT
     assert "process0" not in k1  # gather="process0": the others get None
+    # auto's block method: process 0 measured (or read its wisdom), process 1 followed it.
+    assert info0["auto"][:2] == info1["auto"][:2] and info0["auto"][1] in ("measured", "wisdom")
+    assert info1["auto"][2] == {}
     assert "none" not in k0 and "none" not in k1  # gather="none": nobody assembles
     for kernels, info in ((k0, info0), (k1, info1)):  # out=: a memmap on every process
         assert info["memmaps"]["out"] and rel_error(kernels["out"], reference(None)) <= EXACT
