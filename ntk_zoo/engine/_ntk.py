@@ -18,9 +18,10 @@ from ntk_zoo.core import (
     as_pure_fn,
     canonicalize_vmap_axes,
     check_params,
+    check_cotangents,
     check_params_finite,
-    make_problem,
     trace_size,
+    transformed_problem,
 )
 from ntk_zoo.engine import _cost
 from ntk_zoo.engine._method import Method, canonicalize_method
@@ -49,7 +50,11 @@ class KernelFn:
         vmap_axes: Any,
         sum_params: bool,
         default_params: PyTree = None,
+        cotangents: Any = None,
+        preconditioner: Any = None,
     ):
+        self.cotangents = cotangents
+        self.preconditioner = preconditioner
         self.default_params = default_params
         self.f = f
         self.method = method
@@ -68,11 +73,14 @@ class KernelFn:
         return self._problem(x1, x2, params, kwargs)
 
     def _problem(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> Problem:
+        return self._transformed(x1, x2, params, kwargs)[0]
+
+    def _transformed(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> tuple:
         if params is None:
             raise TypeError("kernel_fn needs `params`: call it as kernel_fn(x1, x2, params).")
-        return make_problem(
-            self.f, x1, x2, params, kwargs, self.trace_axes, self.diagonal_axes, self.vmap_axes
-        )
+        axes = (self.trace_axes, self.diagonal_axes, self.vmap_axes)
+        extra = (self.cotangents, self.preconditioner)
+        return transformed_problem(self.f, x1, x2, params, kwargs, *axes, *extra)
 
     def choose(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -117,7 +125,7 @@ class KernelFn:
         return jax.jit(run, static_argnums=4)
 
     def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
-        problem = self._problem(x1, x2, params, kwargs)
+        problem, restore = self._transformed(x1, x2, params, kwargs)
         method, replay = self.method, None
         if method is Method.AUTO:  # the picked method's own trace, where its estimate made one
             choice = _cost.cheapest(problem, replay=True)
@@ -127,6 +135,8 @@ class KernelFn:
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
             if self.sum_params:  # a method may have summed already: then k is one array
                 k = functools.reduce(operator.add, jax.tree.leaves(k))
+            else:
+                k = restore(k)
             scale = trace_size(leaf.shape, axes)
             kernels.append(jax.tree.map(lambda a, s=scale: (a / s).astype(problem.dtype), k))
         return jax.tree.unflatten(problem.fx_treedef, kernels)
@@ -140,6 +150,8 @@ def ntk_fn(
     diagonal_axes: Axes = (),
     vmap_axes: Any = None,
     sum_params: bool = True,
+    cotangents: Any = None,
+    preconditioner: Any = None,
 ) -> KernelFn:
     """Returns ``kernel_fn(x1, x2, params, **kwargs)``, the empirical NTK of ``f``.
 
@@ -183,6 +195,8 @@ def ntk_fn(
       (5, 5)
       >>> ntk_zoo.ntk_fn(f, trace_axes=())(x, None, params).shape
       (5, 5, 2, 2)
+      >>> ntk_zoo.ntk_fn(f, vmap_axes=0, cotangents="pntk")(x, None, params).shape
+      (5, 5)
 
     Reference: R. Novak, J. Sohl-Dickstein, S. S. Schoenholz, "Fast Finite Width Neural Tangent
     Kernel", ICML 2022.
@@ -190,6 +204,7 @@ def ntk_fn(
     pure = as_pure_fn(f, vmap_axes=vmap_axes, require_params=False, caller="ntk_fn")
     f, default_params, vmap_axes = pure.apply, pure.params, pure.vmap_axes
     method = canonicalize_method(method)
+    check_cotangents(cotangents)
     return KernelFn(
         f,
         method,
@@ -198,4 +213,6 @@ def ntk_fn(
         canonicalize_vmap_axes(vmap_axes),
         bool(sum_params),
         default_params,
+        cotangents,
+        preconditioner,
     )
