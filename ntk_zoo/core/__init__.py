@@ -6,10 +6,11 @@ method. The helpers here are the single implementation of each convention: outpu
 (``leaf_axes``, ``to_layout``, ``kernel_shape``, ``batch_mode``), ``vmap_axes``
 (``canonicalize_vmap_axes``, ``resolve_vmap``, ``per_example_fn``), the
 ``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
-``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``); the kernels of contracted outputs and
-preconditioned params as problems of transformed functions (``contract_outputs``,
-``precondition``, ``transformed_problem``, ``path_predicate``). The
-cost model's shared measurements live here too (``forward_flops``, ``count``, ``Counts``,
+``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``); the
+kernels of contracted outputs and of preconditioned params as problems of transformed
+functions (``contract_outputs``, ``precondition``, ``transformed_problem``,
+``path_predicate``). The cost model's shared measurements live here too (``forward_flops``,
+``count``, ``Counts``,
 ``roofline_cost``, and the machine's ``CostTable``: ``active_table``, ``use_table``,
 ``shipped_tables``, ``shipped_path``, ``cache_path``, ``reset_tables``,
 ``contraction_kind``), with the contract every method declares to the engine (``NtkMethod``).

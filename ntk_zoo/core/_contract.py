@@ -188,7 +188,11 @@ def contract_outputs(
                 v = 1 / np.sqrt(total)
             v = lax.stop_gradient(jnp.asarray(v, y.dtype))
             if callable(cotangents) and not isinstance(cotangents, str):
-                if jnp.broadcast_shapes(v.shape, y.shape) != y.shape:
+                try:
+                    fits = jnp.broadcast_shapes(v.shape, y.shape) == y.shape
+                except ValueError:
+                    fits = False
+                if not fits:
                     raise ValueError(
                         f"the cotangent callable returned shape {v.shape} for output leaf {i} "
                         f"of shape {y.shape}: it must broadcast to the output leaf."
