@@ -1,6 +1,7 @@
 """``cotangents=`` and ``preconditioner=``: every kind and every method against the float64
 oracle's full kernel, contracted (``v_iᵀ Θ v_j``) or scaled (``J D Jᵀ``) here in NumPy."""
 
+import dataclasses
 import functools
 import string
 
@@ -274,3 +275,22 @@ def test_clear_errors(error):
         kw = {"preconditioner": {**{k: 1.0 for k in case.params}, **kw["preconditioner"]}}
     with pytest.raises(kind, match=match):
         ntk_zoo.ntk_fn(case.f, vmap_axes=0, **kw)(case.x1, None, case.params)
+
+
+# --- through kernel_fn and batched ---------------------------------------------------------------
+
+
+def test_kernel_fn_and_batched_take_cotangents(tmp_path):
+    case = CASE["mlp"]
+    x = jnp.concatenate([case.x1, case.x2])
+    want = _oracle_pair(dataclasses.replace(case, x1=x), True, _softmax_residual)
+    both = ntk_zoo.kernel_fn(case.f, vmap_axes=0, cotangents=_softmax_residual)(
+        x, None, case.params
+    )
+    assert rel_error(both.ntk, want) <= EXACT
+    fx = case.f(case.params, x)
+    g = (jax.lax.stop_gradient(_softmax_residual(fx, x)) * fx).sum(-1)
+    np.testing.assert_allclose(both.nngp, np.outer(g, g), rtol=1e-12)  # the NNGP of g
+    kernel_fn = ntk_zoo.ntk_fn(case.f, vmap_axes=0, cotangents=_softmax_residual)
+    blocks = ntk_zoo.batched(kernel_fn, batch_size=2, progress=False, checkpoint_dir=str(tmp_path))
+    assert rel_error(blocks(x, None, case.params), want) <= EXACT
