@@ -40,6 +40,10 @@ SUITES = {
         "benchmarks.published",
         "WRN-28-10, ViT-B/16, 1000-logit ResNet-18: steady, compile, build, peak, FLOP floor",
     ),
+    "features": (
+        "benchmarks.features",
+        "pNTK vs the full kernel (ViT-S/16, WRN-16-4), features vs vmap(grad), error vs dim",
+    ),
     # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",

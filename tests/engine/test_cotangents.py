@@ -82,11 +82,7 @@ KINDS = {
     ("mlp", "array"): (np.array([1.0, -1.0, 0.5]), lambda fx, x: np.array([1.0, -1.0, 0.5])),
     ("mlp", "callable"): (_softmax_residual, _softmax_residual),
     ("pytree_out", "pntk"): ("pntk", _pntk),
-    ("pytree_out", "tree"): (  # one leaf left out, the other weighted per logit
-        {"logits": np.array([2.0, -1.0]), "aux": None},
-        lambda fx, x: {"logits": np.array([2.0, -1.0]), "aux": None},
-    ),
-    ("pytree_out", "tree-trailing"): (  # a cotangent covering the trailing axes (4, 2)
+    ("pytree_out", "tree"): (  # one leaf left out, the other covered on its trailing (4, 2)
         {"logits": None, "aux": [np.arange(8.0).reshape(4, 2) / 8]},
         lambda fx, x: {"logits": None, "aux": [np.arange(8.0).reshape(4, 2) / 8]},
     ),
@@ -98,7 +94,8 @@ KINDS = {
 
 
 # Both sides (x2=None and x2 given) for every method on the hardest kind; x2 given elsewhere.
-GRID = [(ck, same) for ck in KINDS for same in ((True, False) if ck[1] == "callable" else (False,))]
+BOTH = ("mlp", "callable")
+GRID = [(ck, same) for ck in KINDS for same in ((True, False) if ck == BOTH else (False,))]
 
 
 @pytest.mark.parametrize("method", METHODS)
