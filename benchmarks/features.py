@@ -140,16 +140,21 @@ def main(argv: list[str] | None = None) -> str:
     else:
         models, n, dim = ["vit-S/16", "wrn-16-4"], args.n, args.dim
         dims = [256, 1024, 4096, 16384]
-    lines = [f"backend {jax.default_backend()}, jax {jax.__version__}; {_load()} (before)", ""]
-    lines += ["### pNTK against the full kernel (structured derivatives)", ""]
-    lines += [*pntk_table(models, n, args.repeats), "", f"{_load()}", ""]
-    lines += ["### gradient_features against per-example gradients", ""]
-    lines += features_table(n if args.quick else args.features_n, dim, args.repeats, models[0])
-    lines += ["", f"{_load()}", "", "### Projected pNTK error against dim (MLP, 32 examples)", ""]
-    lines += [*error_table(dims), "", f"{_load()} (after)"]
-    text = "\n".join(lines)
-    print(text)
-    return text
+    lines: list[str] = []
+
+    def emit(*new: str) -> None:  # each table as soon as it is measured
+        lines.extend(new)
+        print("\n".join(new), flush=True)
+
+    emit(f"backend {jax.default_backend()}, jax {jax.__version__}; {_load()} (before)", "")
+    emit("### pNTK against the full kernel (structured derivatives)", "")
+    emit(*pntk_table(models, n, args.repeats), "", f"{_load()}", "")
+    emit("### Projected pNTK error against dim (MLP, 32 examples)", "")
+    emit(*error_table(dims), "", f"{_load()}", "")
+    emit("### gradient_features against per-example gradients", "")
+    n_features = n if args.quick else args.features_n
+    emit(*features_table(n_features, dim, args.repeats, models[0]), "", f"{_load()} (after)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

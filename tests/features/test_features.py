@@ -78,7 +78,7 @@ def test_streamed_and_resumed_file_equals_in_memory(tmp_path):
     run = lambda **kw: ntk_zoo.gradient_features(
         case.f, case.params, x, dim=40, key=KEY, cotangents="pntk", vmap_axes=0, **kw
     )
-    memory = np.asarray(run())
+    memory = np.asarray(run(batch_size=3))  # in memory, by the same program (one compile)
     path = str(tmp_path / "features.npy")
     np.testing.assert_allclose(run(batch_size=3, out=path), memory, rtol=1e-12)
     # An interrupted run: block 2 never written; block 0 recorded (marked here by a sentinel).
