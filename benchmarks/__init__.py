@@ -48,6 +48,10 @@ SUITES = {
         "benchmarks.gpu",
         "the GPU run: calibrate; 6 grid cells, estimated and measured auto; WRN-28-10, ViT-B/16",
     ),
+    "features": (
+        "benchmarks.features",
+        "pNTK vs the full kernel (ViT-S/16, WRN-16-4), features vs vmap(grad), error vs dim",
+    ),
     # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",

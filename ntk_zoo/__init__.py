@@ -12,6 +12,7 @@ if not _xla_flags.avoid_cpu_miscompilation():
 from ntk_zoo import core as core
 from ntk_zoo import data as data
 from ntk_zoo import dynamics as dynamics
+from ntk_zoo import features as features
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
@@ -35,6 +36,9 @@ from ntk_zoo.engine import clear_wisdom as clear_wisdom
 from ntk_zoo.engine import forward_flops as forward_flops
 from ntk_zoo.engine import ntk_fn as ntk_fn
 from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
+from ntk_zoo.features import feature_error as feature_error
+from ntk_zoo.features import gradient_features as gradient_features
+from ntk_zoo.features import kernel_from_features as kernel_from_features
 from ntk_zoo.parallel import batched as batched
 
 __version__ = "0.1.0"
@@ -61,6 +65,10 @@ __all__ = [
     "ntk_fn",
     "ntk_vp_fn",
     "taylor_expand",
+    "feature_error",
+    "gradient_features",
+    "kernel_from_features",
+    "features",
     "core",
     "data",
     "dynamics",

@@ -44,7 +44,9 @@ class NngpFn(KernelFn):
             "ntk_fn and kernel_fn."
         )
 
-    def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
+    def _compute(
+        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
+    ) -> PyTree:
         return _nngp(self, x1, x2, params, kwargs)
 
 
@@ -71,17 +73,22 @@ class EmpiricalKernelFn(KernelFn):
             base.vmap_axes,
             base.sum_params,
             base.default_params,
+            auto=base.auto,
+            cotangents=base.cotangents,
+            preconditioner=base.preconditioner,
         )
         self.get = get
 
-    def _compute(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> PyTree:
+    def _compute(
+        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
+    ) -> PyTree:
         kinds = (self.get,) if isinstance(self.get, str) else self.get
         values = {}
         for g in kinds:
             if g == "nngp":
                 values[g] = _nngp(self, x1, x2, params, kwargs)
             else:
-                values[g] = super()._compute(x1, x2, params, kwargs)
+                values[g] = super()._compute(x1, x2, params, kwargs, method)
         if isinstance(self.get, str):
             return values[self.get]
         return _empirical_kernel_type(kinds)(*(values[g] for g in kinds))
@@ -150,6 +157,8 @@ def kernel_fn(
     trace_axes: Axes = (-1,),
     diagonal_axes: Axes = (),
     vmap_axes: Any = None,
+    cotangents: Any = None,
+    preconditioner: Any = None,
 ) -> EmpiricalKernelFn:
     """Returns ``kernel_fn(x1, x2, params, **kwargs)`` computing the NNGP and/or the NTK of ``f``.
 
@@ -169,6 +178,9 @@ def kernel_fn(
       trace_axes: output axes to trace over (divided by their size).
       diagonal_axes: output axes of which only the diagonal is kept.
       vmap_axes: the batch axes (see :func:`ntk_zoo.ntk_fn`).
+      cotangents: both kernels of the contracted output ``Σ v · f`` (see
+        :func:`ntk_zoo.ntk_fn`): the NNGP ``(v_i·f_i)(v_j·f_j)``, the NTK ``v_iᵀ Θ v_j``.
+      preconditioner: the NTK's ``D`` in ``J D Jᵀ`` (see :func:`ntk_zoo.ntk_fn`).
 
     Returns:
       An :class:`EmpiricalKernelFn`: a string ``get`` gives that kernel; a tuple gives a named
@@ -192,6 +204,12 @@ def kernel_fn(
             f"get={get!r}: give 'nngp', 'ntk' or a tuple of them (each once), or None for both."
         )
     base = ntk_fn(
-        f, method=method, trace_axes=trace_axes, diagonal_axes=diagonal_axes, vmap_axes=vmap_axes
+        f,
+        method=method,
+        trace_axes=trace_axes,
+        diagonal_axes=diagonal_axes,
+        vmap_axes=vmap_axes,
+        cotangents=cotangents,
+        preconditioner=preconditioner,
     )
     return EmpiricalKernelFn(base, get if isinstance(get, str) else kinds)

@@ -77,6 +77,7 @@ def base_config(
         {
             "method": "auto",
             "trace_axes": (-1,),
+            "cotangents": "",  # "pntk": the kernel v_iᵀ Θ v_j with v = 1/√O, one VJP per example
             "vmap": True,
             "batch_size": 0,  # examples per block; 0: the largest that fits memory_budget
             "memory_budget": 0,  # bytes per block; 0: half the free device/host memory

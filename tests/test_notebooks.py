@@ -27,6 +27,7 @@ EXPECTED = {
         "nas/proxies.png",
         "nas/ranking.md",
     ],
+    "05_gradient_features.ipynb": ["05_spectra.png", "05_error_vs_dim.png", "05_lds.png"],
     "04_ntk_dynamics.ipynb": [
         "04_drift.png",
         "04_alignment.png",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from ntk_zoo.core import path_predicate as path_predicate  # shared with ntk_fn's preconditioner
 
 BATCH_NORM_POLICIES = ("running", "batch", "coupled")
 
@@ -21,24 +22,6 @@ def require(module: str, extra: str) -> Any:
         raise ImportError(
             f"This adapter needs {extra}, which is not installed: pip install {extra}"
         ) from e
-
-
-def path_predicate(
-    params_filter: str | Sequence[str] | Callable[[str, Any], bool] | None,
-) -> Callable[[str, Any], bool]:
-    """A ``(path, value) -> bool`` predicate from a filter.
-
-    ``None`` selects everything; a string (or several) is a regular expression searched in the
-    ``/``-joined path (e.g. ``"kernel$"`` for weights only, ``"Dense_2/"`` for one layer); a
-    callable receives the path string and the value.
-    """
-    if params_filter is None:
-        return lambda path, value: True
-    if callable(params_filter):
-        return params_filter
-    patterns = [params_filter] if isinstance(params_filter, str) else list(params_filter)
-    compiled = [re.compile(p) for p in patterns]
-    return lambda path, value: any(c.search(path) for c in compiled)
 
 
 def check_policy(batch_norm: str, calibration: Any) -> None:

@@ -6,8 +6,11 @@ method. The helpers here are the single implementation of each convention: outpu
 (``leaf_axes``, ``to_layout``, ``kernel_shape``, ``batch_mode``), ``vmap_axes``
 (``canonicalize_vmap_axes``, ``resolve_vmap``, ``per_example_fn``), the
 ``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
-``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``). The
-cost model's shared measurements live here too (``forward_flops``, ``count``, ``Counts``,
+``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``); the
+kernels of contracted outputs and of preconditioned params as problems of transformed
+functions (``contract_outputs``, ``precondition``, ``transformed_problem``,
+``path_predicate``). The cost model's shared measurements live here too (``forward_flops``,
+``count``, ``Counts``,
 ``roofline_cost``, and the machine's ``CostTable``: ``active_table``, ``use_table``,
 ``shipped_tables``, ``shipped_path``, ``cache_path``, ``reset_tables``,
 ``contraction_kind``), with the contract every method declares to the engine (``NtkMethod``).
@@ -36,10 +39,18 @@ from ntk_zoo.core._checks import check_output_pair as check_output_pair
 from ntk_zoo.core._checks import check_outputs as check_outputs
 from ntk_zoo.core._checks import check_params as check_params
 from ntk_zoo.core._checks import check_params_finite as check_params_finite
+from ntk_zoo.core._contract import Contraction as Contraction
+from ntk_zoo.core._contract import check_cotangents as check_cotangents
+from ntk_zoo.core._contract import contract_outputs as contract_outputs
+from ntk_zoo.core._contract import transformed_problem as transformed_problem
 from ntk_zoo.core._counts import Counts as Counts
 from ntk_zoo.core._counts import count as count
 from ntk_zoo.core._counts import forward_flops as forward_flops
 from ntk_zoo.core._ntk_method import NtkMethod as NtkMethod
+from ntk_zoo.core._precondition import Preconditioned as Preconditioned
+from ntk_zoo.core._precondition import path_predicate as path_predicate
+from ntk_zoo.core._precondition import path_string as path_string
+from ntk_zoo.core._precondition import precondition as precondition
 from ntk_zoo.core._problem import Problem as Problem
 from ntk_zoo.core._problem import make_problem as make_problem
 from ntk_zoo.core._pure_fn import PureFn as PureFn
@@ -55,11 +66,13 @@ from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
 
 __all__ = [
     "Axes",
+    "Contraction",
     "CostTable",
     "Counts",
     "LeafAxes",
     "NtkMethod",
     "Problem",
+    "Preconditioned",
     "PureFn",
     "ResolvedVmap",
     "VmapAxes",
@@ -69,11 +82,13 @@ __all__ = [
     "cache_path",
     "canonicalize_axes",
     "canonicalize_vmap_axes",
+    "check_cotangents",
     "check_input_pair",
     "check_output_pair",
     "check_outputs",
     "check_params",
     "check_params_finite",
+    "contract_outputs",
     "contraction_kind",
     "count",
     "forward_flops",
@@ -81,7 +96,10 @@ __all__ = [
     "leaf_axes",
     "make_problem",
     "pad_rows",
+    "path_predicate",
+    "path_string",
     "per_example_fn",
+    "precondition",
     "reset_tables",
     "resolve_vmap",
     "roofline_cost",
@@ -90,6 +108,7 @@ __all__ = [
     "split_kwargs",
     "to_layout",
     "trace_size",
+    "transformed_problem",
     "use_table",
     "vmap_in_axes",
 ]

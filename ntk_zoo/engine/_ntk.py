@@ -19,10 +19,11 @@ from ntk_zoo.core import (
     active_table,
     as_pure_fn,
     canonicalize_vmap_axes,
+    check_cotangents,
     check_params,
     check_params_finite,
-    make_problem,
     trace_size,
+    transformed_problem,
 )
 from ntk_zoo.engine import _cost
 from ntk_zoo.engine._measure import measure, measured_choice
@@ -60,10 +61,14 @@ class KernelFn:
         sum_params: bool,
         default_params: PyTree = None,
         auto: AutoOptions | None = None,
+        cotangents: Any = None,
+        preconditioner: Any = None,
     ):
         self.auto = AutoOptions() if auto is None else auto
         self._programs: dict[tuple, tuple[_cost.Choice, Any]] = {}  # measured auto's, by shapes
         self._by_method: dict[Method, Callable] = {}
+        self.cotangents = cotangents
+        self.preconditioner = preconditioner
         self.default_params = default_params
         self.f = f
         self.method = method
@@ -82,11 +87,14 @@ class KernelFn:
         return self._problem(x1, x2, params, kwargs)
 
     def _problem(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> Problem:
+        return self._transformed(x1, x2, params, kwargs)[0]
+
+    def _transformed(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> tuple:
         if params is None:
             raise TypeError("kernel_fn needs `params`: call it as kernel_fn(x1, x2, params).")
-        return make_problem(
-            self.f, x1, x2, params, kwargs, self.trace_axes, self.diagonal_axes, self.vmap_axes
-        )
+        axes = (self.trace_axes, self.diagonal_axes, self.vmap_axes)
+        extra = (self.cotangents, self.preconditioner)
+        return transformed_problem(self.f, x1, x2, params, kwargs, *axes, *extra)
 
     def choose(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -224,7 +232,7 @@ class KernelFn:
         kwargs: dict,
         method: Method | None = None,
     ) -> PyTree:
-        problem = self._problem(x1, x2, params, kwargs)
+        problem, restore = self._transformed(x1, x2, params, kwargs)
         method, replay = method or self.method, None
         if method is Method.AUTO and self.auto.measure and self.auto.wisdom:
             entry = lookup(fingerprint(problem, self._settings()))  # under a trace: stored only
@@ -237,6 +245,8 @@ class KernelFn:
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
             if self.sum_params:  # a method may have summed already: then k is one array
                 k = functools.reduce(operator.add, jax.tree.leaves(k))
+            else:
+                k = restore(k)
             scale = trace_size(leaf.shape, axes)
             kernels.append(jax.tree.map(lambda a, s=scale: (a / s).astype(problem.dtype), k))
         return jax.tree.unflatten(problem.fx_treedef, kernels)
@@ -251,6 +261,8 @@ def ntk_fn(
     vmap_axes: Any = None,
     sum_params: bool = True,
     auto: AutoOptions | None = None,
+    cotangents: Any = None,
+    preconditioner: Any = None,
 ) -> KernelFn:
     """Returns ``kernel_fn(x1, x2, params, **kwargs)``, the empirical NTK of ``f``.
 
@@ -298,6 +310,8 @@ def ntk_fn(
       (5, 5)
       >>> ntk_zoo.ntk_fn(f, trace_axes=())(x, None, params).shape
       (5, 5, 2, 2)
+      >>> ntk_zoo.ntk_fn(f, vmap_axes=0, cotangents="pntk")(x, None, params).shape
+      (5, 5)
 
     Reference: R. Novak, J. Sohl-Dickstein, S. S. Schoenholz, "Fast Finite Width Neural Tangent
     Kernel", ICML 2022.
@@ -307,6 +321,7 @@ def ntk_fn(
     method = canonicalize_method(method)
     if auto is not None and not isinstance(auto, AutoOptions):
         raise TypeError(f"ntk_fn(auto=...) takes an ntk_zoo.AutoOptions, got {auto!r}.")
+    check_cotangents(cotangents)
     return KernelFn(
         f,
         method,
@@ -316,4 +331,6 @@ def ntk_fn(
         bool(sum_params),
         default_params,
         auto,
+        cotangents,
+        preconditioner,
     )

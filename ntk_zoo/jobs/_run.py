@@ -92,7 +92,8 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     if not config.ntk.vmap:
         pure = pure._replace(vmap_axes=None)
     trace_axes = tuple(config.ntk.trace_axes)
-    kernel_fn = ntk_fn(pure, method=config.ntk.method, trace_axes=trace_axes)
+    cotangents = config.ntk.get("cotangents") or None
+    kernel_fn = ntk_fn(pure, method=config.ntk.method, trace_axes=trace_axes, cotangents=cotangents)
     probe = x[: min(len(x), config.ntk.batch_size or 256)]
     chosen, costs = kernel_fn.choose(probe)
     method_used = chosen if config.ntk.method == "auto" else config.ntk.method

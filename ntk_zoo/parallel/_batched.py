@@ -275,6 +275,10 @@ def _store(plan: Plan, options: Options) -> BlockStore | None:
         f=getattr(kernel_fn.f, "__qualname__", repr(kernel_fn.f)),
         dtype=str(options.accumulate_dtype),
     )
+    extra = (kernel_fn.cotangents, kernel_fn.preconditioner)
+    if extra != (None, None):  # a contracted or preconditioned kernel: its arrays are settings
+        named = lambda v: getattr(v, "__qualname__", repr(v)) if callable(v) else v
+        settings["transforms"] = fingerprint(jax.tree.map(named, extra), {})
     key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)
     return BlockStore(options.checkpoint_dir, key)
 
@@ -428,6 +432,8 @@ def _chunked_outputs(
     """
     if kernel_fn.trace_axes not in ((), []) or kernel_fn.diagonal_axes not in ((), []):
         raise ValueError("output_chunk needs a kernel with trace_axes=() and diagonal_axes=().")
+    if kernel_fn.cotangents is not None or kernel_fn.preconditioner is not None:
+        raise ValueError("output_chunk tiles full kernels; it takes no cotangents= or D.")
     f = kernel_fn.f
 
     def select(params, x, _ntk_outputs, **kwargs):

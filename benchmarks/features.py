@@ -1,0 +1,161 @@
+"""Kernels at scale: the pNTK against the full kernel, projected features against per-example
+gradients, and the projected kernel's error against ``dim``.
+
+    python -m benchmarks features [--quick] [--n N] [--repeats R]
+
+Three tables (issue 22's targets):
+
+1. ``cotangents="pntk"`` by structured derivatives against the full ``(n, n, O, O)`` kernel by
+   the same method and against "full kernel, then contract" on the zoo's ViT-S/16 and WRN-16-4
+   (10 logits, 32×32×3 images). Target: pNTK ≤ 1.5/O of the full kernel's time, ≥ 5× faster
+   than full-then-contract.
+2. ``gradient_features(dim=4096, cotangents="pntk")`` on ViT-S/16 against
+   ``jax.vmap(jax.grad)`` of the same scalar output, in examples per second. Target: within 2×.
+3. The relative Frobenius error of ``ΦΦᵀ`` against the exact pNTK for ``dim`` 256 … 16384 on
+   an MLP (64-256-256-10, 32 examples), beside the Gaussian prediction ``√(Σ(K_ii K_jj +
+   K_ij²))/(‖K‖√dim)``. Target: shrinking like ``1/√dim``.
+
+All timings in one process, side by side in alternating rounds (medians of ``--repeats``),
+after a compile call each; the machine's load is printed with the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import ntk_zoo
+from benchmarks import bench_models
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _timed(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, called in alternating rounds after one warm call."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def pntk_table(models: list[str], n: int, repeats: int) -> list[str]:
+    rows = [
+        "| model | params | N | O | full SD (s) | full then contract (s) | pNTK SD (s) "
+        "| pNTK / full | target 1.5/O | speed-up vs full-then-contract |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in models:
+        model = bench_models.build(name, o=10, n=n)
+        f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+        sd = "structured_derivatives"
+        full_fn = jax.jit(ntk_zoo.ntk_fn(f, method=sd, trace_axes=(), vmap_axes=0))
+        pntk_fn = jax.jit(ntk_zoo.ntk_fn(f, method=sd, cotangents="pntk", vmap_axes=0))
+        contract = jax.jit(lambda k: k.sum((2, 3)) / 10)
+        t = _timed(
+            {
+                "full": lambda full_fn=full_fn, x=x, p=params: full_fn(x, None, p),
+                "then": lambda c=contract, full_fn=full_fn, x=x, p=params: c(full_fn(x, None, p)),
+                "pntk": lambda pntk_fn=pntk_fn, x=x, p=params: pntk_fn(x, None, p),
+            },
+            repeats,
+        )
+        got = np.asarray(pntk_fn(x, None, params))
+        want = np.asarray(contract(full_fn(x, None, params)))
+        assert np.allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max()), name
+        rows.append(
+            f"| {name} | {bench_models.n_params(params):,} | {n} | 10 | {t['full']:.3f} | "
+            f"{t['then']:.3f} | {t['pntk']:.3f} | {t['pntk'] / t['full']:.3f} | 0.150 | "
+            f"{t['then'] / t['pntk']:.1f}× |"
+        )
+    return rows
+
+
+def features_table(n: int, dim: int, repeats: int, name: str = "vit-S/16") -> list[str]:
+    model = bench_models.build(name, o=10, n=n)
+    f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+    key = jax.random.key(0)
+    scalar = lambda p, xi: f(p, xi[None])[0].sum() / np.sqrt(10)  # the pNTK's scalar output
+    grads = jax.jit(jax.vmap(jax.grad(scalar), in_axes=(None, 0)))
+    rows = [
+        "| model | params | N | dim | projection | vmap(grad) (ex/s) | features (ex/s) "
+        "| ratio | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for projection in ("gaussian", "rademacher"):
+        feats = lambda projection=projection: ntk_zoo.gradient_features(
+            f, params, x, dim=dim, key=key, cotangents="pntk", vmap_axes=0, projection=projection
+        )
+        t = _timed({"grad": lambda: grads(params, x), "features": feats}, repeats)
+        rows.append(
+            f"| {name} | {bench_models.n_params(params):,} | {n} | {dim} | {projection} | "
+            f"{n / t['grad']:.2f} | {n / t['features']:.2f} | "
+            f"{t['features'] / t['grad']:.1f}× slower | ≤ 2× |"
+        )
+    return rows
+
+
+def error_table(dims: list[int], n: int = 32) -> list[str]:
+    model = bench_models.build("mlp", o=10, n=n, widths=(64, 256, 256))
+    f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+    exact = ntk_zoo.ntk_fn(f, cotangents="pntk", vmap_axes=0)(x, None, params)
+    rows = [
+        "| dim | relative Frobenius error | Gaussian prediction | error·√dim |",
+        "| --- | --- | --- | --- |",
+    ]
+    for dim in dims:
+        phi = ntk_zoo.gradient_features(
+            f, params, x, dim=dim, key=jax.random.key(1), cotangents="pntk", vmap_axes=0
+        )
+        e = ntk_zoo.feature_error(phi, exact)
+        rows.append(
+            f"| {dim} | {e.relative_frobenius:.4f} | {e.expected:.4f} | "
+            f"{e.relative_frobenius * np.sqrt(dim):.2f} |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks features")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument("--n", type=int, default=4, help="examples for the zoo models")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dim", type=int, default=4096, help="features of table 2")
+    parser.add_argument("--features-n", type=int, default=8, help="examples of table 2")
+    args = parser.parse_args(argv)
+    if args.quick:
+        models, n, dim, dims = ["vit"], 2, 256, [256, 1024]
+    else:
+        models, n, dim = ["vit-S/16", "wrn-16-4"], args.n, args.dim
+        dims = [256, 1024, 4096, 16384]
+    lines: list[str] = []
+
+    def emit(*new: str) -> None:  # each table as soon as it is measured
+        lines.extend(new)
+        print("\n".join(new), flush=True)
+
+    emit(f"backend {jax.default_backend()}, jax {jax.__version__}; {_load()} (before)", "")
+    emit("### pNTK against the full kernel (structured derivatives)", "")
+    emit(*pntk_table(models, n, args.repeats), "", f"{_load()}", "")
+    emit("### Projected pNTK error against dim (MLP, 32 examples)", "")
+    emit(*error_table(dims), "", f"{_load()}", "")
+    emit("### gradient_features against per-example gradients", "")
+    n_features = n if args.quick else args.features_n
+    emit(*features_table(n_features, dim, args.repeats, models[0]), "", f"{_load()} (after)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
