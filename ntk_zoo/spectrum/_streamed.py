@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -204,6 +205,14 @@ def streamed_spectrum(
             break
         q = _orthonormal_block(images[m - b : m], basis[:m], scale, rng)[: min(width, cap - m)]
     exhausted = m == size
+    if not converged:
+        warnings.warn(
+            f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors, all that "
+            f"memory_budget={budget} bytes holds) with relative residuals lambda_max "
+            f"{resid[1] / abs(ends[1]):.2g}, lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g} "
+            f"(tol={tol:g}): raise memory_budget for more, or read the residuals as the accuracy.",
+            stacklevel=3,
+        )
     theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
     if exhausted:
         resid = [0.0, 0.0]  # the basis is the whole space: Rayleigh–Ritz is the eigensolver
