@@ -4,6 +4,7 @@ and hosts, into memory or into files larger than memory."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
 from ntk_zoo.parallel._sink import (
     FileSink,
     MemorySink,
+    files_match,
     kernel_shapes,
     open_result,
     out_paths,
@@ -119,8 +121,10 @@ def batched(
         filesystem they all see) and returned as a ``np.memmap``. Memory stays bounded by the
         blocks in flight, whatever the kernel's size. A pytree of kernels gives one file per
         leaf, ``<stem>.<leaf path>.npy`` (``kernel.a.npy``, ``kernel.b.0.npy``). With
-        ``checkpoint_dir`` a rerun rewrites the file from the saved blocks and computes only
-        the missing ones.
+        ``checkpoint_dir`` too, blocks are stored once: the file is the checkpoint, and
+        ``checkpoint_dir`` keeps only the fingerprint (which now names the files) and an
+        empty marker per block written and synced into them; a rerun, with any number of
+        processes, computes only the unmarked blocks (all of them if the files are gone).
 
     Returns:
       A function of ``(x1, x2=None, params=None, **kwargs)`` giving the kernel (``None`` on
@@ -241,12 +245,19 @@ def _store(plan: Plan, options: Options) -> BlockStore | None:
         f=getattr(kernel_fn.f, "__qualname__", repr(kernel_fn.f)),
         dtype=str(options.accumulate_dtype),
     )
+    if options.out is not None:  # the blocks live in these files: the checkpoint is theirs
+        settings["out"] = [os.path.abspath(p) for p in out_paths(options.out, plan.layout.paths)]
     key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)
     return BlockStore(options.checkpoint_dir, key)
 
 
-def _sink(plan: Plan, team: Team, options: Options, shapes: list) -> tuple[Any, bool]:
-    """Where this process puts blocks (``None``: nowhere), and whether blocks are gathered."""
+def _sink(
+    plan: Plan, team: Team, options: Options, shapes: list, resume: bool = False
+) -> tuple[Any, bool]:
+    """Where this process puts blocks (``None``: nowhere), and whether blocks are gathered.
+
+    ``resume``: the ``out`` files hold finished blocks already; open them, do not remake them.
+    """
     dtypes = [np.dtype(options.accumulate_dtype or s.dtype) for s in shapes]
     full = kernel_shapes(plan, shapes)
     first = team.process == team.processes[0]
@@ -257,8 +268,8 @@ def _sink(plan: Plan, team: Team, options: Options, shapes: list) -> tuple[Any, 
         return (MemorySink(plan, dtypes, full) if keep else None), True
     paths = out_paths(options.out, plan.layout.paths)
     if options.gather != "none":  # blocks gathered to process 0, which writes the files
-        return (FileSink(plan, dtypes, full, paths, create=True) if first else None), True
-    sink = FileSink(plan, dtypes, full, paths, create=True) if first else None
+        return (FileSink(plan, dtypes, full, paths, create=not resume) if first else None), True
+    sink = FileSink(plan, dtypes, full, paths, create=not resume) if first else None
     team.barrier("ntk_zoo.batched: files created")
     if not first:  # every process writes its own blocks into the shared files
         sink = FileSink(plan, dtypes, full, paths, create=False)
@@ -272,7 +283,11 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
     tasks = plan.tasks()
     store = _store(plan, options)
     shapes = plan.block_shapes()
-    sink, gathering = _sink(plan, team, options, shapes)
+    in_file = store is not None and options.out is not None  # the file is the checkpoint
+    reused = _blocks_in_file(plan, team, options, store, shapes) if in_file else set()
+    tasks = [t for t in tasks if t not in reused]
+    stats.loaded += len(reused)
+    sink, gathering = _sink(plan, team, options, shapes, resume=bool(reused))
     compute = _local_compute(plan, team)
     owners = [team.owner(k) for k in range(len(tasks))]
     mine_total = sum(o == team.process for o in owners)
@@ -287,7 +302,7 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
         for indices in team.rounds(len(tasks), block_bytes):
             mine = [tasks[k] for k in indices if owners[k] == team.process]
             clock = time.perf_counter()
-            leaves = _finished(mine, store, compute, stats)
+            leaves = _finished(mine, None if in_file else store, compute, stats)
             stats.compute_s += time.perf_counter() - clock
             if gathering:
                 counts = {p: sum(owners[k] == p for k in indices) for p in team.processes}
@@ -298,10 +313,15 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
                 everyone = {team.process: leaves}
             clock = time.perf_counter()
             if sink is not None:
+                placed = []
                 for p, blocks in everyone.items():
                     owned = [tasks[k] for k in indices if owners[k] == p]
                     for task, block in zip(owned, blocks):
                         sink.put(task, block)
+                    placed += owned
+                if in_file:  # durable first, then marked: a kill never marks a torn block
+                    sink.sync()
+                    store.mark(placed)
             stats.place_s += time.perf_counter() - clock
             bar.update(len(indices) if gathering else len(mine))
     except BaseException:
@@ -311,6 +331,25 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
     finally:
         bar.close()
     return _deliver(plan, team, options, sink)
+
+
+def _blocks_in_file(
+    plan: Plan, team: Team, options: Options, store: BlockStore, shapes: list
+) -> set[Task]:
+    """The blocks a previous run wrote into the ``out`` files (none if the files are gone).
+
+    Every process reads the markers before any process writes one (a barrier), so all agree
+    on the blocks left to compute.
+    """
+    paths = out_paths(options.out, plan.layout.paths)
+    dtypes = [np.dtype(options.accumulate_dtype or s.dtype) for s in shapes]
+    done = store.done()
+    if done and not files_match(paths, kernel_shapes(plan, shapes), dtypes):
+        done = set()
+        if team.process == team.processes[0]:
+            store.forget()
+    team.barrier("ntk_zoo.batched: checkpoint read")
+    return done & set(plan.tasks())
 
 
 def _finished(
