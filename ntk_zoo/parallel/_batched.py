@@ -98,7 +98,8 @@ def batched(
         independent examples).
       batch_size: examples per block; ``None`` picks the largest block whose compiled memory
         estimate (``memory_analysis()``) fits ``memory_budget`` (process 0's pick, for several
-        processes), and halves it on an out-of-memory error (one process only).
+        processes; with ``out``, at most ``⌈n/4⌉`` examples), and halves it on an
+        out-of-memory error (one process only).
       memory_budget: bytes a block may use; default half the device's (or host's) free memory.
       mesh: ``True`` for all devices (of every process, after ``jax.distributed.initialize``),
         or a ``jax.sharding.Mesh`` with one axis; blocks are computed in groups, one per local
@@ -193,6 +194,8 @@ def batched(
             if size is None:
                 budget = memory_budget or _memory.default_budget()
                 size = _memory.pick_block_size(kernel_fn, x1, x2, params, kwargs, budget, layout)
+                if out is not None:  # a file is for kernels memory should never hold whole
+                    size = min(size, _memory.out_block_cap(n_examples(x1)))
                 size = _agree(team, size)
             plan = Plan.make(kernel_fn, layout, x1, x2, params, kwargs, size)
             stats.block_size = size

@@ -296,3 +296,12 @@ def test_gather_none_keeps_blocks_for_a_later_run(tmp_path):
     assert len(list(tmp_path.glob("block_*.npz"))) == 15
     got = ntk_zoo.batched(kernel_fn, **options)(X1, None, CASE["mlp"].params)
     assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
+
+
+def test_automatic_blocks_into_a_file_stay_a_fraction_of_it(tmp_path):
+    """With out=, the budget may allow one whole-kernel block; the file gets ⌈n/4⌉ at most."""
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    whole = ntk_zoo.batched(kernel_fn, progress=False, out=str(tmp_path / "k.npy"))
+    got = whole(X1, None, CASE["mlp"].params)
+    assert whole.stats.block_size == 10  # ⌈37/4⌉, under the budget's power of two (64)
+    assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
