@@ -62,6 +62,7 @@ def spectrum(
     memory_budget: int | None = None,
     k: int = 32,
     tol: float = 1e-7,
+    max_passes: int | None = 16,
     key: int = 0,
 ) -> Spectrum:
     """The spectrum of a symmetric kernel (``Θ(x, x)``): dense, or streamed from its file.
@@ -73,8 +74,9 @@ def spectrum(
     reorthogonalisation) multiplies ``(K + Kᵀ)/2`` by rows read ``memory_budget`` bytes at a
     time; Rayleigh–Ritz on the Krylov basis ``Q`` gives ``λ_max`` and ``λ_min`` with residuals
     ``r = ‖K y − θ y‖`` (some eigenvalue lies in ``[θ − r, θ + r]``), and it stops once both
-    ``r <= tol·|θ|``, or when the basis (``Q`` and ``K Q``, float64) would exceed
-    ``memory_budget``, or fills the space (then it is exact). The trace is exact, from the
+    ``r <= tol·|θ|``, after ``max_passes`` passes over the file, when the basis (``Q`` and
+    ``K Q``, float64) would exceed ``memory_budget``, or when it fills the space (then it is
+    exact); it warns when it stops short of ``tol``. The trace is exact, from the
     diagonal; the effective rank is a Hutchinson estimate ``tr g(K) ≈ mean_i z_iᵀ g(K) z_i``
     (``g(λ) = λ log λ``, the 16 Rademacher start vectors ``z_i``, Gauss quadrature from the same
     basis) with its standard error. Lanczos finds the bottom of a clustered NTK spectrum
@@ -91,6 +93,8 @@ def spectrum(
         (default 64 MiB each).
       k: streamed path: how many of the largest eigenvalues to return.
       tol: streamed path: relative residual at which ``λ_max`` and ``λ_min`` count as found.
+      max_passes: streamed path: the most reads of the file (``16·max_passes`` Krylov
+        vectors); ``None``: as many as ``memory_budget`` holds.
       key: streamed path: seed of the start vectors.
 
     Returns:
@@ -115,7 +119,9 @@ def spectrum(
     if limit is not None and np.size(kernel) * 8 > limit:
         from ntk_zoo.spectrum._streamed import streamed_spectrum
 
-        found = streamed_spectrum(kernel, memory_budget=memory_budget, k=k, tol=tol, key=key)
+        found = streamed_spectrum(
+            kernel, memory_budget=memory_budget, k=k, tol=tol, max_passes=max_passes, key=key
+        )
         return Spectrum(**{name: found[name] for name in Spectrum._fields})
     matrix = flatten_kernel(kernel)
     if matrix.shape[0] != matrix.shape[1]:

@@ -73,14 +73,26 @@ class RowStream:
     def spans(self) -> list[tuple[int, int]]:
         return [(s, min(s + self.rows, self.n)) for s in range(0, self.n, self.rows)]
 
+    symmetric = False  # set once a pass found K v = Kᵀ v (kernels of x2=None are mirrored)
+
     def matmat(self, v: np.ndarray) -> np.ndarray:
-        """``((K + Kᵀ)/2) v`` for ``v`` of shape ``(N, b)``: one pass over the rows."""
-        ahead, back = np.zeros_like(v), np.zeros_like(v)
+        """``((K + Kᵀ)/2) v`` for ``v`` of shape ``(N, b)``: one pass over the rows.
+
+        The first pass computes ``K v`` and ``Kᵀ v``; if they agree to rounding (a symmetric
+        kernel, as ``batched`` writes for ``x2=None``), later passes compute ``K v`` only.
+        """
+        ahead = np.zeros_like(v)
+        back = None if self.symmetric else np.zeros_like(v)
         for start, stop in self.spans():
             rows = self._read(start, stop)
             r = slice(start * self.o, stop * self.o)
             ahead[r] = rows @ v
-            back += rows.T @ v[r]
+            if back is not None:
+                back += rows.T @ v[r]
+        if back is None:
+            return ahead
+        scale = float(np.abs(ahead).max()) or 1.0
+        self.symmetric = float(np.abs(ahead - back).max()) <= 1e-13 * scale
         return (ahead + back) / 2
 
     def diagonal(self) -> np.ndarray:
@@ -159,7 +171,7 @@ def streamed_spectrum(
     k: int = 32,
     width: int = 16,
     tol: float = 1e-7,
-    max_passes: int | None = None,
+    max_passes: int | None = 16,
     key: int = 0,
 ) -> dict[str, Any]:
     """The extreme eigenvalues of a kernel file, by block Lanczos over streamed rows.
@@ -207,10 +219,12 @@ def streamed_spectrum(
     exhausted = m == size
     if not converged:
         warnings.warn(
-            f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors, all that "
-            f"memory_budget={budget} bytes holds) with relative residuals lambda_max "
+            f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors: "
+            f"max_passes or all that memory_budget={budget} bytes holds) with relative residuals "
+            f"lambda_max "
             f"{resid[1] / abs(ends[1]):.2g}, lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g} "
-            f"(tol={tol:g}): raise memory_budget for more, or read the residuals as the accuracy.",
+            f"(tol={tol:g}): raise max_passes and memory_budget for more, or read the residuals as "
+            "the accuracy.",
             stacklevel=3,
         )
     theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
