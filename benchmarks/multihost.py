@@ -1,6 +1,14 @@
-"""One kernel over 1 and over 2 processes (jax.distributed on localhost, one CPU device each).
+"""One kernel over 1, 2, ... processes (jax.distributed on localhost, one CPU device each).
 
-    python -m benchmarks processes [--n 512] [--block 64] [--width 128] [--repeats 3] [--quick]
+    python -m benchmarks processes [--n 2048] [--block 64] [--width 128] [--repeats 3]
+        [--processes-list 1,2] [--gather all,none] [--quick]
+
+Each process is pinned to its own core (``os.sched_setaffinity``, process ``i`` on the ``i``-th
+core this suite may use) and runs one XLA thread, so the speed-up is the processes', not the
+machine's load or XLA's thread pool. ``--gather all`` gathers every block to every process
+(``process_allgather``); ``--gather none`` sends nothing: each process writes its own blocks
+into one shared ``out=`` file. Run it on a quiet machine with at least as many idle cores as the
+largest process count.
 
 The digits kernel of a 64-W-W-10 ReLU MLP (logits traced, float32, Jacobian contraction) cut into
 ``--block``-example blocks (512 / 64: 36 blocks of the symmetric half), computed by
@@ -38,6 +46,8 @@ ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 def worker(args: argparse.Namespace) -> None:
     """One process: warm up, then time one ``batched`` call; process 0 prints JSON."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[args.process_id % len(cores)]})  # before XLA starts threads
     import jax
 
     jax.config.update("jax_num_cpu_devices", 1)
@@ -68,17 +78,26 @@ def worker(args: argparse.Namespace) -> None:
         return x @ w + b
 
     kernel_fn = ntk_zoo.ntk_fn(mlp, method="jacobian_contraction", vmap_axes=0)
-    whole = ntk_zoo.batched(kernel_fn, batch_size=args.block, mesh=True, progress=False)
+    options = dict(batch_size=args.block, mesh=True, progress=False, gather=args.gather)
 
-    whole(x[: 2 * args.block], None, params)  # warm-up: compiles the block program
+    def batched(name):  # gather="none": each process writes its blocks into one shared file
+        out = os.path.join(args.tmp, f"{name}.npy") if args.gather == "none" else None
+        return ntk_zoo.batched(kernel_fn, out=out, **options)
+
+    batched("warm")(x[: 2 * args.block], None, params)  # warm-up: compiles the block program
     multihost_utils.sync_global_devices("warm")
+    whole = batched("k")
     kernel = whole(x, None, params)
+    if kernel is None:
+        multihost_utils.sync_global_devices("written")
+        kernel = np.load(os.path.join(args.tmp, "k.npy"), mmap_mode="r")
     stats = whole.stats  # where this process's time went
     blocks = -(-args.n // args.block)
     blocks = blocks * (blocks + 1) // 2
     if args.process_id == 0:
         result = {
             "processes": args.processes,
+            "gather": args.gather,
             "wall_s": stats.wall_s,
             "blocks": blocks,
             "computed": stats.computed,
@@ -97,12 +116,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(processes: int, args: argparse.Namespace) -> dict:
+def launch(processes: int, args: argparse.Namespace, gather: str = "all") -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()
     port = str(free_port())
     common = ["--n", str(args.n), "--block", str(args.block), "--width", str(args.width)]
     with tempfile.TemporaryDirectory() as tmp:
+        common += ["--gather", gather, "--tmp", tmp]
         logs = [open(os.path.join(tmp, f"{i}.log"), "w+") for i in range(processes)]
         procs = [
             subprocess.Popen(
@@ -138,10 +158,13 @@ def launch(processes: int, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (a smoke run)")
-    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes-list", default="1,2", help="process counts, e.g. 1,2,4")
+    parser.add_argument("--gather", default="all,none", help="modes: all (gathered), none (out=)")
+    parser.add_argument("--tmp", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
@@ -151,26 +174,33 @@ def main(argv: list[str] | None = None) -> None:
         return worker(args)
     if args.quick:
         args.n, args.block, args.width, args.repeats = 128, 32, 32, 1
+    counts = [int(c) for c in args.processes_list.split(",")]
+    modes = args.gather.split(",")
+    if max(counts) > len(os.sched_getaffinity(0)):
+        raise SystemExit(f"{max(counts)} processes need as many cores; this suite may use "
+                         f"{len(os.sched_getaffinity(0))}.")  # fmt: skip
 
-    runs = {1: [], 2: []}
-    for _ in range(args.repeats):  # alternating, so that load from elsewhere hits both alike
-        for processes in (1, 2):
-            runs[processes].append(launch(processes, args))
-            print(f"  {processes} process(es): {runs[processes][-1]['wall_s']:.2f} s", flush=True)
+    runs = {(g, p): [] for g in modes for p in counts}
+    for _ in range(args.repeats):  # alternating, so that load from elsewhere hits all alike
+        for g, p in runs:
+            runs[g, p].append(launch(p, args, g))
+            print(f"  gather={g}, {p} process(es): {runs[g, p][-1]['wall_s']:.2f} s", flush=True)
+    numeric = lambda r: {k: v for k, v in r.items() if k not in ("processes", "gather")}
     median = {
-        p: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "processes"}
-        for p, rs in runs.items()
+        key: {k: statistics.median(numeric(r)[k] for r in rs) for k in numeric(rs[0])}
+        for key, rs in runs.items()
     }
-    base = median[1]["wall_s"]
     rows = []
-    for p, m in median.items():
+    for (g, p), m in median.items():
+        base = median[g, counts[0]]["wall_s"] * counts[0]
         rows.append(
             {
+                "gather": g,
                 "processes": p,
                 "devices": p,
                 "blocks": int(m["blocks"]),
                 "wall_s": m["wall_s"],
-                "speed_up": base / m["wall_s"],
+                "speed_up": base / m["wall_s"],  # over one process (scaled if not run)
                 "blocks_per_s_per_device": m["blocks"] / m["wall_s"] / p,
                 "outside_compute_s": m["outside_compute_s"],
                 "gather_s": m["gather_s"],
@@ -179,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     import jax
 
     meta = {
+        "pinned": "one core per process (os.sched_setaffinity), one XLA thread",
+        "load_at_end": os.getloadavg(),
         "n": args.n,
         "block": args.block,
         "width": args.width,
@@ -186,21 +218,22 @@ def main(argv: list[str] | None = None) -> None:
         "jax": jax.__version__,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
-        "same_trace": len({round(r["trace"], 3) for rs in runs.values() for r in rs}) == 1,
+        "same_trace": len({round(r["trace"], 2) for rs in runs.values() for r in rs}) == 1,
     }
     name = "processes-quick.json" if args.quick else "processes.json"
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", name), "w") as f:
-        json.dump({"meta": meta, "rows": rows, "runs": runs}, f, indent=2)
+        raw = {f"{g}/{p}": rs for (g, p), rs in runs.items()}
+        json.dump({"meta": meta, "rows": rows, "runs": raw}, f, indent=2)
     print(json.dumps(meta))
     print(
-        "| processes × CPU devices | blocks | wall s | speed-up | blocks/s per device "
+        "| gather | processes × CPU devices | blocks | wall s | speed-up | blocks/s per device "
         "| outside compute s (gather s) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['processes']} × 1 | {r['blocks']} | {r['wall_s']:.2f} | "
+            f"| {r['gather']} | {r['processes']} × 1 | {r['blocks']} | {r['wall_s']:.2f} | "
             f"{r['speed_up']:.2f}× | {r['blocks_per_s_per_device']:.1f} | "
             f"{r['outside_compute_s']:.2f} ({r['gather_s']:.2f}) |"
         )

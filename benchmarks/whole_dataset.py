@@ -1,6 +1,14 @@
 """The full 1,797 x 1,797 digits kernel with `ntk_zoo.batched`, each case in a fresh process.
 
     python -m benchmarks whole-dataset [--n 1797] [--batch-size 256] [--quick]
+    python -m benchmarks whole-dataset --job [--n 8000] [--checkout DIR]
+
+``--job``: the whole `ntk-zoo run --config configs/mlp.py:width=16` job on ``n`` examples of a
+user ``.npz`` (64 Gaussian features, seed 0) with ``--config.ntk.out=kernel.npy``, in a fresh
+process: job wall time against the report's kernel time, the spectrum and per-layer steps'
+times, the job's peak RSS (``RUSAGE_CHILDREN`` of a wrapper whose only child is the job) against
+the kernel's size, and the spectrum's path and residuals. ``--checkout`` runs another checkout's
+code (e.g. ``git worktree add /tmp/before main``) for a before/after table.
 
 Per model (the default MLP config and a WRN-10-1): wall time, peak host memory (max RSS of the
 subprocess), blocks per second, the same with checkpoint_dir (overhead ratio), kernel entries
@@ -86,13 +94,81 @@ def matmul_peak() -> float:
     return 2 * 2048**3 / min(runs)
 
 
+def run_job(n: int, checkout: str) -> dict:
+    """The `ntk-zoo run` job in a fresh process of ``checkout``; its figures and peak RSS."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as d:
+        data = os.path.join(d, "data.npz")
+        rng = np.random.default_rng(0)
+        np.savez(data, x=rng.standard_normal((n, 64)).astype(np.float32), y=rng.integers(0, 10, n))
+        job = [
+            sys.executable, "-m", "ntk_zoo", "run", "--config", "configs/mlp.py:width=16",
+            "--workdir", os.path.join(d, "run"), f"--config.data.path={data}",
+            f"--config.data.n={n}", "--config.ntk.out=kernel.npy", "--noprogress",
+        ]  # fmt: skip
+        wrapper = (
+            "import resource, subprocess, sys, time; t = time.perf_counter(); "
+            "subprocess.run(sys.argv[1:], check=True); "
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        env = {**os.environ, "PYTHONPATH": checkout}
+        done = subprocess.run(
+            [sys.executable, "-c", wrapper, *job],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        wall, rss_kib = done.stdout.strip().splitlines()[-1].split()
+        with open(os.path.join(d, "run", "report.json")) as f:
+            report = json.load(f)
+    return dict(wall=float(wall), peak_rss_mib=int(rss_kib) / 1024, report=report)
+
+
+def job_table(n: int, checkouts: list[str]) -> None:
+    print(f"load before: {os.getloadavg()}")
+    print(
+        "| code | job wall s | kernel s | spectrum s | per-layer s | job / kernel | peak RSS MiB "
+        "| kernel MiB | spectrum path | λ_max | λ_max residual | λ_min | λ_min residual | trace |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for checkout in checkouts:
+        got = run_job(n, checkout)
+        r, t = got["report"], got["report"]["timings_s"]
+        spec = r.get("spectrum", {"path": "dense", "lambda_max_residual": 0.0})
+        print(
+            f"| {checkout} | {got['wall']:.1f} | {t['kernel']:.1f} | "
+            f"{t.get('spectrum', float('nan')):.1f} | {t.get('per_layer', float('nan')):.1f} | "
+            f"{got['wall'] / t['kernel']:.2f} | {got['peak_rss_mib']:.0f} | "
+            f"{n * n * 4 / 2**20:.0f} | {spec['path']} | {r['lambda_max']:.6g} | "
+            f"{spec['lambda_max_residual']:.2g} | {r['lambda_min']:.3g} | "
+            f"{spec.get('lambda_min_residual', 0.0):.2g} | {r['trace']:.7g} |",
+            flush=True,
+        )
+    print(f"load after: {os.getloadavg()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1797)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="n=64, blocks of 32, MLP only")
+    parser.add_argument("--job", action="store_true", help="the ntk-zoo run job (default n=8000)")
+    parser.add_argument(
+        "--checkout", action="append", help="--job: a checkout to run (repeatable; default this)"
+    )
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
+    if args.job:
+        n = 8000 if args.n == 1797 else args.n
+        job_table(n, args.checkout or [_harness.ROOT])
+        return
     if args.measure:
         family, n, batch, ckpt = args.measure
         measure(family, int(n), int(batch), ckpt)

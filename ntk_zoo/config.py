@@ -84,6 +84,7 @@ def base_config(
             "checkpoint_dir": "",  # resumable: finished blocks are kept there
             "mesh": False,  # spread blocks over all local devices
             "out": "",  # e.g. kernel.npy: written block by block into workdir/out (memmap)
+            "dense_spectrum_limit": 1 << 27,  # float64 bytes; larger kernels: streamed Lanczos
             "distributed": {  # several processes/hosts: jax.distributed.initialize(**these)
                 "coordinator_address": "",  # host:port of process 0; "auto": Slurm, k8s, TPU
                 "num_processes": 1,

@@ -7,6 +7,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+import ntk_zoo.spectrum
 from ntk_zoo import cli
 
 CONFIGS = ["configs/mlp.py", "configs/wide_resnet.py", "configs/vit.py"]
@@ -204,3 +205,32 @@ def test_whole_batch_kernels_when_examples_interact(override, tmp_path, capsys):
     assert code == 0, out.err
     with np.load(tmp_path / "w" / "kernel.npz") as f:
         assert f["kernel"].shape == (6, 6)
+
+
+def test_kernel_forced_out_of_core_reports_as_dense(tmp_path, capsys):
+    """A kernel file over dense_spectrum_limit is streamed (block Lanczos from the file); the
+    dense path's figures come from the same file (one job: the per-layer shares are computed
+    from per-example diagonals on either path)."""
+    code, out = _run(
+        [
+            f"--config={ROOT}/configs/mlp.py:runlocal",
+            f"--workdir={tmp_path}/w",
+            "--config.data.n=24",
+            "--config.ntk.batch_size=10",
+            "--config.ntk.dtype=float64",
+            "--config.ntk.out=kernel.npy",
+            "--config.ntk.dense_spectrum_limit=0",
+        ],
+        capsys,
+    )
+    assert code == 0, out.err
+    assert "block Lanczos" in out.out
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    kernel = np.load(tmp_path / "w" / "kernel.npy")
+    dense = ntk_zoo.spectrum.spectrum(kernel)
+    assert (report["spectrum"]["path"], dense.path) == ("streamed", "dense")
+    for key in ("lambda_max", "lambda_min", "trace", "effective_rank"):
+        assert report[key] == pytest.approx(getattr(dense, key), rel=1e-6), key
+    with np.load(tmp_path / "w" / "kernel.npz") as f:
+        np.testing.assert_allclose(f["eigenvalues"], dense.eigenvalues[:24], rtol=1e-6)
+    assert sum(report["per_layer_trace_share"].values()) == pytest.approx(1.0)

@@ -116,12 +116,17 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     kernel_s = time.perf_counter() - start
     if not writer:
         return None
-    spec = spectrum(kernel)
+    start = time.perf_counter()
+    limit = config.ntk.get("dense_spectrum_limit", None)
+    spec = spectrum(kernel, dense_limit=None if limit is None or limit < 0 else int(limit))
+    spectrum_s = time.perf_counter() - start
+    start = time.perf_counter()
     shares = (
         per_layer_trace_share(pure, x, trace_axes, config.ntk.batch_size or 256)
         if config.ntk.per_layer
         else {}
     )
+    shares_s = time.perf_counter() - start
     n_params = sum(math.prod(a.shape) for a in jax.tree.leaves(pure.params))
     flops = forward_flops(pure.apply, pure.params, x[:1], {})
 
@@ -148,7 +153,12 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         "method_source": source,  # given, estimate, measured or wisdom
         "method_times": times,  # measured seconds per block of each candidate
         **({"probe_method": str(method_used)} if ran != str(method_used) else {}),
-        "timings_s": {"build": build_s, "kernel": kernel_s},
+        "timings_s": {
+            "build": build_s,
+            "kernel": kernel_s,
+            "spectrum": spectrum_s,
+            "per_layer": shares_s,
+        },
         "processes": jax.process_count(),
         "n_params": n_params,
         "flops_per_example": flops,
@@ -159,6 +169,13 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         "condition_number": spec.condition_number,
         "effective_rank": spec.effective_rank,
         "n_nonpositive_eigenvalues": spec.n_nonpositive,
+        "spectrum": {
+            "path": spec.path,
+            "lambda_max_residual": spec.lambda_max_residual,
+            "lambda_min_residual": spec.lambda_min_residual,
+            "effective_rank_error": spec.effective_rank_error,
+            "eigenvalues_kept": int(spec.eigenvalues.size),
+        },
         "per_layer_trace_share": shares,
     }
     if config.output.save_kernel:
@@ -172,6 +189,8 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         json.dump(report, f, indent=2, default=float)
     if config.output.plot:
         title = f"{family} ({config.model.framework}), n={x.shape[0]}"
+        if spec.path != "dense":
+            title += f", top {spec.eigenvalues.size} ({spec.path})"
         plot_spectrum(spec.eigenvalues, os.path.join(workdir, "spectrum.png"), title=title)
     return report
 
@@ -193,6 +212,17 @@ def summary(report: dict[str, Any]) -> str:
         ("lambda_min", f"{report['lambda_min']:.4g}"),
         ("condition no.", f"{report['condition_number']:.4g}"),
     ]
+    streamed = report.get("spectrum", {})
+    if streamed.get("path", "dense") != "dense":
+        rows.append(
+            (
+                "spectrum",
+                f"{streamed['path']} (block Lanczos from the file); Ritz residuals "
+                f"lambda_max ±{streamed['lambda_max_residual']:.2g}, "
+                f"lambda_min ±{streamed['lambda_min_residual']:.2g}, effective rank "
+                f"{report['effective_rank']:.4g} ± {streamed['effective_rank_error']:.2g}",
+            )
+        )
     if report["n_nonpositive_eigenvalues"]:
         rows.append(("eigenvalues <= 0", str(report["n_nonpositive_eigenvalues"])))
     top = sorted(report["per_layer_trace_share"].items(), key=lambda kv: -kv[1])[:3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
 from ntk_zoo.parallel._sink import (
     FileSink,
     MemorySink,
+    files_match,
     kernel_shapes,
     open_result,
     out_paths,
@@ -104,7 +106,8 @@ def batched(
         independent examples).
       batch_size: examples per block; ``None`` picks the largest block whose compiled memory
         estimate (``memory_analysis()``) fits ``memory_budget`` (process 0's pick, for several
-        processes), and halves it on an out-of-memory error (one process only).
+        processes; with ``out``, at most ``⌈n/4⌉`` examples), and halves it on an
+        out-of-memory error (one process only).
       memory_budget: bytes a block may use; default half the device's (or host's) free memory.
       mesh: ``True`` for all devices (of every process, after ``jax.distributed.initialize``),
         or a ``jax.sharding.Mesh`` with one axis; blocks are computed in groups, one per local
@@ -127,8 +130,10 @@ def batched(
         filesystem they all see) and returned as a ``np.memmap``. Memory stays bounded by the
         blocks in flight, whatever the kernel's size. A pytree of kernels gives one file per
         leaf, ``<stem>.<leaf path>.npy`` (``kernel.a.npy``, ``kernel.b.0.npy``). With
-        ``checkpoint_dir`` a rerun rewrites the file from the saved blocks and computes only
-        the missing ones.
+        ``checkpoint_dir`` too, blocks are stored once: the file is the checkpoint, and
+        ``checkpoint_dir`` keeps only the fingerprint (which now names the files) and an
+        empty marker per block written and synced into them; a rerun, with any number of
+        processes, computes only the unmarked blocks (all of them if the files are gone).
 
     Returns:
       A function of ``(x1, x2=None, params=None, **kwargs)`` giving the kernel (``None`` on
@@ -197,6 +202,8 @@ def batched(
             if size is None:
                 budget = memory_budget or _memory.default_budget()
                 size = _memory.pick_block_size(kernel_fn, x1, x2, params, kwargs, budget, layout)
+                if out is not None:  # a file is for kernels memory should never hold whole
+                    size = min(size, _memory.out_block_cap(n_examples(x1)))
                 size = _agree(team, size)
             plan = Plan.make(kernel_fn, layout, x1, x2, params, kwargs, size)
             stats.block_size = size
@@ -279,12 +286,19 @@ def _store(plan: Plan, options: Options) -> BlockStore | None:
     if extra != (None, None):  # a contracted or preconditioned kernel: its arrays are settings
         named = lambda v: getattr(v, "__qualname__", repr(v)) if callable(v) else v
         settings["transforms"] = fingerprint(jax.tree.map(named, extra), {})
+    if options.out is not None:  # the blocks live in these files: the checkpoint is theirs
+        settings["out"] = [os.path.abspath(p) for p in out_paths(options.out, plan.layout.paths)]
     key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)
     return BlockStore(options.checkpoint_dir, key)
 
 
-def _sink(plan: Plan, team: Team, options: Options, shapes: list) -> tuple[Any, bool]:
-    """Where this process puts blocks (``None``: nowhere), and whether blocks are gathered."""
+def _sink(
+    plan: Plan, team: Team, options: Options, shapes: list, resume: bool = False
+) -> tuple[Any, bool]:
+    """Where this process puts blocks (``None``: nowhere), and whether blocks are gathered.
+
+    ``resume``: the ``out`` files hold finished blocks already; open them, do not remake them.
+    """
     dtypes = [np.dtype(options.accumulate_dtype or s.dtype) for s in shapes]
     full = kernel_shapes(plan, shapes)
     first = team.process == team.processes[0]
@@ -295,8 +309,8 @@ def _sink(plan: Plan, team: Team, options: Options, shapes: list) -> tuple[Any, 
         return (MemorySink(plan, dtypes, full) if keep else None), True
     paths = out_paths(options.out, plan.layout.paths)
     if options.gather != "none":  # blocks gathered to process 0, which writes the files
-        return (FileSink(plan, dtypes, full, paths, create=True) if first else None), True
-    sink = FileSink(plan, dtypes, full, paths, create=True) if first else None
+        return (FileSink(plan, dtypes, full, paths, create=not resume) if first else None), True
+    sink = FileSink(plan, dtypes, full, paths, create=not resume) if first else None
     team.barrier("ntk_zoo.batched: files created")
     if not first:  # every process writes its own blocks into the shared files
         sink = FileSink(plan, dtypes, full, paths, create=False)
@@ -311,7 +325,11 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
     store = _store(plan, options)  # keyed by the method asked for (auto's pick may vary)
     plan = _settle_method(plan, team, stats)
     shapes = plan.block_shapes()
-    sink, gathering = _sink(plan, team, options, shapes)
+    in_file = store is not None and options.out is not None  # the file is the checkpoint
+    reused = _blocks_in_file(plan, team, options, store, shapes) if in_file else set()
+    tasks = [t for t in tasks if t not in reused]
+    stats.loaded += len(reused)
+    sink, gathering = _sink(plan, team, options, shapes, resume=bool(reused))
     compute = _local_compute(plan, team)
     owners = [team.owner(k) for k in range(len(tasks))]
     mine_total = sum(o == team.process for o in owners)
@@ -326,7 +344,7 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
         for indices in team.rounds(len(tasks), block_bytes):
             mine = [tasks[k] for k in indices if owners[k] == team.process]
             clock = time.perf_counter()
-            leaves = _finished(mine, store, compute, stats)
+            leaves = _finished(mine, None if in_file else store, compute, stats)
             stats.compute_s += time.perf_counter() - clock
             if gathering:
                 counts = {p: sum(owners[k] == p for k in indices) for p in team.processes}
@@ -337,10 +355,15 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
                 everyone = {team.process: leaves}
             clock = time.perf_counter()
             if sink is not None:
+                placed = []
                 for p, blocks in everyone.items():
                     owned = [tasks[k] for k in indices if owners[k] == p]
                     for task, block in zip(owned, blocks):
                         sink.put(task, block)
+                    placed += owned
+                if in_file:  # durable first, then marked: a kill never marks a torn block
+                    sink.sync()
+                    store.mark(placed)
             stats.place_s += time.perf_counter() - clock
             bar.update(len(indices) if gathering else len(mine))
     except BaseException:
@@ -350,6 +373,25 @@ def _compute(plan: Plan, team: Team, options: Options, stats: Stats) -> PyTree |
     finally:
         bar.close()
     return _deliver(plan, team, options, sink)
+
+
+def _blocks_in_file(
+    plan: Plan, team: Team, options: Options, store: BlockStore, shapes: list
+) -> set[Task]:
+    """The blocks a previous run wrote into the ``out`` files (none if the files are gone).
+
+    Every process reads the markers before any process writes one (a barrier), so all agree
+    on the blocks left to compute.
+    """
+    paths = out_paths(options.out, plan.layout.paths)
+    dtypes = [np.dtype(options.accumulate_dtype or s.dtype) for s in shapes]
+    done = store.done()
+    if done and not files_match(paths, kernel_shapes(plan, shapes), dtypes):
+        done = set()
+        if team.process == team.processes[0]:
+            store.forget()
+    team.barrier("ntk_zoo.batched: checkpoint read")
+    return done & set(plan.tasks())
 
 
 def _finished(

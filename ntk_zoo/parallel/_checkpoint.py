@@ -50,7 +50,12 @@ def _atomic_write(path: str, write: Any, suffix: str) -> None:
 
 
 class BlockStore:
-    """``checkpoint_dir/manifest.json`` plus one ``block_<i>_<j>.npz`` per finished block."""
+    """``checkpoint_dir/manifest.json`` plus one ``block_<i>_<j>.npz`` per finished block.
+
+    With ``out=`` files the blocks are stored once, in those files: the checkpoint then holds
+    only the manifest and an empty ``done_<i>_<j>`` marker per block already written (and
+    synced) there, see :meth:`mark`.
+    """
 
     def __init__(self, directory: str, key: str):
         self.directory = directory
@@ -93,3 +98,27 @@ class BlockStore:
     def save(self, task: tuple[int, int], leaves: list[np.ndarray]) -> None:
         arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
         _atomic_write(self._path(task), lambda f: np.savez(f, **arrays), ".npz")
+
+    # -- blocks kept in the kernel's own file (out=): markers only -----------------------------
+    def _marker(self, task: tuple[int, int]) -> str:
+        return os.path.join(self.directory, f"done_{task[0]}_{task[1]}")
+
+    def done(self) -> set[tuple[int, int]]:
+        """The blocks marked as written into the kernel's file."""
+        found = set()
+        for name in os.listdir(self.directory):
+            if name.startswith("done_"):
+                i, j = name[len("done_") :].split("_")
+                found.add((int(i), int(j)))
+        return found
+
+    def mark(self, tasks: list[tuple[int, int]]) -> None:
+        """Records blocks whose bytes are in the file (call after syncing it): empty files."""
+        for task in tasks:
+            with open(self._marker(task), "wb"):
+                pass
+
+    def forget(self) -> None:
+        """Drops every marker (the file they described is gone or was remade)."""
+        for task in self.done():
+            os.remove(self._marker(task))

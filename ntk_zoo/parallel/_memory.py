@@ -59,3 +59,15 @@ def pick_block_size(
             )
         size //= 2
     return min(size, n)
+
+
+OUT_BLOCK_FRACTION = 4  # with out=, a block spans at most 1/4 of the examples on each side
+
+
+def out_block_cap(n: int) -> int:
+    """The largest automatic block when the kernel goes to a file: ``⌈n/4⌉`` examples.
+
+    A block is then at most 1/16 of the kernel, so writing into ``out`` keeps memory well
+    below the kernel's size even when the budget would allow one whole-kernel block.
+    """
+    return max(1, -(-n // OUT_BLOCK_FRACTION))

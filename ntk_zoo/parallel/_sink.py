@@ -152,6 +152,11 @@ class FileSink(Sink):
                 at = offset + ((rows.start + k) * shape[1] + cols.start) * inner
                 os.pwrite(fd, data[k].tobytes(), at)
 
+    def sync(self) -> None:
+        """Makes the blocks written so far durable (before they are marked done)."""
+        for fd in self.fds:
+            os.fdatasync(fd)
+
     def close(self) -> None:
         for fd in self.fds:
             os.fsync(fd)
@@ -166,3 +171,16 @@ class FileSink(Sink):
 def open_result(paths: list[str]) -> list[np.memmap]:
     """The kernel files another process wrote, mapped read-only."""
     return [np.lib.format.open_memmap(p, mode="r") for p in paths]
+
+
+def files_match(paths: list[str], shapes: list[tuple[int, ...]], dtypes: list) -> bool:
+    """Whether every kernel file exists with this shape and dtype (blocks marked in it stand)."""
+    for path, shape, dtype in zip(paths, shapes, dtypes):
+        try:
+            found = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return False
+        if found.shape != tuple(shape) or found.dtype != np.dtype(dtype):
+            return False
+        del found
+    return True

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
+
+DENSE_LIMIT = 1 << 27  # float64 bytes of a kernel file still eigendecomposed whole (n ≈ 4,096)
 
 
 class Spectrum(NamedTuple):
@@ -14,6 +17,14 @@ class Spectrum(NamedTuple):
     ``n_nonpositive`` counts eigenvalues ``<= 0`` (zero or negative from rounding), reported
     rather than hidden by a fudge term. ``effective_rank`` is ``exp`` of the entropy of the
     normalised positive eigenvalues (Roy & Vetterli, 2007).
+
+    ``path`` says how they were found: ``"dense"`` (every eigenvalue, by ``eigvalsh``) or
+    ``"streamed"`` (block Lanczos over rows read from the kernel's file, see :func:`spectrum`).
+    On the streamed path ``eigenvalues`` holds the largest Ritz values only, the residual norms
+    ``lambda_max_residual`` and ``lambda_min_residual`` bound the distance from each estimate to
+    an eigenvalue of the kernel, ``effective_rank`` is a stochastic estimate with standard error
+    ``effective_rank_error`` (both exact, errors 0, once the Krylov basis fills the space), and
+    ``n_nonpositive`` is a lower bound (the Ritz values ``<= 0``, by interlacing).
     """
 
     eigenvalues: np.ndarray
@@ -23,6 +34,10 @@ class Spectrum(NamedTuple):
     condition_number: float
     effective_rank: float
     n_nonpositive: int
+    path: str = "dense"
+    lambda_max_residual: float = 0.0
+    lambda_min_residual: float = 0.0
+    effective_rank_error: float = 0.0
 
 
 def flatten_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -39,26 +54,86 @@ def flatten_kernel(kernel: np.ndarray) -> np.ndarray:
     )
 
 
-def spectrum(kernel: np.ndarray, *, float64: bool = True) -> Spectrum:
-    """The spectrum of a symmetric kernel (``Θ(x, x)``), by ``numpy.linalg.eigvalsh``.
+def spectrum(
+    kernel: np.ndarray | str | os.PathLike,
+    *,
+    float64: bool = True,
+    dense_limit: int | None = None,
+    memory_budget: int | None = None,
+    k: int = 32,
+    tol: float = 1e-7,
+    max_passes: int | None = 16,
+    key: int = 0,
+) -> Spectrum:
+    """The spectrum of a symmetric kernel (``Θ(x, x)``): dense, or streamed from its file.
+
+    **Dense** (``path="dense"``): ``numpy.linalg.eigvalsh`` of ``(K + Kᵀ)/2`` in float64, every
+    eigenvalue. **Streamed** (``path="streamed"``), for a kernel on disk (a ``.npy`` path or a
+    ``np.memmap``, e.g. what ``batched(..., out=...)`` returns) whose float64 copy would exceed
+    ``dense_limit`` bytes: the matrix is never loaded. Block Lanczos (16 vectors a pass, full
+    reorthogonalisation) multiplies ``(K + Kᵀ)/2`` by rows read ``memory_budget`` bytes at a
+    time; Rayleigh–Ritz on the Krylov basis ``Q`` gives ``λ_max`` and ``λ_min`` with residuals
+    ``r = ‖K y − θ y‖`` (some eigenvalue lies in ``[θ − r, θ + r]``), and it stops once both
+    ``r <= tol·|θ|``, after ``max_passes`` passes over the file, when the basis (``Q`` and
+    ``K Q``, float64) would exceed ``memory_budget``, or when it fills the space (then it is
+    exact); it warns when it stops short of ``tol``. The trace is exact, from the
+    diagonal; the effective rank is a Hutchinson estimate ``tr g(K) ≈ mean_i z_iᵀ g(K) z_i``
+    (``g(λ) = λ log λ``, the 16 Rademacher start vectors ``z_i``, Gauss quadrature from the same
+    basis) with its standard error. Lanczos finds the bottom of a clustered NTK spectrum
+    slowly: read ``lambda_min_residual`` before trusting ``λ_min`` and ``κ``.
+
+    Args:
+      kernel: ``(n, n)`` or ``(n, n, o, o)`` (``trace_axes=()``) array, ``np.memmap``, or the
+        path of a ``.npy`` file holding one.
+      float64: dense path: eigen-decompose in float64 (else in the kernel's dtype).
+      dense_limit: float64 bytes up to which a kernel on disk is loaded and decomposed whole
+        (default 128 MiB, ``n ≈ 4,096``); ``0`` streams every file. In-memory arrays are
+        decomposed whole unless a ``dense_limit`` is given and exceeded.
+      memory_budget: streamed path: bytes of rows read at once, and of the Krylov basis
+        (default 64 MiB each).
+      k: streamed path: how many of the largest eigenvalues to return.
+      tol: streamed path: relative residual at which ``λ_max`` and ``λ_min`` count as found.
+      max_passes: streamed path: the most reads of the file (``16·max_passes`` Krylov
+        vectors); ``None``: as many as ``memory_budget`` holds.
+      key: streamed path: seed of the start vectors.
+
+    Returns:
+      A :class:`Spectrum`; its ``path`` tells which way it was computed.
 
     Example:
+      >>> import os, tempfile
       >>> import numpy as np
       >>> s = spectrum(np.diag([4.0, 1.0, 2.0]))
       >>> s.eigenvalues.tolist(), s.condition_number
       ([4.0, 2.0, 1.0], 4.0)
+      >>> path = os.path.join(tempfile.mkdtemp(), "kernel.npy")
+      >>> np.save(path, np.diag(np.arange(1.0, 41.0)))
+      >>> streamed = spectrum(path, dense_limit=0, memory_budget=1 << 16)
+      >>> streamed.path, round(streamed.lambda_max, 9), round(streamed.lambda_min, 9)
+      ('streamed', 40.0, 1.0)
     """
-    k = flatten_kernel(kernel)
-    if k.shape[0] != k.shape[1]:
-        raise ValueError(f"A spectrum needs a square kernel Θ(x, x); got shape {k.shape}.")
-    k = k.astype(np.float64 if float64 else k.dtype)
-    eig = np.linalg.eigvalsh((k + k.T) / 2)[::-1]
+    if isinstance(kernel, str | os.PathLike):
+        kernel = np.load(os.fspath(kernel), mmap_mode="r")
+    on_disk = isinstance(kernel, np.memmap)
+    limit = DENSE_LIMIT if dense_limit is None and on_disk else dense_limit
+    if limit is not None and np.size(kernel) * 8 > limit:
+        from ntk_zoo.spectrum._streamed import streamed_spectrum
+
+        found = streamed_spectrum(
+            kernel, memory_budget=memory_budget, k=k, tol=tol, max_passes=max_passes, key=key
+        )
+        return Spectrum(**{name: found[name] for name in Spectrum._fields})
+    matrix = flatten_kernel(kernel)
+    if matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"A spectrum needs a square kernel Θ(x, x); got shape {matrix.shape}.")
+    matrix = matrix.astype(np.float64 if float64 else matrix.dtype)
+    eig = np.linalg.eigvalsh((matrix + matrix.T) / 2)[::-1]
     lmax, lmin = float(eig[0]), float(eig[-1])
     positive = eig[eig > 0]
     p = positive / positive.sum() if positive.size else positive
     return Spectrum(
         eigenvalues=eig,
-        trace=float(np.trace(k)),
+        trace=float(np.trace(matrix)),
         lambda_max=lmax,
         lambda_min=lmin,
         condition_number=lmax / lmin if lmin > 0 else float("inf"),

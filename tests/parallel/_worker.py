@@ -37,13 +37,26 @@ _save = _checkpoint.BlockStore.save
 
 
 def counting_save(self, task, leaves):
-    _save(self, task, leaves)
+    if leaves is None:
+        _mark(self, [task])
+    else:
+        _save(self, task, leaves)
     info["saved"] += 1
     if info["saved"] == int(os.environ.get("NTK_ZOO_TEST_EXIT_AFTER", "0")):
         os._exit(17)  # as abrupt as a kill: no cleanup, no collective
 
 
 _checkpoint.BlockStore.save = counting_save
+_mark = _checkpoint.BlockStore.mark
+
+
+def counting_mark(self, tasks):  # blocks stored in the out file: marked, not saved
+    for task in tasks:
+        counting_save(self, task, None)
+
+
+_checkpoint.BlockStore.save = counting_save
+_checkpoint.BlockStore.mark = counting_mark
 
 
 def batched(method, **options):
@@ -73,8 +86,9 @@ if SCENARIO == "equal":  # every method and gather mode against the one-process 
     mine = X1[18 * PROCESS : 18 * PROCESS + 18]
     x_global = jax.make_array_from_process_local_data(sharding, mine, (36, X1.shape[1]))
     keep("global", batched("auto")(x_global, None, PARAMS))
-elif SCENARIO == "resume":  # killed after some blocks (by the env var), then rerun
-    keep("kernel", batched("auto", checkpoint_dir=f"{DIR}/ckpt")(X1, None, PARAMS))
+elif SCENARIO == "resume-file":  # killed after some blocks (by the env var), then rerun
+    options = dict(checkpoint_dir=f"{DIR}/ckpt", out=f"{DIR}/kernel.npy")
+    keep("kernel", batched("auto", **options)(X1, None, PARAMS))
 elif SCENARIO == "memory":  # peak RSS growth of a kernel far bigger than its blocks
     n, block = int(os.environ["NTK_ZOO_TEST_N"]), int(os.environ["NTK_ZOO_TEST_BLOCK"])
     x = np.random.default_rng(0).standard_normal((n, X1.shape[1]))

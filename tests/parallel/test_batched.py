@@ -185,6 +185,7 @@ def test_out_diagonal_batch_axis(tmp_path):
 
 
 def test_out_resumes_into_the_same_file(tmp_path, monkeypatch):
+    """With `out` and `checkpoint_dir` the file is the checkpoint: blocks are written once."""
     kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
     params = CASE["mlp"].params
     whole = ntk_zoo.batched(
@@ -194,23 +195,32 @@ def test_out_resumes_into_the_same_file(tmp_path, monkeypatch):
         checkpoint_dir=str(tmp_path / "ckpt"),
         out=str(tmp_path / "kernel.npy"),
     )
-    real_save, saved = _checkpoint.BlockStore.save, []
+    real_mark, marked = _checkpoint.BlockStore.mark, []
 
-    def save_then_stop(self, task, leaves):
-        if len(saved) == 3:
+    def mark_then_stop(self, tasks):
+        if len(marked) == 3:
             raise KeyboardInterrupt
-        real_save(self, task, leaves)
-        saved.append(task)
+        real_mark(self, tasks)
+        marked.extend(tasks)
 
-    monkeypatch.setattr(_checkpoint.BlockStore, "save", save_then_stop)
+    monkeypatch.setattr(_checkpoint.BlockStore, "mark", mark_then_stop)
     with pytest.raises(KeyboardInterrupt):
         whole(X1, None, params)
-    monkeypatch.setattr(_checkpoint.BlockStore, "save", real_save)
+    monkeypatch.setattr(_checkpoint.BlockStore, "mark", real_mark)
+    ckpt = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert ckpt == ["done_0_0", "done_0_1", "done_0_2", "manifest.json"]
+    # Single storage: the checkpoint's bytes are the manifest's; the blocks are in the file.
+    assert sum(p.stat().st_size for p in (tmp_path / "ckpt").iterdir()) < 1024
     computed = count_blocks_computed(monkeypatch)
     resumed = whole(X1, None, params)
     assert len(computed) == 15 - 3
     assert (whole.stats.computed, whole.stats.loaded) == (15 - 3, 3)
     assert rel_error(resumed, kernel_fn(X1, None, params)) <= EXACT
+    assert not list(tmp_path.glob("ckpt/block_*"))
+    (tmp_path / "kernel.npy").unlink()  # the file gone: its markers void, all recomputed
+    again = whole(X1, None, params)
+    assert (whole.stats.computed, whole.stats.loaded) == (15, 0)
+    np.testing.assert_array_equal(again, resumed)
 
 
 def test_output_chunking_into_a_file_with_checkpoints(tmp_path):
@@ -285,4 +295,13 @@ def test_gather_none_keeps_blocks_for_a_later_run(tmp_path):
     )
     assert len(list(tmp_path.glob("block_*.npz"))) == 15
     got = ntk_zoo.batched(kernel_fn, **options)(X1, None, CASE["mlp"].params)
+    assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
+
+
+def test_automatic_blocks_into_a_file_stay_a_fraction_of_it(tmp_path):
+    """With out=, the budget may allow one whole-kernel block; the file gets ⌈n/4⌉ at most."""
+    kernel_fn = ntk_zoo.ntk_fn(CASE["mlp"].f, vmap_axes=0)
+    whole = ntk_zoo.batched(kernel_fn, progress=False, out=str(tmp_path / "k.npy"))
+    got = whole(X1, None, CASE["mlp"].params)
+    assert whole.stats.block_size == 10  # ⌈37/4⌉, under the budget's power of two (64)
     assert rel_error(got, kernel_fn(X1, None, CASE["mlp"].params)) <= EXACT
