@@ -10,6 +10,8 @@ os.environ["NTK_ZOO_CACHE_DIR"] = os.path.join(
     tempfile.gettempdir(), f"ntk_zoo-tests-{os.getpid()}"
 )
 jax.config.update("jax_enable_x64", True)
+# Strict rank promotion: an implicit broadcast of arrays of different ranks is an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 # Four simulated CPU devices for the sharding tests (must precede any backend use).
 jax.config.update("jax_num_cpu_devices", 4)
 # Correctness tests only: skip XLA's optimisation passes to keep compiles short.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,16 +10,6 @@ import jax
 import jax.numpy as jnp
 
 BATCH_NORM_POLICIES = ("running", "batch", "coupled")
-
-
-def require(module: str, extra: str) -> Any:
-    """Imports an optional framework, or says how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(
-            f"This adapter needs {extra}, which is not installed: pip install {extra}"
-        ) from e
 
 
 def path_predicate(
