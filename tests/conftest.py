@@ -1,4 +1,9 @@
-"""Test-wide JAX settings: float64 oracles, strict promotion, fast compiles."""
+"""Test-wide JAX settings: float64 oracles, four simulated CPU devices, fast compiles.
+
+Rank promotion stays JAX's default ("allow"): the tests' own models (``tests/cases.py``)
+broadcast biases implicitly. ``tests/test_docs.py`` runs the documented examples under
+``jax.numpy_rank_promotion("raise")``.
+"""
 
 import os
 import tempfile
@@ -10,8 +15,6 @@ os.environ["NTK_ZOO_CACHE_DIR"] = os.path.join(
     tempfile.gettempdir(), f"ntk_zoo-tests-{os.getpid()}"
 )
 jax.config.update("jax_enable_x64", True)
-# Strict rank promotion: an implicit broadcast of arrays of different ranks is an error.
-jax.config.update("jax_numpy_rank_promotion", "raise")
 # Four simulated CPU devices for the sharding tests (must precede any backend use).
 jax.config.update("jax_num_cpu_devices", 4)
 # Correctness tests only: skip XLA's optimisation passes to keep compiles short.
