@@ -5,16 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint format bench clean
+.PHONY: run demo test lint format bench report clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c 'import sys' >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/ntk-zoo run --config configs/mlp.py --workdir runs/mlp-$$(date +%Y%m%d-%H%M%S)
+	$(VENV)/bin/ntk-zoo run --config mlp --workdir runs/mlp-$$(date +%Y%m%d-%H%M%S)
 
 demo: $(STAMP)
 	$(VENV)/bin/ntk-zoo demo
@@ -31,11 +31,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # `make bench` runs every benchmark suite; `make bench SUITE=methods ARGS=--quick` one of them
-# (`$(PY) -m benchmarks` lists them). Tables go to benchmarks/results/.
+# (`$(PY) -m benchmarks` lists them). Tables go to benchmarks/results/; `make report` gathers them.
 SUITE ?= all
 ARGS ?=
 bench: $(STAMP)
 	$(PY) -m benchmarks $(SUITE) $(ARGS)
+
+# BENCHMARKS.md: one current table per suite, generated from benchmarks/results/*.md.
+report: $(STAMP)
+	$(PY) -m benchmarks report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

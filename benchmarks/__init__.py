@@ -12,11 +12,13 @@
 * one module per question, listed in :data:`SUITES`; each has ``main(argv)``.
 
 Each suite prints markdown tables; ``python -m benchmarks`` also writes them to
-``benchmarks/results/<suite>.md`` (``<suite>-quick.md`` with ``--quick``), the files that
-BENCHMARKS.md links, beside ``benchmarks/results/scaling.png``.
+``benchmarks/results/<suite>.md`` (``<suite>-quick.md`` with ``--quick``).
+``python -m benchmarks report`` (``report.py``) generates BENCHMARKS.md from those files: one
+current table per suite, with the machine, versions and commit.
 """
 
-# suite name -> (module, the question it answers). ``None``: a slot that another change fills.
+# suite name -> (module, the question it answers); ``python -m benchmarks report`` gathers their
+# results files into BENCHMARKS.md.
 SUITES = {
     "methods": ("benchmarks.methods", "every method side by side on a small MLP and ConvNet"),
     "structured": (
@@ -52,7 +54,6 @@ SUITES = {
         "benchmarks.features",
         "pNTK vs the full kernel (ViT-S/16, WRN-16-4), features vs vmap(grad), error vs dim",
     ),
-    # Slots for suites of open issues (add the module and its question here, module None):
     "processes": (
         "benchmarks.multihost",
         "one kernel over 1 and 2 processes (jax.distributed): speed-up, blocks/s per device",

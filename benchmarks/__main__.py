@@ -47,8 +47,16 @@ def main() -> None:
         for name, (module, question) in SUITES.items():
             print(f"  {name:20} {question}" + ("" if module else " [slot]"))
         print(f"  {'all':20} every suite in turn (vs-neural-tangents only if .nt-venv exists)")
+        print(
+            f"  {'report':20} BENCHMARKS.md from benchmarks/results/*.md (--check: is it current)"
+        )
         return
     suite, rest = args[0], args[1:]
+    if suite == "report":
+        from benchmarks import report
+
+        report.main(rest)
+        return
     if suite == "all":
         for name, (module, _) in SUITES.items():
             if module is None:
@@ -60,7 +68,7 @@ def main() -> None:
             run(name, rest)
         return
     if suite not in SUITES:
-        sys.exit(f"unknown suite {suite!r}; choose from {', '.join([*SUITES, 'all'])}")
+        sys.exit(f"unknown suite {suite!r}; choose from {', '.join([*SUITES, 'all', 'report'])}")
     run(suite, rest)
 
 

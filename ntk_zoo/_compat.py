@@ -6,19 +6,69 @@ here, so that a JAX upgrade is mended in one place.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import jax
-from jax.extend import core as jex_core
 
-ClosedJaxpr = jex_core.ClosedJaxpr
-DropVar = jex_core.DropVar
-Jaxpr = jex_core.Jaxpr
-JaxprEqn = jex_core.JaxprEqn
-Literal = jex_core.Literal
-Var = jex_core.Var
-jaxpr_as_fun = jex_core.jaxpr_as_fun
+try:
+    from jax.extend import core as jex_core
+except ImportError:  # a JAX without jax.extend.core: structured derivatives degrade (below)
+    jex_core = None
+
+
+class _Absent:
+    """Stands in for an internal this JAX lacks: nothing is an instance of it."""
+
+
+def _internal(name: str) -> Any:
+    return getattr(jex_core, name, None) or _Absent
+
+
+ClosedJaxpr = _internal("ClosedJaxpr")
+DropVar = _internal("DropVar")
+Jaxpr = _internal("Jaxpr")
+JaxprEqn = _internal("JaxprEqn")
+Literal = _internal("Literal")
+Var = _internal("Var")
+jaxpr_as_fun = _internal("jaxpr_as_fun")
+# The internals structured derivatives (and jaxpr-based counts) need that this JAX lacks.
+MISSING = tuple(
+    name
+    for name, value in [
+        ("ClosedJaxpr", ClosedJaxpr),
+        ("DropVar", DropVar),
+        ("Jaxpr", Jaxpr),
+        ("JaxprEqn", JaxprEqn),
+        ("Literal", Literal),
+        ("Var", Var),
+        ("jaxpr_as_fun", jaxpr_as_fun),
+    ]
+    if value is _Absent
+)
+
+
+def unless_missing(method: Any, exact: Any) -> Any:
+    """``method`` (an ``NtkMethod``) when this JAX has every internal it relies on, else one
+    that computes by ``exact`` with a one-time warning and that ``auto`` never picks."""
+    if not MISSING:
+        return method
+    warned = []
+
+    def compute(problem: Any, sum_params: bool) -> list:
+        if not warned:
+            warned.append(True)
+            warnings.warn(
+                f"{method.name} needs JAX internals this JAX {jax.__version__} lacks "
+                f"(jax.extend.core.{', '.join(MISSING)}); computing by {exact.name} instead "
+                "(exact, slower)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return exact.compute(problem, sum_params)
+
+    return method._replace(compute=compute, cost=lambda *a: float("inf"), traced_cost=None)
 
 
 def is_tracer(x: Any) -> bool:

@@ -16,6 +16,10 @@ and ``kernels.npz``.
 ``ntk-zoo demo`` computes the NTK of a small MLP on scikit-learn's digits by every available
 method, checks that they agree and prints their timings.
 
+``--config`` takes a shipped config by name (``--config mlp:width=64``; ``ntk-zoo run --help``
+lists them) or a path to a config file. The command line needs the ``cli`` extra
+(``pip install 'ntk-zoo[cli]'``).
+
 ``ntk-zoo <command> --help`` prints the command's usage, options, config fields with their
 defaults and examples. The commands and their jobs live in :mod:`ntk_zoo.jobs` (its
 ``COMMANDS`` table); this module is only the entry point.
@@ -29,6 +33,9 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``ntk-zoo`` on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from ntk_zoo._extras import require_all
+
+    require_all(("ml_collections", "absl", "optax", "flax", "matplotlib", "sklearn"), "ntk-zoo")
     from ntk_zoo.jobs import COMMANDS
     from ntk_zoo.jobs import main as dispatch
 

@@ -6,7 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import ml_collections
+from ntk_zoo._extras import require
+
+ml_collections = require("ml_collections", "ntk_zoo.config")
 
 # The defaults of each parse_arg call while recorded_arguments() is active (for `--help`).
 _RECORDS: list[list[dict[str, Any]]] = []

@@ -1,8 +1,8 @@
 """The one list of tiny models that every cross-cutting test iterates over.
 
 Each case is a plain-JAX ``f(params, x, **kwargs)`` with float64 params and two input batches,
-plus the ``vmap_axes`` that is valid for it. Later issues add the Flax/Haiku adapters and the zoo
-architectures here.
+plus the ``vmap_axes`` that is valid for it. The adapters' and the zoo's models have their own
+tests (``tests/adapters``, ``tests/architectures``).
 """
 
 from __future__ import annotations

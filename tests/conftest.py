@@ -1,4 +1,9 @@
-"""Test-wide JAX settings: float64 oracles, strict promotion, fast compiles."""
+"""Test-wide JAX settings: float64 oracles, four simulated CPU devices, fast compiles.
+
+Rank promotion stays JAX's default ("allow"): the tests' own models (``tests/cases.py``)
+broadcast biases implicitly. ``tests/test_docs.py`` runs the documented examples under
+``jax.numpy_rank_promotion("raise")``.
+"""
 
 import os
 import tempfile

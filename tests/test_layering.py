@@ -1,6 +1,7 @@
 """Dependencies point one way (ARCHITECTURE.md): no module imports a private module or name of
-another package, and the library never imports the zoo (``architectures``) except in its
-experiment layer.
+another package; the library (``ntk_zoo`` minus its experiment layer) imports neither the zoo
+(``architectures``) nor the experiment layer; and the library imports optional packages only
+through ``ntk_zoo._extras.require``. No exceptions.
 
 Imports are read with ``ast`` from the source of every module of ``ntk_zoo``, ``architectures``
 and ``benchmarks``, nested (function-level) imports included, so nothing is imported here.
@@ -14,20 +15,24 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TREES = ("ntk_zoo", "architectures", "benchmarks")
 
-# ``ntk_zoo._compat`` is the one module that touches JAX internals (``jax.extend.core``,
-# ``jax._src``): every layer that reads jaxprs imports it, so that a JAX upgrade is mended in
-# one place. It is private on purpose (its names are JAX's internals, not ntk_zoo's API), and it
-# is the only private module any package may import.
-SHARED_PRIVATE = frozenset({"ntk_zoo._compat"})
+# The private modules every package may import: ``ntk_zoo._compat`` touches JAX internals
+# (``jax.extend.core``, ``jax._src``) so that a JAX upgrade is mended in one place, and
+# ``ntk_zoo._extras`` imports optional packages with an error naming the extra to install.
+# Their names are plumbing, not ntk_zoo's API.
+SHARED_PRIVATE = frozenset({"ntk_zoo._compat", "ntk_zoo._extras"})
 
-# The experiment layer: the only part of ntk_zoo that may import the zoo.
-MAY_IMPORT_ZOO = ("ntk_zoo.jobs", "ntk_zoo.cli", "ntk_zoo.__main__")
+# The experiment layer (jobs, the command line, the config helpers): it sits above the library
+# and the zoo, and is the only part of ntk_zoo that may import either.
+EXPERIMENT_LAYER = ("ntk_zoo.jobs", "ntk_zoo.cli", "ntk_zoo.__main__", "ntk_zoo.config")
 
-# Known violations in modules owned by other changes in flight (issues 11, 13, 14), as
-# (importing module, imported private module or name). Each is being removed by its owner; the
-# list is emptied at integration. An entry that no longer matches a violation fails the test,
-# so the list can only shrink.
-ALLOWED: frozenset[tuple[str, str]] = frozenset()
+# Packages that are extras (pyproject.toml); the library imports them only through
+# ntk_zoo._extras.require, never with an import statement.
+OPTIONAL = ("absl", "diffrax", "equinox", "flax", "haiku", "matplotlib", "ml_collections")
+OPTIONAL += ("optax", "sklearn")
+
+
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -93,12 +98,23 @@ def violations() -> set[tuple[str, str]]:
                 target, owner = private
                 if target not in SHARED_PRIVATE and room(owner or target) != room(module):
                     found.add((module, target))
-            if (
-                top == "architectures"
-                and module.startswith("ntk_zoo")
-                and not module.startswith(MAY_IMPORT_ZOO)
-            ):
+            library = module.startswith("ntk_zoo") and not _in(module, EXPERIMENT_LAYER)
+            if library and top == "architectures":
                 found.add((module, "architectures"))
+            zoo = module.split(".")[0] == "architectures"
+            if (library or zoo) and _in(name, EXPERIMENT_LAYER):
+                found.add((module, name))
+    return found
+
+
+def optional_imports() -> set[tuple[str, str]]:
+    """(library module, optional package) for every import statement of an extra's package."""
+    found = set()
+    for module, path in _modules().items():
+        if module.startswith("ntk_zoo") and not _in(module, EXPERIMENT_LAYER):
+            for name in _imports(module, path):
+                if name.split(".")[0] in OPTIONAL:
+                    found.add((module, name.split(".")[0]))
     return found
 
 
@@ -113,19 +129,39 @@ def test_rooms_of_known_modules():
     assert _private_owner("ntk_zoo.core.split_kwargs") is None
 
 
-def test_no_private_imports_across_packages_and_no_zoo_in_the_library():
-    found = violations()
-    new = sorted(found - ALLOWED)
-    assert not new, (
+def test_the_checks_see_each_kind_of_violation(tmp_path, monkeypatch):
+    (tmp_path / "ntk_zoo" / "spectrum").mkdir(parents=True)
+    (tmp_path / "architectures").mkdir()
+    (tmp_path / "ntk_zoo" / "spectrum" / "_bad.py").write_text(
+        "def f():\n    import architectures.jax\n    from ntk_zoo.jobs import COMMANDS\n"
+        "    from ntk_zoo.engine._ntk import KernelFn\n    import flax.linen\n"
+    )
+    (tmp_path / "architectures" / "m.py").write_text("from ntk_zoo.config import parse_arg\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert violations() == {
+        ("ntk_zoo.spectrum._bad", "architectures"),
+        ("ntk_zoo.spectrum._bad", "ntk_zoo.jobs.COMMANDS"),
+        ("ntk_zoo.spectrum._bad", "ntk_zoo.engine._ntk"),
+        ("architectures.m", "ntk_zoo.config.parse_arg"),
+    }
+    assert optional_imports() == {("ntk_zoo.spectrum._bad", "flax")}
+
+
+def test_no_private_imports_across_packages_and_no_zoo_or_jobs_in_the_library():
+    found = sorted(violations())
+    assert not found, (
         "These modules import a private module or name of another package, or the library "
-        "imports `architectures` outside its experiment layer (ntk_zoo/jobs/, cli.py): "
-        f"{new}. Import the public name instead (see ARCHITECTURE.md)."
+        "(or the zoo) imports the zoo or the experiment layer (ntk_zoo/jobs/, cli.py, "
+        f"config.py): {found}. Import the public name instead (see ARCHITECTURE.md)."
     )
 
 
-def test_allowlist_only_holds_live_violations():
-    stale = sorted(ALLOWED - violations())
-    assert not stale, f"Fixed: remove these entries from ALLOWED in {__file__}: {stale}."
+def test_the_library_imports_extras_only_through_require():
+    found = sorted(optional_imports())
+    assert not found, (
+        f"{found} import an optional package directly; use "
+        "ntk_zoo._extras.require(module, purpose), which names the extra to install."
+    )
 
 
 JAX_INTERNALS = ("jax._src", "jax.extend", "jax.core", "jax.interpreters")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +13,6 @@ from ntk_zoo.core import path_predicate as path_predicate  # shared with ntk_fn'
 BATCH_NORM_POLICIES = ("running", "batch", "coupled")
 
 
-def require(module: str, extra: str) -> Any:
-    """Imports an optional framework, or says how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(
-            f"This adapter needs {extra}, which is not installed: pip install {extra}"
-        ) from e
 
 
 def check_policy(batch_norm: str, calibration: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 
+from ntk_zoo._extras import require
 from ntk_zoo.adapters import _common
 from ntk_zoo.core import PureFn
 
@@ -59,7 +60,7 @@ def from_haiku(
       >>> ntk_zoo.ntk_fn(pure)(x).shape
       (4, 4)
     """
-    hk = _common.require("haiku", "dm-haiku")
+    hk = require("haiku", "ntk_zoo.from_haiku")
     _common.check_policy(batch_norm, calibration)
     with_state = isinstance(transformed, hk.TransformedWithState)
     if with_state and state is None:

@@ -7,17 +7,18 @@ from typing import Any
 
 import jax
 
+from ntk_zoo._extras import require
 from ntk_zoo.adapters import _common
 from ntk_zoo.core import PureFn
 
 
 def _flat(variables: Any) -> dict[tuple[str, ...], Any]:
-    traverse_util = _common.require("flax.traverse_util", "flax")
+    traverse_util = require("flax.traverse_util", "ntk_zoo.from_linen")
     return traverse_util.flatten_dict(dict(variables))
 
 
 def _nest(flat: dict[tuple[str, ...], Any]) -> dict:
-    traverse_util = _common.require("flax.traverse_util", "flax")
+    traverse_util = require("flax.traverse_util", "ntk_zoo.from_linen")
     return traverse_util.unflatten_dict(flat)
 
 
@@ -70,7 +71,7 @@ def from_linen(
       >>> ntk_zoo.ntk_fn(pure)(x).shape
       (4, 4)
     """
-    linen_errors = _common.require("flax.errors", "flax")
+    linen_errors = require("flax.errors", "ntk_zoo.from_linen")
     _common.check_policy(batch_norm, calibration)
     if "batch_stats" in collections:
         raise ValueError(

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ntk_zoo._extras import require
 from ntk_zoo.adapters import _common
 from ntk_zoo.core import PureFn
 
@@ -50,7 +51,7 @@ def from_nnx(
       >>> ntk_zoo.ntk_fn(pure)(jnp.ones((4, 5))).shape
       (4, 4)
     """
-    nnx = _common.require("flax.nnx", "flax")
+    nnx = require("flax.nnx", "ntk_zoo.from_nnx")
     _common.check_policy(batch_norm, calibration)
     wrt = nnx.Param if wrt is None else wrt
     keep = _common.path_predicate(params_filter)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntk_zoo._extras import require
+
 
 def load_digits(
     n: int | None = None, *, image: bool = False, dtype: str = "float32"
@@ -23,9 +25,9 @@ def load_digits(
       >>> x.shape, y.shape
       ((100, 64), (100,))
     """
-    from sklearn.datasets import load_digits as _sk_load  # ships its data; no download
+    datasets = require("sklearn.datasets", "ntk_zoo.data.load_digits")  # ships its data
 
-    data = _sk_load()
+    data = datasets.load_digits()
     x, y = data.data, data.target
     if n is not None:
         if not 0 < n <= len(x):

@@ -6,6 +6,7 @@ by the package that implements it. Ties in ``auto`` are broken by ``_cost.TIE_OR
 
 from __future__ import annotations
 
+from ntk_zoo._compat import unless_missing
 from ntk_zoo.core import NtkMethod
 from ntk_zoo.engine._method import Method
 from ntk_zoo.methods import JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS
@@ -14,5 +15,5 @@ from ntk_zoo.structured import STRUCTURED_DERIVATIVES
 METHODS: dict[Method, NtkMethod] = {
     Method.JACOBIAN_CONTRACTION: JACOBIAN_CONTRACTION,
     Method.NTK_VECTOR_PRODUCTS: NTK_VECTOR_PRODUCTS,
-    Method.STRUCTURED_DERIVATIVES: STRUCTURED_DERIVATIVES,
+    Method.STRUCTURED_DERIVATIVES: unless_missing(STRUCTURED_DERIVATIVES, JACOBIAN_CONTRACTION),
 }

@@ -21,8 +21,13 @@ from typing import Any
 HELP_FLAGS = ("-h", "--help")
 # Exceptions a job raises for a bad config or bad data: reported in one line, no traceback.
 CONFIG_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
-# The repository's root (where `configs/` lives when running from a checkout).
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The shipped configs: installed as the package data of ntk_zoo.jobs.configs (see setup.py); in
+# a source checkout (on PYTHONPATH, or installed editable) they are the top-level configs/.
+_JOBS = os.path.dirname(os.path.abspath(__file__))
+_CONFIG_DIRS = (
+    os.path.join(_JOBS, "configs"),
+    os.path.join(os.path.dirname(os.path.dirname(_JOBS)), "configs"),
+)
 
 
 class UsageError(Exception):
@@ -63,6 +68,22 @@ def prepare_workdir(workdir: str, overwrite: bool) -> None:
 # --- config files ---------------------------------------------------------------------------
 
 
+def _with_config(argv: Sequence[str], spec: str) -> list[str]:
+    """``argv`` with its ``--config`` value replaced by ``spec``."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg.startswith("--config="):
+            out.append(f"--config={spec}")
+        elif arg == "--config" and i + 1 < len(argv):
+            out += ["--config", spec]
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def _config_path(argv: Sequence[str]) -> str | None:
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
@@ -72,12 +93,41 @@ def _config_path(argv: Sequence[str]) -> str | None:
     return None
 
 
+def shipped_configs() -> dict[str, str]:
+    """The configs that ship with ntk_zoo, by name (``{"mlp": ".../mlp.py", ...}``).
+
+    Example:
+      >>> sorted(shipped_configs())
+      ['mlp', 'nas', 'train', 'vit', 'wide_resnet']
+    """
+    for directory in _CONFIG_DIRS:
+        if os.path.isdir(directory):
+            return {
+                name[: -len(".py")]: os.path.join(directory, name)
+                for name in sorted(os.listdir(directory))
+                if name.endswith(".py") and not name.startswith("_")
+            }
+    return {}
+
+
 def find_config(path: str) -> str | None:
-    """``path`` as given, else relative to the repository root; ``None`` if neither exists."""
-    for candidate in (path, os.path.join(_ROOT, path)):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    """The config file ``path`` names: a file as given, else a shipped config by name (``mlp``)
+    or by its path in the repository (``configs/mlp.py``); ``None`` if none exists.
+
+    Example:
+      >>> os.path.basename(find_config("mlp")), find_config("no_such_config")
+      ('mlp.py', None)
+    """
+    if os.path.isfile(path):
+        return path
+    name = path[len("configs/") :] if path.startswith("configs/") else path
+    name = name[: -len(".py")] if name.endswith(".py") else name
+    return shipped_configs().get(name)
+
+
+def _not_found(path: str) -> str:
+    names = ", ".join(shipped_configs()) or "none installed"
+    return f"config file {path!r} not found (nor a shipped config: {names})"
 
 
 def load_config(spec: str) -> tuple[Any, Any, list[dict[str, Any]]]:
@@ -118,8 +168,8 @@ class ConfigCommand:
       name: the subcommand (``ntk-zoo <name>``).
       summary: one line for ``ntk-zoo --help``.
       description: what the job does and writes (``--help``).
-      config: the config file whose fields ``--help`` lists when no ``--config`` is given,
-        relative to the repository root (e.g. ``configs/mlp.py``).
+      config: the config whose fields ``--help`` lists when no ``--config`` is given: a shipped
+        config's name or its path in the repository (e.g. ``configs/mlp.py``).
       examples: command lines shown by ``--help``.
       job: ``job(config, workdir, progress=...) -> report`` (a dict; ``wall_s`` is printed
         when present).
@@ -145,7 +195,7 @@ class ConfigCommand:
     @property
     def usage(self) -> str:
         return (
-            f"usage: ntk-zoo {self.name} --config {self.config.rsplit('/', 1)[0]}/<file>.py"
+            f"usage: ntk-zoo {self.name} --config NAME|FILE.py"
             "[:key=value,...] --workdir DIR [--overwrite] [--noprogress] "
             "[--config.section.key=value ...]"
         )
@@ -155,7 +205,7 @@ class ConfigCommand:
         lines = [self.usage, "", self.description, "", "options:"]
         lines += _columns(
             [
-                ("--config FILE[:ARGS]", "the config file, its arguments after a colon"),
+                ("--config NAME[:ARGS]", "a shipped config or a config file; arguments after :"),
                 ("--workdir DIR", "where the outputs go (new or empty)"),
                 ("--overwrite", "allow a non-empty --workdir"),
                 ("--noprogress", "no progress bar"),
@@ -163,10 +213,11 @@ class ConfigCommand:
                 ("-h, --help", "show this help and exit"),
             ]
         )
+        lines += ["", f"shipped configs (--config NAME): {', '.join(shipped_configs())}"]
         spec = _config_path(argv) or self.config
         path = find_config(spec.partition(":")[0])
         if path is None:
-            lines += ["", f"(config file {spec.partition(':')[0]!r} not found: no fields to show)"]
+            lines += ["", f"({_not_found(spec.partition(':')[0])}: no fields to show)"]
         else:
             _, _, args = spec.partition(":")
             try:
@@ -189,12 +240,14 @@ class ConfigCommand:
         from absl import flags
         from ml_collections import config_flags
 
-        argv = [f"ntk-zoo {self.name}", *argv]
-        path = _config_path(argv)
-        if path is None:
+        spec = _config_path(argv)
+        if spec is None:
             raise UsageError(f"--config is required (see ntk-zoo {self.name} --help)\n{self.usage}")
-        if not os.path.isfile(path.split(":", 1)[0]):
-            raise UsageError(f"config file {path.split(':', 1)[0]!r} not found")
+        name, colon, args = spec.partition(":")
+        path = find_config(name)
+        if path is None:
+            raise UsageError(_not_found(name))
+        argv = [f"ntk-zoo {self.name}", *_with_config(argv, path + colon + args)]
         fv = flags.FlagValues()
         config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)
         flags.DEFINE_string("workdir", None, "where outputs are written", flag_values=fv)

@@ -57,7 +57,8 @@ def per_layer_trace_share(pure, x, trace_axes, block: int) -> dict[str, float]:
     totals = None
     for start in range(0, x.shape[0], block):
         traces = jax.tree.map(
-            lambda d: float(np.sum(d, dtype=np.float64)), diag_fn(x[start : start + block])
+            lambda d: float(np.sum(np.asarray(d), dtype=np.float64)),
+            diag_fn(x[start : start + block]),
         )
         totals = traces if totals is None else jax.tree.map(operator.add, totals, traces)
     return trace_shares(totals)

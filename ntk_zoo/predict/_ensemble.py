@@ -216,13 +216,13 @@ def gradient_descent_mse_ensemble(
                 nngp_tt = _layout.as_matrix(kernel(tt, "nngp", "test-test"))
                 if g == "nngp":
                     grown_2 = 1.0 - decay**2
-                    cov = nngp_tt - np.einsum("mk,tk,lk->tml", td_vec, grown_2 / safe, td_vec)
+                    cov = nngp_tt[None] - np.einsum("mk,tk,lk->tml", td_vec, grown_2 / safe, td_vec)
                 else:
                     p_td = np.einsum("dk,tk,mk->tdm", vec, grown / safe, td_vec)  # P Θ(X, x)
                     nngp_td = _layout.as_matrix(kernel(td, "nngp", "test-train"))
                     cross = np.einsum("dm,tdl->tml", nngp_td.T, p_td).transpose(0, 2, 1)
                     quad = np.einsum("tdm,de,tel->tml", p_td, nngp_dd, p_td)
-                    cov = nngp_tt + quad - cross - cross.transpose(0, 2, 1)
+                    cov = nngp_tt[None] + quad - cross - cross.transpose(0, 2, 1)
             cov = _layout.from_matrix_pairs(cov, free_shape)
             out[g] = Gaussian(mean, cov.reshape(tau.shape + cov.shape[1:]))
         return _layout.package("Gaussians", single, kinds, out)

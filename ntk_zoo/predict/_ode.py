@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_zoo._extras import require
 from ntk_zoo.predict import _layout
 
 __all__ = ["ODEState", "gradient_descent"]
@@ -206,7 +207,7 @@ def _solver(
     max_steps: int,
 ) -> Callable:
     """The compiled ODE solve, shared by predictors of the same loss, layout and settings."""
-    import diffrax  # imported on use: only this predictor needs it
+    diffrax = require("diffrax", "ntk_zoo.predict's ODE predictor")  # only this one needs it
 
     grad_loss = jax.grad(loss)
 

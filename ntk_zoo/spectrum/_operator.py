@@ -148,7 +148,8 @@ class NtkOperator:
         o = self.n_outputs
 
         def one_logit(a):
-            v = v_blocks[..., None] * (jnp.arange(o) == a).astype(v_blocks.dtype)
+            basis = (jnp.arange(o) == a).astype(v_blocks.dtype).reshape((1,) * v_blocks.ndim + (o,))
+            v = v_blocks[..., None] * basis
             return self._full_product(params, x_blocks, v)[..., a]
 
         per_logit = lax.map(one_logit, jnp.arange(o), batch_size=self.output_chunk)

@@ -6,13 +6,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ntk_zoo._extras import require
+
 if TYPE_CHECKING:
     from ntk_zoo.spectrum._density import SpectralDensity
 
 
 def plot_spectrum(eigenvalues: np.ndarray, path: str, *, title: str = "NTK spectrum") -> str:
     """Saves a log-scale plot of the eigenvalues, largest first; returns ``path``."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+    Figure = require("matplotlib.figure", "ntk_zoo.spectrum plots").Figure  # no pyplot
 
     eig = np.asarray(eigenvalues)
     fig = Figure(figsize=(6, 4), dpi=120)
@@ -42,7 +44,7 @@ def plot_spectral_density(
 ) -> str:
     """Saves a plot of the smoothed density (log scale) with the quadrature nodes; returns
     ``path``."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+    Figure = require("matplotlib.figure", "ntk_zoo.spectrum plots").Figure  # no pyplot
 
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ntk_zoo import cli, nas
+from ntk_zoo import cli, jobs, nas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = f"{ROOT}/configs/nas.py"
@@ -109,14 +109,14 @@ def _config(arg="runlocal"):
 
 def test_sampling_is_deterministic_and_distinct():
     space = _config("").space
-    first = nas.sample_space(space, 16, seed=3)
-    assert first == nas.sample_space(space, 16, seed=3)
-    assert first != nas.sample_space(space, 16, seed=4)
-    names = [nas.candidate_name(m) for m in first]
+    first = jobs.sample_space(space, 16, seed=3)
+    assert first == jobs.sample_space(space, 16, seed=3)
+    assert first != jobs.sample_space(space, 16, seed=4)
+    names = [jobs.candidate_name(m) for m in first]
     assert len(set(names)) == 16
     assert {m["family"] for m in first} == {"mlp", "wide_resnet", "vit"}
     with pytest.raises(ValueError, match="holds"):
-        nas.sample_space(_config().space, 100, seed=0)
+        jobs.sample_space(_config().space, 100, seed=0)
 
 
 def test_vit_knobs_in_the_space():
@@ -124,8 +124,8 @@ def test_vit_knobs_in_the_space():
         "families": ("vit",),
         "vit": {"size": "test", "patch": 4, "pool": "gap", "depth": (1, 3), "width": (0, 32)},
     }
-    models = nas.sample_space(space, 4, seed=0)
-    names = sorted(nas.candidate_name(m) for m in models)
+    models = jobs.sample_space(space, 4, seed=0)
+    names = sorted(jobs.candidate_name(m) for m in models)
     assert names == [
         "vit-test/4-d1-gap",
         "vit-test/4-d1-w32-gap",
@@ -139,13 +139,13 @@ def test_vit_knobs_in_the_space():
         (3, 32),
     }
     with pytest.raises(ValueError, match=r"optionally \['depth', 'width', 'heads', 'mlp_dim'\]"):
-        nas.sample_space({"families": ("vit",), "vit": {**space["vit"], "dpeth": 2}}, 1, seed=0)
+        jobs.sample_space({"families": ("vit",), "vit": {**space["vit"], "dpeth": 2}}, 1, seed=0)
 
 
 def test_unknown_family_is_an_error():
     space = {"families": ("mlp", "resnet"), "mlp": {}}
     with pytest.raises(ValueError, match="resnet"):
-        nas.sample_space(space, 1, seed=0)
+        jobs.sample_space(space, 1, seed=0)
 
 
 def _nas(args, capsys):

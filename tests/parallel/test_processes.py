@@ -6,8 +6,10 @@ README's multi-host example runs them. Cases share launches: starting a process,
 and compiling cost more than the kernels.
 """
 
+import glob
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -195,9 +197,14 @@ def test_command_line_over_two_processes(tmp_path):
 
 
 def readme_block(marker: str) -> str:
-    with open(os.path.join(ROOT, "README.md")) as f:
-        text = f.read()
-    after = text[text.index(f"<!-- multihost-example: {marker} -->") :]
+    """The block after ``<!-- multihost-example: marker -->`` in README.md or a docs/ page."""
+    tag = f"<!-- multihost-example: {marker} -->"
+    pages = [
+        os.path.join(ROOT, "README.md"),
+        *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+    ]
+    text = next(t for t in (pathlib.Path(p).read_text() for p in pages) if tag in t)
+    after = text[text.index(tag) :]
     return after.split("```", 2)[1].split("\n", 1)[1]
 
 

@@ -1,0 +1,65 @@
+"""Every ```python block of README.md and of every page in docs/ runs: a page's blocks in
+order, in one namespace, in a fresh working directory.
+
+A block right after ``<!-- multihost-example: NAME -->`` starts several processes and is run
+by ``tests/parallel/test_processes.py`` (which looks the marker up); nothing else is left out.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import jax
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- multihost-example: [^>]* -->\n)?```python\n(.*?)```", re.S)
+RUN_ELSEWHERE = ROOT / "tests" / "parallel" / "test_processes.py"
+# Pages whose examples build zoo models, which broadcast biases implicitly
+# (architectures/*/layers.py): they run with JAX's default rank promotion, every other page
+# with rank promotion raising.
+BUILDS_ZOO_MODELS = ("command-line",)
+
+
+def blocks(page: pathlib.Path) -> tuple[list[str], list[str]]:
+    """(the page's python blocks to run here, those run by test_processes.py)."""
+    here, elsewhere = [], []
+    for match in BLOCK.finditer(page.read_text()):
+        (elsewhere if match.group(1) else here).append(match.group(2))
+    return here, elsewhere
+
+
+PAGES = [p for p in DOCS if blocks(p)[0]]
+
+
+def test_the_pages_have_code_and_the_multihost_blocks_are_run_elsewhere():
+    assert len(PAGES) >= 5
+    if any(blocks(p)[1] for p in DOCS):
+        assert "multihost-example" in RUN_ELSEWHERE.read_text()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_page_runs(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    strict = "allow" if page.stem in BUILDS_ZOO_MODELS else "raise"
+    with jax.numpy_rank_promotion(strict):  # no implicit broadcasting, in examples or library
+        for i, code in enumerate(blocks(page)[0]):
+            exec(compile(code, f"{page.name} block {i + 1}", "exec"), namespace)
+
+
+def test_the_benchmark_report_shows_every_results_file_in_order(tmp_path):
+    from benchmarks import report
+
+    for name in ("whole-dataset", "auto", "auto-quick"):
+        (tmp_path / f"{name}.md").write_text(
+            f"<!-- python -m benchmarks {name} -->\n\n| {name} |\n"
+        )
+    paths = report.results(str(tmp_path))
+    assert [pathlib.Path(p).name for p in paths] == ["auto.md", "whole-dataset.md"]
+    text = report.render(paths)
+    assert text.index("## auto\n") < text.index("## whole-dataset\n")
+    assert "`python -m benchmarks whole-dataset`" in text and "| auto-quick |" not in text
+    assert "- commit: " in text and "- versions: ntk-zoo " in text
