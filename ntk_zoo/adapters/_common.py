@@ -13,8 +13,6 @@ from ntk_zoo.core import path_predicate as path_predicate  # shared with ntk_fn'
 BATCH_NORM_POLICIES = ("running", "batch", "coupled")
 
 
-
-
 def check_policy(batch_norm: str, calibration: Any) -> None:
     if batch_norm not in BATCH_NORM_POLICIES:
         raise ValueError(
