@@ -237,8 +237,9 @@ def report(results: list[dict]) -> None:
             base = find(model, "loop", depth, "SD")
             c = lambda r: None if r is None else r.get("compile_s")
             name = f"transformer d={depth}" if model == "transformer" else f"Haiku MLP d={depth}"
+            written = {"loop": "unrolled", "scan": "scan"}[way] if model == "mlp" else way
             print(
-                f"| {name} | {way} | {_cell(jc, 'compile_s')} | {_cell(sd, 'compile_s')} | "
+                f"| {name} | {written} | {_cell(jc, 'compile_s')} | {_cell(sd, 'compile_s')} | "
                 f"{_cell(auto, 'compile_s')} | {_harness.ratio(c(sd), c(base))} |"
             )
 
