@@ -20,7 +20,7 @@ RUN_ELSEWHERE = ROOT / "tests" / "parallel" / "test_processes.py"
 # Pages whose examples build zoo models, which broadcast biases implicitly
 # (architectures/*/layers.py): they run with JAX's default rank promotion, every other page
 # with rank promotion raising.
-BUILDS_ZOO_MODELS = ("command-line",)
+BUILDS_ZOO_MODELS = ("command-line", "scan")
 
 
 def blocks(page: pathlib.Path) -> tuple[list[str], list[str]]:

@@ -436,15 +436,15 @@ def test_linen_method_and_pass_through_arguments():
 def test_missing_framework_says_how_to_install(monkeypatch):
     import importlib
 
-    from ntk_zoo.adapters import _common
+    from ntk_zoo import _extras
 
     real = importlib.import_module
 
     def fake(name, *args):
         if name.split(".")[0] == "haiku":
-            raise ImportError("No module named 'haiku'")
+            raise ModuleNotFoundError("No module named 'haiku'", name="haiku")
         return real(name, *args)
 
-    monkeypatch.setattr(_common.importlib, "import_module", fake)
-    with pytest.raises(ImportError, match="pip install dm-haiku"):
+    monkeypatch.setattr(_extras.importlib, "import_module", fake)
+    with pytest.raises(ImportError, match=r"pip install 'ntk-zoo\[haiku\]'"):
         ntk_zoo.from_haiku(None, {})

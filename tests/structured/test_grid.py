@@ -48,11 +48,11 @@ def _model(name):
     return next(m for m in MODELS if m.name == name)
 
 
-@pytest.mark.parametrize("name", ["cumsum-of-param", "scan-over-layers"])
+@pytest.mark.parametrize("name", ["cumsum-of-param"])
 def test_fallback_warns_once_per_primitive_and_stays_exact(name, monkeypatch):
     monkeypatch.setattr(_warnings, "_WARNED", set())
     m = _model(name)
-    primitive = {"cumsum-of-param": "cumsum", "scan-over-layers": "scan"}[name]
+    primitive = {"cumsum-of-param": "cumsum"}[name]
     kernel_fn = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", vmap_axes=0)
     with pytest.warns(UserWarning, match=f"no structure rule for the primitive `{primitive}`"):
         got = kernel_fn(m.x1, m.x2, m.params)
