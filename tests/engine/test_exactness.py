@@ -119,19 +119,14 @@ AXES = [
 )
 @pytest.mark.parametrize("trace_axes,diagonal_axes", AXES, ids=[f"t{t}-d{d}" for t, d in AXES])
 def test_trace_and_diagonal_axes_on_4d_outputs(trace_axes, diagonal_axes, method, vmap):
+    _assert_exact_on_4d_outputs(method, vmap, trace_axes, diagonal_axes)
+
+
+def _assert_exact_on_4d_outputs(method, vmap, trace_axes, diagonal_axes):
     case = _conv4d()
-    got = _kernel(
-        case,
-        method,
-        vmap=vmap,
-        same=False,
-        jit=True,
-        trace_axes=trace_axes,
-        diagonal_axes=diagonal_axes,
-    )
-    want = oracle_ntk(
-        case.f, case.x1, case.x2, case.params, trace_axes=trace_axes, diagonal_axes=diagonal_axes
-    )
+    axes = {"trace_axes": trace_axes, "diagonal_axes": diagonal_axes}
+    got = _kernel(case, method, vmap=vmap, same=False, jit=True, **axes)
+    want = oracle_ntk(case.f, case.x1, case.x2, case.params, **axes)
     assert got.shape == want.shape
     assert rel_error(got, want) <= EXACT
 
@@ -145,21 +140,7 @@ AUTO_AXES = [((0, 1), (3,)), ((0, 2), (3,)), ((1, 2), (3,)), ((1, 2), (0, 3))]
     "trace_axes,diagonal_axes", AUTO_AXES, ids=[f"t{t}-d{d}" for t, d in AUTO_AXES]
 )
 def test_auto_on_4d_outputs(trace_axes, diagonal_axes):
-    case = _conv4d()
-    got = _kernel(
-        case,
-        "auto",
-        vmap=True,
-        same=False,
-        jit=True,
-        trace_axes=trace_axes,
-        diagonal_axes=diagonal_axes,
-    )
-    want = oracle_ntk(
-        case.f, case.x1, case.x2, case.params, trace_axes=trace_axes, diagonal_axes=diagonal_axes
-    )
-    assert got.shape == want.shape
-    assert rel_error(got, want) <= EXACT
+    _assert_exact_on_4d_outputs("auto", True, trace_axes, diagonal_axes)
 
 
 @pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
