@@ -31,6 +31,11 @@ def output_scale(parameterization: str, fan_in: int) -> float:
     return 1.0 / math.sqrt(fan_in) if parameterization == "ntk" else 1.0
 
 
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """``y + bias`` over ``y``'s trailing axes, broadcast explicitly (strict rank promotion)."""
+    return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
+
+
 def activation(name: str):
     """The activation function called ``name`` (a key of ``ACTIVATIONS``)."""
     if name not in ACTIVATIONS:

@@ -10,17 +10,12 @@ from __future__ import annotations
 import pathlib
 import re
 
-import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- multihost-example: [^>]* -->\n)?```python\n(.*?)```", re.S)
 RUN_ELSEWHERE = ROOT / "tests" / "parallel" / "test_processes.py"
-# Pages whose examples build zoo models, which broadcast biases implicitly
-# (architectures/*/layers.py): they run with JAX's default rank promotion, every other page
-# with rank promotion raising.
-BUILDS_ZOO_MODELS = ("command-line", "scan")
 
 
 def blocks(page: pathlib.Path) -> tuple[list[str], list[str]]:
@@ -44,10 +39,9 @@ def test_the_pages_have_code_and_the_multihost_blocks_are_run_elsewhere():
 def test_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs_{page.stem}"}
-    strict = "allow" if page.stem in BUILDS_ZOO_MODELS else "raise"
-    with jax.numpy_rank_promotion(strict):  # no implicit broadcasting, in examples or library
-        for i, code in enumerate(blocks(page)[0]):
-            exec(compile(code, f"{page.name} block {i + 1}", "exec"), namespace)
+    # Rank promotion raises (tests/conftest.py): no implicit broadcasting in examples or library.
+    for i, code in enumerate(blocks(page)[0]):
+        exec(compile(code, f"{page.name} block {i + 1}", "exec"), namespace)
 
 
 def test_the_benchmark_report_shows_every_results_file_in_order(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import haiku as hk
 import jax.numpy as jnp
 
-from architectures._common import conv2d, output_scale, weight_std
+from architectures._common import add_bias, conv2d, output_scale, weight_std
 
 
 class Dense(hk.Module):
@@ -19,7 +19,7 @@ class Dense(hk.Module):
         w = hk.get_parameter("w", (fan_in, self.features), x.dtype, init)
         y = x @ w * output_scale(self.parameterization, fan_in)
         if self.use_bias:
-            y = y + hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros)
+            y = add_bias(y, hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros))
         return y
 
 
@@ -38,7 +38,7 @@ class Conv(hk.Module):
         w = hk.get_parameter("w", (k, k, x.shape[-1], self.features), x.dtype, init)
         y = conv2d(x, w, self.stride) * output_scale(self.parameterization, fan_in)
         if self.use_bias:
-            y = y + hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros)
+            y = add_bias(y, hk.get_parameter("b", (self.features,), x.dtype, jnp.zeros))
         return y
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from architectures._common import activation as get_activation
-from architectures._common import check_parameterization
+from architectures._common import add_bias, check_parameterization
 
 
 def init(
@@ -58,7 +58,7 @@ def apply(
             w = w / jnp.sqrt(w.shape[0]).astype(w.dtype)
         h = h @ w
         if "b" in layer:
-            h = h + layer["b"]
+            h = add_bias(h, layer["b"])
         if i < n_layers - 1:
             h = act(h)
     return h

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from architectures._common import conv2d, output_scale, weight_std
+from architectures._common import add_bias, conv2d, output_scale, weight_std
 
 
 class Dense(nn.Module):
@@ -19,7 +19,7 @@ class Dense(nn.Module):
         kernel = self.param("kernel", nn.initializers.normal(std), (fan_in, self.features))
         y = x @ kernel * output_scale(self.parameterization, fan_in)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = add_bias(y, self.param("bias", nn.initializers.zeros, (self.features,)))
         return y
 
 
@@ -39,7 +39,7 @@ class Conv(nn.Module):
         )
         y = conv2d(x, kernel, self.stride) * output_scale(self.parameterization, fan_in)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = add_bias(y, self.param("bias", nn.initializers.zeros, (self.features,)))
         return y
 
 

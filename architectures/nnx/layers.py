@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from architectures._common import conv2d, output_scale, weight_std
+from architectures._common import add_bias, conv2d, output_scale, weight_std
 
 
 class Dense(nnx.Module):
@@ -20,7 +20,7 @@ class Dense(nnx.Module):
 
     def __call__(self, x):
         y = x @ self.kernel[...] * self.scale
-        return y if self.bias is None else y + self.bias[...]
+        return y if self.bias is None else add_bias(y, self.bias[...])
 
 
 class Conv(nnx.Module):
@@ -44,7 +44,7 @@ class Conv(nnx.Module):
 
     def __call__(self, x):
         y = conv2d(x, self.kernel[...], self.stride) * self.scale
-        return y if self.bias is None else y + self.bias[...]
+        return y if self.bias is None else add_bias(y, self.bias[...])
 
 
 def norm(kind: str, channels: int, rngs):
