@@ -13,16 +13,11 @@ from ntk_zoo import core as core
 from ntk_zoo import data as data
 from ntk_zoo import dynamics as dynamics
 from ntk_zoo import features as features
+from ntk_zoo import kernels as kernels
+from ntk_zoo import linearization as linearization
 from ntk_zoo import nas as nas
 from ntk_zoo import predict as predict
 from ntk_zoo import spectrum as spectrum
-from ntk_zoo._linearize import linearize as linearize
-from ntk_zoo._monte_carlo import monte_carlo_kernel_fn as monte_carlo_kernel_fn
-from ntk_zoo._nngp import EmpiricalKernelFn as EmpiricalKernelFn
-from ntk_zoo._nngp import NngpFn as NngpFn
-from ntk_zoo._nngp import kernel_fn as kernel_fn
-from ntk_zoo._nngp import nngp_fn as nngp_fn
-from ntk_zoo._taylor import taylor_expand as taylor_expand
 from ntk_zoo.adapters import from_haiku as from_haiku
 from ntk_zoo.adapters import from_linen as from_linen
 from ntk_zoo.adapters import from_nnx as from_nnx
@@ -39,6 +34,13 @@ from ntk_zoo.engine import ntk_vp_fn as ntk_vp_fn
 from ntk_zoo.features import feature_error as feature_error
 from ntk_zoo.features import gradient_features as gradient_features
 from ntk_zoo.features import kernel_from_features as kernel_from_features
+from ntk_zoo.kernels import EmpiricalKernelFn as EmpiricalKernelFn
+from ntk_zoo.kernels import NngpFn as NngpFn
+from ntk_zoo.kernels import kernel_fn as kernel_fn
+from ntk_zoo.kernels import monte_carlo_kernel_fn as monte_carlo_kernel_fn
+from ntk_zoo.kernels import nngp_fn as nngp_fn
+from ntk_zoo.linearization import linearize as linearize
+from ntk_zoo.linearization import taylor_expand as taylor_expand
 from ntk_zoo.parallel import batched as batched
 
 __version__ = "0.1.0"
@@ -69,6 +71,8 @@ __all__ = [
     "gradient_features",
     "kernel_from_features",
     "features",
+    "kernels",
+    "linearization",
     "core",
     "data",
     "dynamics",

@@ -49,6 +49,10 @@ class KernelFn:
 
     Pure and ``jax.jit``-compatible. ``x2=None`` means ``x1`` (work is shared). Keyword
     arguments go to ``f``; a 2-tuple value is ``(value for x1, value for x2)``.
+
+    ``kernels`` (default ``None``: the NTK) is what a call returns, computed inside the same
+    compiled program: ``kernels(kernel_fn, x1, x2, params, kwargs, ntk)``, where ``ntk()`` gives
+    the NTK (:func:`ntk_zoo.nngp_fn` and :func:`ntk_zoo.kernel_fn` are built on it).
     """
 
     def __init__(
@@ -63,8 +67,10 @@ class KernelFn:
         auto: AutoOptions | None = None,
         cotangents: Any = None,
         preconditioner: Any = None,
+        kernels: Callable[..., PyTree] | None = None,
     ):
         self.auto = AutoOptions() if auto is None else auto
+        self.kernels = kernels
         self._programs: dict[tuple, tuple[_cost.Choice, Any]] = {}  # measured auto's, by shapes
         self._by_method: dict[Method, Callable] = {}
         self.cotangents = cotangents
@@ -232,6 +238,9 @@ class KernelFn:
         kwargs: dict,
         method: Method | None = None,
     ) -> PyTree:
+        if self.kernels is not None:
+            ntk = lambda: self.replace(kernels=None)._compute(x1, x2, params, kwargs, method)
+            return self.kernels(self, x1, x2, params, kwargs, ntk)
         problem, restore = self._transformed(x1, x2, params, kwargs)
         method, replay = method or self.method, None
         if method is Method.AUTO and self.auto.measure and self.auto.wisdom:

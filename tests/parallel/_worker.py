@@ -73,11 +73,16 @@ def keep(name, kernel):
 if SCENARIO == "equal":  # every method and gather mode against the one-process kernel
     for method in ("jacobian_contraction", "structured_derivatives"):
         for side, x2 in (("x2=None", None), ("x2", X2)):
-            keep(f"{method}/{side}", batched(method)(X1, x2, PARAMS))
+            run = batched(method)
+            keep(f"{method}/{side}", run(X1, x2, PARAMS))
+    info["received"] = {"all": run.stats.received_bytes}  # block bytes from the other process
     run = batched("auto", gather="process0")
     keep("process0", run(X1, X2, PARAMS))
     info["auto"] = [run.stats.method, run.stats.method_source, run.stats.method_times]
-    keep("none", batched("auto", gather="none", checkpoint_dir=f"{DIR}/ckpt")(X1, None, PARAMS))
+    info["received"]["process0"] = run.stats.received_bytes
+    run = batched("auto", gather="none", checkpoint_dir=f"{DIR}/ckpt")
+    keep("none", run(X1, None, PARAMS))
+    info["received"]["none"] = run.stats.received_bytes
     keep("out", batched("auto", out=f"{DIR}/kernel.npy")(X1, None, PARAMS))
     keep("out-none", batched("auto", gather="none", out=f"{DIR}/mine.npy")(X1, X2, PARAMS))
     # Inputs as one global array, each process holding its own rows (fetched whole by batched)

@@ -100,6 +100,11 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
                 assert rel_error(kernels[f"{method}/{side}"], want) <= EXACT, (method, side)
     assert rel_error(k0["process0"], reference(X2)) <= EXACT
     assert "process0" not in k1  # gather="process0": the others get None
+    # ... and receive no block: process 1's 7 of the 15 blocks of 8 × 8 float64 (its 2 of 4
+    # devices, rounds of 4 blocks) travel to process 0 only; "all" sends to both, "none" to none.
+    assert info0["received"]["process0"] == 7 * 8 * 8 * 8 and info1["received"]["process0"] == 0
+    assert info0["received"]["all"] > 0 and info1["received"]["all"] > 0
+    assert info0["received"]["none"] == info1["received"]["none"] == 0
     # auto's block method: process 0 measured (or read its wisdom), process 1 followed it.
     assert info0["auto"][:2] == info1["auto"][:2] and info0["auto"][1] in ("measured", "wisdom")
     assert info1["auto"][2] == {}

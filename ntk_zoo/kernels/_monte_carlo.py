@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ntk_zoo._nngp import kernel_fn as empirical_kernel_fn
-from ntk_zoo._nngp import nngp_fn
 from ntk_zoo.core import PureFn
 from ntk_zoo.engine import Method, ntk_fn
+from ntk_zoo.kernels._nngp import kernel_fn as empirical_kernel_fn
+from ntk_zoo.kernels._nngp import nngp_fn
 from ntk_zoo.parallel import batched
 
 PyTree = Any
@@ -164,7 +164,7 @@ def monte_carlo_kernel_fn(
     axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes, vmap_axes=vmap_axes)
     if batch_size is None and len(kinds) == 2:  # both kernels from one compiled program
         both = empirical_kernel_fn(apply_fn, get=kinds, method=method, **axes)
-        both.default_params = None  # a PureFn's params are not a sample
+        both = both.replace(default_params=None)  # a PureFn's params are not a sample
 
         def evaluate(x1, x2, params, kwargs):
             return dict(zip(kinds, both(x1, x2, params, **kwargs), strict=True))
@@ -176,8 +176,7 @@ def monte_carlo_kernel_fn(
         }
         kernels = {}
         for g in kinds:
-            fn = fns[g]()
-            fn.default_params = None  # a PureFn's params are not a sample
+            fn = fns[g]().replace(default_params=None)  # a PureFn's params are not a sample
             if batch_size is not None:  # blocks (batched takes one kernel at a time)
                 fn = batched(fn, batch_size=batch_size, mesh=mesh, progress=progress)
             kernels[g] = fn

@@ -8,8 +8,8 @@ from typing import Any
 
 import jax
 
-from ntk_zoo._linearize import displacement
 from ntk_zoo.core import PureFn, as_pure_fn
+from ntk_zoo.linearization._linearize import displacement
 
 PyTree = Any
 

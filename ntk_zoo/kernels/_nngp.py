@@ -28,26 +28,42 @@ def _nngp(kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwarg
     return jax.tree.unflatten(problem.fx_treedef, out)
 
 
+def _nngp_kernels(
+    kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, ntk: Any
+) -> PyTree:
+    """``NngpFn``'s ``KernelFn.kernels``: the NNGP alone."""
+    return _nngp(kernel, x1, x2, params, kwargs)
+
+
+def _empirical_kernels(
+    kernel: KernelFn, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, ntk: Any
+) -> PyTree:
+    """``EmpiricalKernelFn``'s ``KernelFn.kernels``: the kernels named by ``kernel.get``."""
+    kinds = (kernel.get,) if isinstance(kernel.get, str) else kernel.get
+    values = {g: _nngp(kernel, x1, x2, params, kwargs) if g == "nngp" else ntk() for g in kinds}
+    if isinstance(kernel.get, str):
+        return values[kernel.get]
+    return _empirical_kernel_type(kinds)(*(values[g] for g in kinds))
+
+
 class NngpFn(KernelFn):
     """``kernel_fn(x1, x2=None, params, **kwargs)`` returned by :func:`nngp_fn`.
 
     Called like the :class:`~ntk_zoo.KernelFn` of :func:`ntk_zoo.ntk_fn` (same keyword-argument
     rules, ``params`` defaulting to a ``PureFn``'s, one compiled program per input shapes), and
-    accepted by :func:`ntk_zoo.batched`.
+    accepted by :func:`ntk_zoo.batched`: a ``KernelFn`` whose ``kernels`` is the NNGP.
     """
 
     get = "nngp"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs, kernels=_nngp_kernels)
 
     def choose(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             "The NNGP needs no NTK method: it is one forward pass per side. choose() applies to "
             "ntk_fn and kernel_fn."
         )
-
-    def _compute(
-        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
-    ) -> PyTree:
-        return _nngp(self, x1, x2, params, kwargs)
 
 
 @functools.cache
@@ -61,7 +77,8 @@ class EmpiricalKernelFn(KernelFn):
     Returns the kernel named by ``get`` (a string), or a named tuple ``EmpiricalKernel`` with
     one field per kind in ``get``'s order; each field holds the pytree of per-output-leaf
     kernels. :func:`ntk_zoo.batched` takes it with a string ``get``; for both kernels in blocks,
-    batch :func:`nngp_fn` and :func:`ntk_zoo.ntk_fn` separately.
+    batch :func:`nngp_fn` and :func:`ntk_zoo.ntk_fn` separately. It is ``base`` (an
+    :func:`ntk_zoo.ntk_fn`'s ``KernelFn``) with ``kernels`` giving the NNGP beside its NTK.
     """
 
     def __init__(self, base: KernelFn, get: tuple[str, ...] | str):
@@ -76,22 +93,9 @@ class EmpiricalKernelFn(KernelFn):
             auto=base.auto,
             cotangents=base.cotangents,
             preconditioner=base.preconditioner,
+            kernels=_empirical_kernels,
         )
         self.get = get
-
-    def _compute(
-        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
-    ) -> PyTree:
-        kinds = (self.get,) if isinstance(self.get, str) else self.get
-        values = {}
-        for g in kinds:
-            if g == "nngp":
-                values[g] = _nngp(self, x1, x2, params, kwargs)
-            else:
-                values[g] = super()._compute(x1, x2, params, kwargs, method)
-        if isinstance(self.get, str):
-            return values[self.get]
-        return _empirical_kernel_type(kinds)(*(values[g] for g in kinds))
 
 
 def nngp_fn(

@@ -1,0 +1,100 @@
+"""The planner: how a kernel is cut before any block is computed.
+
+It picks the block size (given, or the largest whose compiled memory estimate fits the budget),
+lists the blocks (``_blocks.Plan``), settles the one method every block program runs (``auto``
+measured on one block, as the engine measures it) and names the checkpoint of this exact kernel.
+With several processes, process 0 decides and the others follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+
+from ntk_zoo.engine import KernelFn, Method
+from ntk_zoo.parallel import _memory
+from ntk_zoo.parallel._blocks import Layout, Plan, n_examples, pair_kwargs
+from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
+from ntk_zoo.parallel._sink import out_paths
+from ntk_zoo.parallel._stats import Stats
+from ntk_zoo.parallel._team import Team
+
+PyTree = Any
+SOURCES = ("estimate", "measured", "wisdom")  # how auto's pick was made (``Stats``)
+
+
+def block_size(
+    kernel_fn: KernelFn,
+    x1: PyTree,
+    x2: PyTree | None,
+    params: PyTree,
+    kwargs: dict,
+    layout: Layout,
+    team: Team,
+    memory_budget: int | None,
+    to_file: bool,
+) -> int:
+    """The largest block whose compiled memory estimate fits ``memory_budget`` (default: half
+    the free memory); at most ``⌈n/4⌉`` examples when the kernel goes ``to_file``."""
+    budget = memory_budget or _memory.default_budget()
+    size = _memory.pick_block_size(kernel_fn, x1, x2, params, kwargs, budget, layout)
+    if to_file:  # a file is for kernels memory should never hold whole
+        size = min(size, _memory.out_block_cap(n_examples(x1)))
+    return team.agree(size)  # every process must cut the same blocks
+
+
+def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
+    """The plan with the one method every block program runs: ``auto`` picks it at the block
+    shapes (measured on an off-diagonal block when there are several blocks), process 0 decides
+    and the others follow."""
+    kernel_fn = plan.kernel_fn
+    if kernel_fn.method is not Method.AUTO:
+        stats.method, stats.method_source = kernel_fn.method.value, "given"
+        return plan
+    tasks = plan.tasks()
+    picker = kernel_fn
+    if len(tasks) > 1 and kernel_fn.auto.measure is not False:
+        picker = kernel_fn.replace(auto=dataclasses.replace(kernel_fn.auto, measure=True))
+    names = [m.value for m in Method]
+    code, times = 0, {}
+    if not team.shared or team.process == team.processes[0]:
+        (b1, kw1), (b2, kw2) = plan.arguments(next((t for t in tasks if t[0] != t[1]), tasks[0]))
+        choice = picker.choose(b1, b2, plan.params, **pair_kwargs(kw1, kw2))
+        code = len(SOURCES) * names.index(choice.method.value) + SOURCES.index(choice.source)
+        times = dict(choice.times)
+    code = team.agree(code)  # process 0's pick, as its block size
+    method = names[code // len(SOURCES)]
+    stats.method, stats.method_source = method, SOURCES[code % len(SOURCES)]
+    stats.method_times = times
+    return dataclasses.replace(plan, kernel_fn=kernel_fn.replace(method=method))
+
+
+def checkpoint(
+    plan: Plan, directory: str | None, out: str | None, accumulate_dtype: Any
+) -> BlockStore | None:
+    """The checkpoint of this exact kernel (not of the processes or devices computing it),
+    keyed by the method asked for (``auto``'s pick may vary between machines)."""
+    if directory is None:
+        return None
+    kernel_fn = plan.kernel_fn
+    settings = dict(
+        method=str(kernel_fn.method),
+        trace=kernel_fn.trace_axes,
+        diagonal=kernel_fn.diagonal_axes,
+        vmap=repr(kernel_fn.vmap_axes),
+        sum_params=kernel_fn.sum_params,
+        block=plan.size,
+        f=getattr(kernel_fn.f, "__qualname__", repr(kernel_fn.f)),
+        dtype=str(accumulate_dtype),
+    )
+    extra = (kernel_fn.cotangents, kernel_fn.preconditioner)
+    if extra != (None, None):  # a contracted or preconditioned kernel: its arrays are settings
+        named = lambda v: getattr(v, "__qualname__", repr(v)) if callable(v) else v
+        settings["transforms"] = fingerprint(jax.tree.map(named, extra), {})
+    if out is not None:  # the blocks live in these files: the checkpoint is theirs
+        settings["out"] = [os.path.abspath(p) for p in out_paths(out, plan.layout.paths)]
+    key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)
+    return BlockStore(directory, key)
