@@ -55,15 +55,15 @@ def _normal(seed: int, *shape: int, scale: float = 1.0) -> np.ndarray:
 # --- models -------------------------------------------------------------------------------------
 
 
-def _bias(y, b):
+def add_bias(y, b):
     """``y + b`` over trailing axes, broadcast explicitly (the suite raises on rank promotion)."""
     return y + jnp.reshape(b, (1,) * (y.ndim - b.ndim) + b.shape)
 
 
 def mlp(params, x):
-    h = jax.nn.relu(_bias(x @ params["w0"], params["b0"]))
-    h = jnp.tanh(_bias(h @ params["w1"], params["b1"]))
-    return _bias(h @ params["w2"], params["b2"])
+    h = jax.nn.relu(add_bias(x @ params["w0"], params["b0"]))
+    h = jnp.tanh(add_bias(h @ params["w1"], params["b1"]))
+    return add_bias(h @ params["w2"], params["b2"])
 
 
 def _conv(x, w, stride=1):
@@ -73,7 +73,7 @@ def _conv(x, w, stride=1):
 
 
 def convnet(params, x):
-    h = jax.nn.relu(_bias(_conv(x, params["conv1"]), params["bias1"]))
+    h = jax.nn.relu(add_bias(_conv(x, params["conv1"]), params["bias1"]))
     h = jnp.tanh(_conv(h, params["conv2"], stride=2))
     return h.mean(axis=(1, 2)) @ params["dense"]
 
@@ -81,7 +81,7 @@ def convnet(params, x):
 def conv4d(params, x):
     """A conv net with 4-D outputs (n, h, w, c), for sweeps over trace/diagonal axes."""
     h = jnp.tanh(_conv(x, params["conv1"]))
-    return _bias(_conv(h, params["conv2"]), params["bias"])
+    return add_bias(_conv(h, params["conv2"]), params["bias"])
 
 
 def attention(params, x):
@@ -102,7 +102,7 @@ def nested(params, x):
     """Nested-dict params with a scalar leaf, a bias-only sub-module and a zero-size leaf."""
     layer = params["layer"]
     empty = x[:, :0] @ params["empty"]
-    return _bias(layer["scale"] * jnp.tanh(x @ layer["w"]), params["bias_only"]["b"]) + empty
+    return add_bias(layer["scale"] * jnp.tanh(x @ layer["w"]), params["bias_only"]["b"]) + empty
 
 
 def scalar_out(params, x):

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import ntk_zoo
+from tests.cases import add_bias
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
@@ -24,7 +25,7 @@ X1, X2 = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
 
 
 def plain_mlp(p, x):
-    return jnp.tanh(x @ p["w0"] + p["b0"]) @ p["w1"] + p["b1"]
+    return add_bias(jnp.tanh(add_bias(x @ p["w0"], p["b0"])) @ p["w1"], p["b1"])
 
 
 class LinenMLP(nn.Module):
@@ -99,11 +100,11 @@ CAL = rng.standard_normal((7, 4))
 
 
 def bn_reference(p, x, mean=None, var=None):
-    h = x @ p["w0"] + p["b0"]
+    h = add_bias(x @ p["w0"], p["b0"])
     if mean is None:  # statistics of this batch
         mean, var = h.mean(0), h.var(0)
-    h = (h - mean) / jnp.sqrt(var + EPS) * p["scale"] + p["bias"]
-    return jnp.tanh(h) @ p["w1"] + p["b1"]
+    h = add_bias((h - mean[None]) / jnp.sqrt(var + EPS)[None] * p["scale"][None], p["bias"])
+    return add_bias(jnp.tanh(h) @ p["w1"], p["b1"])
 
 
 def calibration_stats():
@@ -429,7 +430,7 @@ def test_linen_method_and_pass_through_arguments():
         LinenTwoHeads(), variables, method="features", scale=2.0, params_filter="body/"
     )
     body = {"w0": W["w0"], "b0": W["b0"]}
-    want = oracle_ntk(lambda p, x: 2.0 * jnp.tanh(x @ p["w0"] + p["b0"]), X1, X2, body)
+    want = oracle_ntk(lambda p, x: 2.0 * jnp.tanh(add_bias(x @ p["w0"], p["b0"])), X1, X2, body)
     assert rel_error(ntk_zoo.ntk_fn(pure)(X1, X2), want) <= EXACT
 
 
