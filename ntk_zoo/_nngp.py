@@ -45,7 +45,13 @@ class NngpFn(KernelFn):
         )
 
     def _compute(
-        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
+        self,
+        x1: PyTree,
+        x2: PyTree | None,
+        params: PyTree,
+        kwargs: dict,
+        method: Any = None,
+        options: tuple | None = None,
     ) -> PyTree:
         return _nngp(self, x1, x2, params, kwargs)
 
@@ -76,11 +82,19 @@ class EmpiricalKernelFn(KernelFn):
             auto=base.auto,
             cotangents=base.cotangents,
             preconditioner=base.preconditioner,
+            structured=base.structured,
+            vector_products=base.vector_products,
         )
         self.get = get
 
     def _compute(
-        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict, method: Any = None
+        self,
+        x1: PyTree,
+        x2: PyTree | None,
+        params: PyTree,
+        kwargs: dict,
+        method: Any = None,
+        options: tuple | None = None,
     ) -> PyTree:
         kinds = (self.get,) if isinstance(self.get, str) else self.get
         values = {}
@@ -88,7 +102,7 @@ class EmpiricalKernelFn(KernelFn):
             if g == "nngp":
                 values[g] = _nngp(self, x1, x2, params, kwargs)
             else:
-                values[g] = super()._compute(x1, x2, params, kwargs, method)
+                values[g] = super()._compute(x1, x2, params, kwargs, method, options)
         if isinstance(self.get, str):
             return values[self.get]
         return _empirical_kernel_type(kinds)(*(values[g] for g in kinds))

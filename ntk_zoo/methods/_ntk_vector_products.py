@@ -32,6 +32,7 @@ within :data:`BASIS_BYTES` bytes (one column is never split); when all columns f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -60,8 +61,53 @@ BASIS_BYTES = 4 * 2**30
 column and example of ``x2`` it is computed at) plus the activation tangents of its JVPs (``y``
 values per column and pair of examples). Columns beyond it are computed in sequence."""
 
-_FORCE_FORM: str | None = None  # tests set "linearized" or "transposed" to cover both forms
-_FORCE_BLOCKS: int | None = None  # tests set the number of symmetric blocks (1: none)
+FORMS = ("linearized", "transposed")
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorProductOptions:
+    """How ``method="ntk_vector_products"`` builds its JVPs and splits a symmetric kernel.
+
+    Every choice is exact; they differ in time only. The defaults are the method's own choices
+    (described at the top of this module); forcing one is for tests, benchmarks and for checking
+    those choices on a machine.
+
+    Attributes:
+      form: how ``J(x1)·u`` is traced: ``"linearized"`` (``jax.linearize`` at ``x1``) or
+        ``"transposed"`` (the transpose of the VJP at ``x1``); ``None`` (default):
+        ``"transposed"`` when the params outnumber the values one forward pass writes, else
+        ``"linearized"``.
+      blocks: for ``x2=None`` with ``vmap_axes``, the number of blocks the examples are split
+        into so that only the blocks on and above the diagonal are computed (``1``: none);
+        ``None`` (default): 2 with the linearized form, 1 with the transposed one.
+
+    Example:
+      >>> import jax.numpy as jnp, ntk_zoo
+      >>> f = lambda p, x: jnp.tanh(x @ p["w"])
+      >>> params, x = {"w": jnp.ones((3, 4))}, jnp.ones((2, 3))
+      >>> options = ntk_zoo.VectorProductOptions(form="linearized", blocks=2)
+      >>> kernel_fn = ntk_zoo.ntk_fn(
+      ...     f, method="ntk_vector_products", vmap_axes=0, vector_products=options
+      ... )
+      >>> kernel_fn(x, None, params).shape
+      (2, 2)
+    """
+
+    form: str | None = None
+    blocks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.form is not None and self.form not in FORMS:
+            raise ValueError(
+                f"VectorProductOptions: `form` must be None or one of {FORMS}, got {self.form!r}."
+            )
+        blocks = self.blocks
+        if blocks is not None and (
+            isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1
+        ):
+            raise ValueError(
+                f"VectorProductOptions: `blocks` must be None or an int >= 1, got {blocks!r}."
+            )
 
 
 def ntk_vp_fn(
@@ -197,11 +243,13 @@ def _pair_kernels(
     ]
 
 
-def _form(c: Counts) -> str:
+def _form(p: Problem, c: Counts) -> str:
     """``"transposed"`` when the params outnumber the values one forward pass writes (per
-    example with ``vmap_axes``), else ``"linearized"`` (see the module docstring)."""
-    if _FORCE_FORM is not None:
-        return _FORCE_FORM
+    example with ``vmap_axes``), else ``"linearized"`` (see the module docstring), unless the
+    problem's :class:`VectorProductOptions` name a form."""
+    forced = p.option(VectorProductOptions).form
+    if forced is not None:
+        return forced
     return "transposed" if c.n_params >= c.y1 / c.n1 else "linearized"
 
 
@@ -221,7 +269,7 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
         return _Plan("linearized", 1)  # no examples: nothing to compute, nothing to count
     c = count(p)
     y_pass = c.y1 / c.n1
-    form = _form(c)
+    form = _form(p, c)
     # Without sum_params, one param leaf at a time: its own tangents, all the activations.
     leaves = jax.tree.leaves(p.params)
     p_values = c.n_params if sum_params else max(math.prod(np.shape(a)) for a in leaves)
@@ -321,7 +369,7 @@ def _symmetric_blocks(p: Problem, form: str) -> tuple[int, int]:
     n = p.vmap.batch_size if p.vmap is not None else 1
     if p.vmap is None or p.x2 is not None or n < 2:
         return 1, n
-    k = _FORCE_BLOCKS or (2 if form == "linearized" else 1)
+    k = p.option(VectorProductOptions).blocks or (2 if form == "linearized" else 1)
     k = min(k, n)
     return k, -(-n // k)
 
@@ -394,7 +442,7 @@ def _cost(p: Problem, c: Counts) -> float:
     diagonal: ``k(k+1)/2·m`` examples' VJPs and ``k(k+1)/2·m²`` pairs' JVPs. Chunking the columns
     recomputes nothing."""
     out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
-    k, m = _symmetric_blocks(p, _form(c))
+    k, m = _symmetric_blocks(p, _form(p, c))
     pairs = k * (k + 1) // 2
     grid_pairs = c.n1 * c.n2 if k == 1 else pairs * m * m
     vjp_scale = 1.0 if k == 1 else pairs * m / c.n2

@@ -482,7 +482,12 @@ def _chunked_outputs(
         return jnp.take(f(params, x, **kwargs), _ntk_outputs, axis=-1)
 
     select_fn = ntk_fn(
-        select, method=kernel_fn.method, trace_axes=(), vmap_axes=kernel_fn.vmap_axes
+        select,
+        method=kernel_fn.method,
+        trace_axes=(),
+        vmap_axes=kernel_fn.vmap_axes,
+        structured=kernel_fn.structured,
+        vector_products=kernel_fn.vector_products,
     )
 
     def run(x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any):

@@ -13,6 +13,7 @@ from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop 
 from ntk_zoo.structured import rules as rules  # registers the built-in rules
 from ntk_zoo.structured._cost import STRUCTURED_DERIVATIVES as STRUCTURED_DERIVATIVES
 from ntk_zoo.structured._derivatives import structured_derivatives as structured_derivatives
+from ntk_zoo.structured._options import StructuredOptions as StructuredOptions
 from ntk_zoo.structured._registry import RULES as RULES
 from ntk_zoo.structured._registry import VIEWS as VIEWS
 from ntk_zoo.structured._registry import register as register
@@ -23,6 +24,7 @@ __all__ = [
     "STRUCTURED_DERIVATIVES",
     "VIEWS",
     "Structure",
+    "StructuredOptions",
     "register",
     "rules",
     "structured_derivatives",

@@ -25,11 +25,10 @@ Everything per example (``∂f/∂y``, the structure factors) is computed under 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -40,6 +39,7 @@ from ntk_zoo.core import LeafAxes, Problem, to_layout
 from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _control_flow, _registry
 from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
+from ntk_zoo.structured._options import StructuredOptions
 from ntk_zoo.structured._plan import plan, timed_steps
 from ntk_zoo.structured._registry import NotTransposable
 from ntk_zoo.structured._roots import roots as _roots
@@ -288,8 +288,6 @@ def _side_operands(
     return ops
 
 
-_MODES = ("auto", "structured", "jacobian")
-_FORCED: list[str] = []  # innermost forced mode last (tests and benchmarks)
 _EXHAUSTIVE_USES = 10  # structured uses up to which every subset is tried
 # Relative tolerance within which two costs tie. On a tie the uses are summed densely when the
 # leaf's Jacobian factor is at most _TIE_DENSE_BYTES per side: where the structured pairs'
@@ -300,38 +298,6 @@ _EXHAUSTIVE_USES = 10  # structured uses up to which every subset is tried
 # structured einsums were faster (1.1x), so larger ties stay structured.
 _TIE = 1e-9
 _TIE_DENSE_BYTES = 8 * 2**20
-_GRAM_MODES = ("auto", "always", "never")
-_FORCED_GRAMS: list[str] = []  # innermost forced mode last (tests and benchmarks)
-
-
-@contextlib.contextmanager
-def _forced_uses(mode: str) -> Iterator[None]:
-    """Within the block, ``structured_derivatives`` called without ``uses`` uses ``mode``
-    (functions must be traced inside it: a kernel function built and called inside)."""
-    _check_mode(mode)
-    _FORCED.append(mode)
-    try:
-        yield
-    finally:
-        _FORCED.pop()
-
-
-@contextlib.contextmanager
-def _forced_grams(mode: str) -> Iterator[None]:
-    """Within the block, cotangent Grams are shared (:func:`_shared_grams`) per ``mode``:
-    ``auto`` by cost, ``always`` for every group with a use kept structured, ``never``."""
-    if mode not in _GRAM_MODES:
-        raise ValueError(f"_forced_grams: `mode` must be one of {_GRAM_MODES}, got {mode!r}.")
-    _FORCED_GRAMS.append(mode)
-    try:
-        yield
-    finally:
-        _FORCED_GRAMS.pop()
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"structured_derivatives: `uses` must be one of {_MODES}, got {mode!r}.")
 
 
 class _Sides:
@@ -570,7 +536,9 @@ def _dense_shape(s: _Sides, uses, a1, pull, specs, able) -> tuple[int, ...]:
     return tuple(sizes[label] for label in out)
 
 
-def _shared_grams(sides: list, dense: list, cts1: list, cts2: list, einsum: Callable) -> dict:
+def _shared_grams(
+    sides: list, dense: list, cts1: list, cts2: list, einsum: Callable, mode: str
+) -> dict:
     """Per contracted leaf, ``{use: (G, shared axes)}`` for the uses whose diagonal pair einsum
     starts from their group's cotangent Gram ``G`` (:func:`_cotangent_groups`).
 
@@ -580,9 +548,9 @@ def _shared_grams(sides: list, dense: list, cts1: list, cts2: list, einsum: Call
     ``G`` is that product, computed once; each use then contracts it with its own structure
     (``W``: the inputs' Gram; ``b``: a sum over the broadcast axes). ``auto``: a group computes
     ``G`` when its cost plus each use's cheaper of (its own einsum, from ``G``) is below the uses'
-    own einsums, by estimated cost; ``always`` (tests): every group with a kept use; ``never``.
+    own einsums, by estimated cost; ``always``: every group with a kept use; ``never``
+    (``mode``: :attr:`StructuredOptions.grams`).
     """
-    mode = _FORCED_GRAMS[-1] if _FORCED_GRAMS else "auto"
     members: dict[int, list] = {}
     for i, s in enumerate(sides):
         if s is None:
@@ -703,29 +671,22 @@ def _einsum(*args: Any, sides: tuple[int, ...] = ()) -> jax.Array:
     return jnp.einsum(*args, optimize=path, precision=lax.Precision.HIGHEST)
 
 
-def structured_derivatives(
-    problem: Problem, einsum: Callable = _einsum, uses: str | None = None
-) -> list:
+def structured_derivatives(problem: Problem, einsum: Callable = _einsum) -> list:
     """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
 
     ``einsum(*operands_and_sublists, out_sublist, sides=...)`` runs each contraction; the cost
     model passes one that prices each call (and runs it, or returns zeros when only estimating)
     and has a ``count`` method (same signature, prices only): a use's Jacobian factor, formed
     by the primitive's own transpose, is then priced as the einsum of the use's structure.
-    ``uses`` says how the uses of each param leaf are contracted: ``"structured"`` — one einsum
-    per pair of uses, each through the use's structure; ``"jacobian"`` — each use's Jacobian
-    factor ``J_u = ∂f/∂y_u · ∂y_u/∂w`` formed per example and summed, then ``J(x1) J(x2)ᵀ`` over
-    the param axes (Jacobian contraction's arithmetic for that leaf); ``"auto"`` (default) — per
-    leaf, the cheaper mix by estimated cost: the uses summed into one dense factor and the
-    others kept structured. All three are exact. A program JAX cannot transpose (a
+    The problem's :class:`StructuredOptions` say how the uses of each param leaf are
+    contracted (``uses``: through their structure, summed into the leaf's Jacobian factor, or
+    the cheaper mix per leaf; ``grams``: whether uses with one ``∂f/∂y`` share its Gram); all are
+    exact. A program JAX cannot transpose (a
     ``while_loop`` with a dynamic trip count) falls back, exactly, to forward-mode Jacobian
     contraction with a one-time warning.
     """
-    if uses is None:
-        uses = _FORCED[-1] if _FORCED else "auto"
-    _check_mode(uses)
     try:
-        return _structured(problem, einsum, uses)
+        return _structured(problem, einsum, problem.option(StructuredOptions))
     except NotTransposable as e:
         key = str(e).splitlines()[0][:200]
         warn_once(
@@ -767,7 +728,7 @@ def _side_factors(problem: Problem, x: PyTree, kw: dict) -> tuple[list, list[_Le
     return _vmap_with_static(one, (None, x_axes, kw_axes))(problem.params, x, kw)
 
 
-def _structured(problem: Problem, einsum: Callable, mode: str) -> list:
+def _structured(problem: Problem, einsum: Callable, options: StructuredOptions) -> list:
     f1, leaves = _side_factors(problem, problem.x1, problem.kwargs1)
     f2 = f1 if problem.x2 is None else _side_factors(problem, problem.x2, problem.kwargs2)[0]
     param_def = jax.tree.structure(problem.params)
@@ -779,8 +740,8 @@ def _structured(problem: Problem, einsum: Callable, mode: str) -> list:
             _Sides(leaf, a1, a2, j, axes, batch_axis, _Labels()) if leaf.uses else None
             for leaf, a1, a2 in zip(leaves, f1["leaves"], f2["leaves"])
         ]
-        dense = [None if s is None else _choose_dense(s, mode) for s in sides]
-        grams = _shared_grams(sides, dense, f1["cts"], f2["cts"], einsum)
+        dense = [None if s is None else _choose_dense(s, options.uses) for s in sides]
+        grams = _shared_grams(sides, dense, f1["cts"], f2["cts"], einsum, options.grams)
         per_leaf: list = [None] * param_def.num_leaves  # a leaf's parts summed (``_roots``)
         for i, s in enumerate(sides):
             if s is not None:

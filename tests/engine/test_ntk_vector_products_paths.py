@@ -23,13 +23,13 @@ EXACT = 1e-10
 @pytest.mark.parametrize("form", ["linearized", "transposed"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monkeypatch):
-    monkeypatch.setattr(vp, "_FORCE_FORM", form)
     monkeypatch.setattr(vp, "BASIS_BYTES", 1)  # one column per lax.map step
     kernel_fn = ntk_zoo.ntk_fn(
         case.f,
         method="ntk_vector_products",
         vmap_axes=case.vmap_axes if vmap else None,
         trace_axes=case.trace_axes,
+        vector_products=ntk_zoo.VectorProductOptions(form=form),
     )
     got = kernel_fn(case.x1, case.x2, case.params, **case.kwargs(False))
     want = oracle_ntk(
@@ -40,12 +40,15 @@ def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monke
 
 @pytest.mark.parametrize("blocks", [3])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
+def test_symmetric_blocks_match_oracle(case, blocks):
     """``x2=None`` from the blocks on and above the diagonal (3 examples: padded blocks; the
     default of 2 blocks runs wherever the exactness tests take this form with ``x2=None``)."""
-    monkeypatch.setattr(vp, "_FORCE_BLOCKS", blocks)
     kernel_fn = ntk_zoo.ntk_fn(
-        case.f, method="ntk_vector_products", vmap_axes=case.vmap_axes, trace_axes=()
+        case.f,
+        method="ntk_vector_products",
+        vmap_axes=case.vmap_axes,
+        trace_axes=(),
+        vector_products=ntk_zoo.VectorProductOptions(blocks=blocks),
     )
     got = kernel_fn(case.x1, None, case.params, **case.kwargs(True))
     want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), **case.kwargs(True))
@@ -56,17 +59,15 @@ def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
 def test_forced_form_x2_none_and_per_param_leaves(form, monkeypatch):
     """``x2=None`` shares one forward pass; ``sum_params=False`` chunks per param leaf."""
     case = CASES[0]
-    monkeypatch.setattr(vp, "_FORCE_FORM", form)
-    monkeypatch.setattr(vp, "_FORCE_BLOCKS", 2)
+    options = ntk_zoo.VectorProductOptions(form=form, blocks=2)
     monkeypatch.setattr(vp, "BASIS_BYTES", 1)
+    vp_fn = lambda **kw: ntk_zoo.ntk_fn(
+        case.f, method="ntk_vector_products", vector_products=options, **kw
+    )
     for vmap_axes in (None, case.vmap_axes):
-        got = ntk_zoo.ntk_fn(case.f, method="ntk_vector_products", vmap_axes=vmap_axes)(
-            case.x1, None, case.params
-        )
+        got = vp_fn(vmap_axes=vmap_axes)(case.x1, None, case.params)
         assert rel_error(got, oracle_ntk(case.f, case.x1, None, case.params)) <= EXACT
-    got = ntk_zoo.ntk_fn(
-        case.f, method="ntk_vector_products", vmap_axes=0, trace_axes=(), sum_params=False
-    )(case.x1, None, case.params)
+    got = vp_fn(vmap_axes=0, trace_axes=(), sum_params=False)(case.x1, None, case.params)
     want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), sum_params=False)
     assert rel_error(got, want) <= EXACT
 

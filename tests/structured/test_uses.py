@@ -2,7 +2,8 @@
 through their structure (``uses="structured"``), each use's Jacobian factor formed per example
 and summed before one contraction (``"jacobian"``), or the cheaper mix per leaf (``"auto"``);
 and whether uses with the same ``∂f/∂y`` (a dense layer's ``W`` and ``b``) start from one shared
-cotangent Gram (``_forced_grams``: ``always``, ``never``, ``auto``).
+cotangent Gram (``grams``: ``always``, ``never``, ``auto``); both are fields of
+``ntk_zoo.StructuredOptions``.
 Every forced combination equals the float64 oracle on every case (``x2`` given and ``None``,
 ``vmap_axes`` given and ``None``, per leaf and summed); on the whole grid every leaf is
 also contracted the way ``auto`` does not (test_grid checks auto's way), with Grams forced, so
@@ -20,7 +21,6 @@ import pytest
 
 import ntk_zoo
 from ntk_zoo.structured import _derivatives
-from ntk_zoo.structured._derivatives import _forced_grams, _forced_uses
 from tests.cases import CASE_IDS, CASES
 from tests.oracle import oracle_ntk, rel_error
 from tests.structured.grid import MODELS
@@ -32,9 +32,10 @@ PATHS = (("structured", "always"), ("structured", "never"), ("jacobian", "always
 
 
 def _sd(f, x1, x2, params, mode, grams="auto", call_kw=None, **kw):
-    with _forced_uses(mode), _forced_grams(grams), warnings.catch_warnings():
+    options = ntk_zoo.StructuredOptions(uses=mode, grams=grams)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallbacks warn; tested in test_grid
-        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", **kw)
+        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", structured=options, **kw)
         return kernel_fn(x1, x2, params, **(call_kw or {}))
 
 
@@ -94,11 +95,9 @@ def test_grid_exact_the_other_way(m, flipped):
 
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="`uses` must be one of"):
-        with _forced_uses("dense"):
-            pass
-    with pytest.raises(ValueError, match="`mode` must be one of"):
-        with _forced_grams("sometimes"):
-            pass
+        ntk_zoo.StructuredOptions(uses="dense")
+    with pytest.raises(ValueError, match="`grams` must be one of"):
+        ntk_zoo.StructuredOptions(grams="sometimes")
 
 
 def _grams(monkeypatch) -> list:
@@ -153,10 +152,9 @@ def test_auto_cost_estimate_counts_the_shared_grams():
     kernel_fn = ntk_zoo.ntk_fn(case.f, method="structured_derivatives", vmap_axes=0)
     costs = {}
     for grams in ("auto", "never"):
-        with _forced_uses("structured"), _forced_grams(grams):
-            costs[grams] = kernel_fn.choose(case.x1, case.x2, case.params)[1][
-                "structured_derivatives"
-            ]
+        options = ntk_zoo.StructuredOptions(uses="structured", grams=grams)
+        forced = kernel_fn.replace(structured=options)
+        costs[grams] = forced.choose(case.x1, case.x2, case.params)[1]["structured_derivatives"]
     assert costs["auto"] < costs["never"]
 
 
@@ -226,6 +224,6 @@ def test_auto_cost_estimate_follows_the_choice():
     kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
     costs = {}
     for mode in ("auto", *FORCED):
-        with _forced_uses(mode):
-            costs[mode] = kernel_fn.choose(x1, x2, params)[1]["structured_derivatives"]
+        forced = kernel_fn.replace(structured=ntk_zoo.StructuredOptions(uses=mode))
+        costs[mode] = forced.choose(x1, x2, params)[1]["structured_derivatives"]
     assert costs["auto"] == costs["jacobian"] < costs["structured"]
