@@ -26,8 +26,10 @@ mirror. With the transposed form (params dominate, so each recomputed VJP is cos
 
 **Memory bound.** The basis ``J(x2)ᵀe`` is computed in chunks of columns (``lax.map`` over
 chunks, each chunk one ``vmap``) so that a chunk's VJP results and JVP activation tangents stay
-within :data:`BASIS_BYTES` bytes (one column is never split); when all columns fit, it is a single
-``vmap``. The kernel is the same either way: each column is computed exactly once.
+within :data:`BASIS_BYTES` bytes, or ``VectorProductOptions.basis_bytes`` (one column is never
+split); when all columns fit, it is a single ``vmap``. The kernel is the same either way: each
+column is computed exactly once. ``VectorProductOptions`` may also force the form and the
+number of symmetric blocks.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ PyTree = Any
 BASIS_BYTES = 4 * 2**30
 """Bytes one chunk of kernel columns may hold: its VJP results ``J(x2)ᵀe`` (``P`` values per
 column and example of ``x2`` it is computed at) plus the activation tangents of its JVPs (``y``
-values per column and pair of examples). Columns beyond it are computed in sequence."""
+values per column and pair of examples). Columns beyond it are computed in sequence. The
+default of ``VectorProductOptions.basis_bytes``."""
 
 FORMS = ("linearized", "transposed")
 
@@ -80,6 +83,9 @@ class VectorProductOptions:
       blocks: for ``x2=None`` with ``vmap_axes``, the number of blocks the examples are split
         into so that only the blocks on and above the diagonal are computed (``1``: none);
         ``None`` (default): 2 with the linearized form, 1 with the transposed one.
+      basis_bytes: bytes one chunk of kernel columns may hold (their VJP results and JVP
+        activation tangents); columns beyond it are computed in sequence, at least one per
+        chunk. ``None`` (default): :data:`BASIS_BYTES`.
 
     Example:
       >>> import jax.numpy as jnp, ntk_zoo
@@ -95,19 +101,21 @@ class VectorProductOptions:
 
     form: str | None = None
     blocks: int | None = None
+    basis_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.form is not None and self.form not in FORMS:
             raise ValueError(
                 f"VectorProductOptions: `form` must be None or one of {FORMS}, got {self.form!r}."
             )
-        blocks = self.blocks
-        if blocks is not None and (
-            isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1
-        ):
-            raise ValueError(
-                f"VectorProductOptions: `blocks` must be None or an int >= 1, got {blocks!r}."
-            )
+        for name in ("blocks", "basis_bytes"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"VectorProductOptions: `{name}` must be None or an int >= 1, got {value!r}."
+                )
 
 
 def ntk_vp_fn(
@@ -276,7 +284,8 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
     n_u = c.n1 if paired else c.n2
     n_pairs = c.n1 if paired else c.n1 * c.n2
     per_column = c.itemsize * (n_u * p_values + n_pairs * y_pass)
-    return _Plan(form, max(1, int(BASIS_BYTES // max(per_column, 1))))
+    budget = p.option(VectorProductOptions).basis_bytes or BASIS_BYTES
+    return _Plan(form, max(1, int(budget // max(per_column, 1))))
 
 
 def _example_axes(axes: LeafAxes, batch: int) -> LeafAxes:

@@ -23,6 +23,7 @@ DIFFERENT = [
     (*SD, S(grams="always"), S(grams="never")),
     (*VP, V(form="linearized"), V(form="transposed")),
     (*VP, V(blocks=1), V(blocks=2)),
+    (*VP, V(basis_bytes=None), V(basis_bytes=1)),
 ]
 
 
@@ -73,7 +74,7 @@ def test_the_jit_cache_key_sees_the_options(method, keyword, one, other):
 def test_options_default_to_the_automatic_choices():
     kernel_fn = ntk_zoo.ntk_fn(f)
     assert kernel_fn.structured == ntk_zoo.StructuredOptions(uses="auto", grams="auto")
-    assert kernel_fn.vector_products == ntk_zoo.VectorProductOptions(form=None, blocks=None)
+    assert kernel_fn.vector_products == ntk_zoo.VectorProductOptions(None, None, None)
     problem = kernel_fn.problem(X, None, PARAMS)
     assert problem.option(ntk_zoo.StructuredOptions) == ntk_zoo.StructuredOptions()
     assert kernel_fn.replace(structured=None).structured == ntk_zoo.StructuredOptions()
@@ -88,8 +89,9 @@ def test_options_default_to_the_automatic_choices():
         (lambda: ntk_zoo.VectorProductOptions(blocks=0), "`blocks`"),
         (lambda: ntk_zoo.VectorProductOptions(blocks=2.0), "`blocks`"),
         (lambda: ntk_zoo.VectorProductOptions(blocks=True), "`blocks`"),
+        (lambda: ntk_zoo.VectorProductOptions(basis_bytes=-1), "`basis_bytes`"),
     ],
-    ids=["uses", "grams", "form", "blocks-0", "blocks-float", "blocks-bool"],
+    ids=["uses", "grams", "form", "blocks-0", "blocks-float", "blocks-bool", "basis_bytes"],
 )
 def test_a_bad_option_value_names_the_argument(make, argument):
     with pytest.raises(ValueError, match=argument):
