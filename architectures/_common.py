@@ -32,8 +32,12 @@ def output_scale(parameterization: str, fan_in: int) -> float:
 
 
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
-    """``y + bias`` over ``y``'s trailing axes, broadcast explicitly (strict rank promotion)."""
-    return y + jnp.reshape(bias, (1,) * (y.ndim - bias.ndim) + bias.shape)
+    """``y + bias`` over ``y``'s trailing axes, broadcast explicitly (strict rank promotion).
+
+    ``expand_dims`` traces to the ``broadcast_in_dim`` that implicit broadcasting makes, the
+    form whose cotangent structured derivatives share with the layer's weight (a ``reshape``,
+    as in ``flax.linen.Dense``, is not shared under ``vmap``)."""
+    return y + jnp.expand_dims(bias, tuple(range(y.ndim - bias.ndim)))
 
 
 def activation(name: str):

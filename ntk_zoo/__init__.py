@@ -26,6 +26,8 @@ from ntk_zoo.engine import AutoOptions as AutoOptions
 from ntk_zoo.engine import Choice as Choice
 from ntk_zoo.engine import KernelFn as KernelFn
 from ntk_zoo.engine import Method as Method
+from ntk_zoo.engine import StructuredOptions as StructuredOptions
+from ntk_zoo.engine import VectorProductOptions as VectorProductOptions
 from ntk_zoo.engine import calibrate as calibrate
 from ntk_zoo.engine import clear_wisdom as clear_wisdom
 from ntk_zoo.engine import forward_flops as forward_flops
@@ -51,6 +53,8 @@ __all__ = [
     "KernelFn",
     "NngpFn",
     "PureFn",
+    "StructuredOptions",
+    "VectorProductOptions",
     "Choice",
     "batched",
     "calibrate",

@@ -57,7 +57,7 @@ def _normal(seed: int, *shape: int, scale: float = 1.0) -> np.ndarray:
 
 def add_bias(y, b):
     """``y + b`` over trailing axes, broadcast explicitly (the suite raises on rank promotion)."""
-    return y + jnp.reshape(b, (1,) * (y.ndim - b.ndim) + b.shape)
+    return y + jnp.expand_dims(b, tuple(range(y.ndim - b.ndim)))  # the implicit form's jaxpr
 
 
 def mlp(params, x):

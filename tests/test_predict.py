@@ -9,12 +9,13 @@ import pytest
 import ntk_zoo
 from ntk_zoo import predict
 from ntk_zoo.spectrum import flatten_kernel
+from tests.cases import add_bias
 from tests.oracle import rel_error
 
 
 def mlp(params, x):
-    h = jnp.tanh(x @ params["w1"] + params["b1"])
-    return h @ params["w2"] / np.sqrt(h.shape[-1]) + params["b2"]
+    h = jnp.tanh(add_bias(x @ params["w1"], params["b1"]))
+    return add_bias(h @ params["w2"] / np.sqrt(h.shape[-1]), params["b2"])
 
 
 def make_problem(o, seed=0):

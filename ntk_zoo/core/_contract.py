@@ -222,10 +222,12 @@ def transformed_problem(
     vmap_axes: VmapAxes | None,
     cotangents: Cotangents | None = None,
     preconditioner: Any = None,
+    options: tuple[Any, ...] = (),
 ) -> tuple[Problem, Callable[[PyTree], PyTree]]:
     """The :class:`Problem` of the kernel ``v_iᵀ J D Jᵀ v_j``: ``f`` preconditioned by ``D``
     (:func:`precondition`), then its outputs contracted with ``cotangents``
-    (:func:`contract_outputs`); either may be ``None``.
+    (:func:`contract_outputs`); either may be ``None``. ``options``: the methods' options
+    (:attr:`Problem.options`).
 
     Returns:
       The problem, and ``restore``: a per-param kernel tree over the problem's params (the
@@ -242,5 +244,6 @@ def transformed_problem(
             f, cotangents, base.fx1, out_axes, trace_axes, diagonal_axes, vmap_axes
         )
         f, trace_axes, diagonal_axes, vmap_axes = c
-    problem = make_problem(f, x1, x2, params, kwargs, trace_axes, diagonal_axes, vmap_axes)
+    axes = (trace_axes, diagonal_axes, vmap_axes)
+    problem = make_problem(f, x1, x2, params, kwargs, *axes, options)
     return problem, restore

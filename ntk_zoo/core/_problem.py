@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 
@@ -20,6 +20,7 @@ from ntk_zoo.core._vmap import (
 )
 
 PyTree = Any
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Problem:
     """``f``, its arguments and the canonical axes of every output leaf.
 
     ``x2`` is ``None`` when the kernel is of ``x1`` with itself (work is shared).
+    ``options`` holds the methods' options (e.g. ``StructuredOptions``), at most one of each
+    type; a method reads its own with :meth:`option`.
     """
 
     f: Callable[..., PyTree]
@@ -40,6 +43,15 @@ class Problem:
     axes: list[LeafAxes]  # per output leaf
     vmap: ResolvedVmap | None
     dtype: Any
+    options: tuple[Any, ...] = ()
+
+    def option(self, kind: type[T]) -> T:
+        """The options of type ``kind`` this problem was made with, else ``kind()`` (their
+        defaults: the method's automatic choices)."""
+        for o in self.options:
+            if isinstance(o, kind):
+                return o
+        return kind()
 
     @property
     def fx_treedef(self) -> Any:
@@ -64,6 +76,7 @@ def make_problem(
     trace_axes: Axes,
     diagonal_axes: Axes,
     vmap_axes: VmapAxes | None,
+    options: tuple[Any, ...] = (),
 ) -> Problem:
     dtype = _checks.check_params(params)
     if x2 is x1:
@@ -95,4 +108,7 @@ def make_problem(
             if rv2.out_axes != rv.out_axes:
                 raise ValueError("`vmap_axes` out_axes resolve differently for x1 and x2.")
         _checks.check_output_pair(fx1, fx2, axes)
-    return Problem(f, params, x1, x2, kw1, kw2, fx1, fx2, axes, rv, dtype)
+    kinds = [type(o) for o in options]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"make_problem: at most one options object of each type, got {options!r}.")
+    return Problem(f, params, x1, x2, kw1, kw2, fx1, fx2, axes, rv, dtype, tuple(options))

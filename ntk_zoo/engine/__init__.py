@@ -10,4 +10,6 @@ from ntk_zoo.engine._registry import METHODS as METHODS
 from ntk_zoo.engine._wisdom import AutoOptions as AutoOptions
 from ntk_zoo.engine._wisdom import clear_wisdom as clear_wisdom
 from ntk_zoo.engine._wisdom import wisdom_path as wisdom_path
+from ntk_zoo.methods import VectorProductOptions as VectorProductOptions
 from ntk_zoo.methods import ntk_vp_fn as ntk_vp_fn
+from ntk_zoo.structured import StructuredOptions as StructuredOptions

@@ -30,12 +30,27 @@ from ntk_zoo.engine._measure import measure, measured_choice
 from ntk_zoo.engine._method import Method, canonicalize_method
 from ntk_zoo.engine._registry import METHODS
 from ntk_zoo.engine._wisdom import AutoOptions, fingerprint, lookup, remember
+from ntk_zoo.methods import VectorProductOptions
+from ntk_zoo.structured import StructuredOptions
 
 PyTree = Any
 
 
 def _is_concrete_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic)
+
+
+_METHOD_OPTIONS = {"structured": StructuredOptions, "vector_products": VectorProductOptions}
+
+
+def _check_options(caller: str, **options: Any) -> None:
+    """Each of the methods' options is ``None`` or an instance of its type."""
+    for name, value in options.items():
+        kind = _METHOD_OPTIONS[name]
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"{caller}({name}=...) takes an ntk_zoo.{kind.__name__} (or None), got {value!r}."
+            )
 
 
 def _signature(args: tuple, static: tuple) -> tuple:
@@ -48,7 +63,9 @@ class KernelFn:
     """``kernel_fn(x1, x2=None, params, **kwargs)`` returned by :func:`ntk_fn`.
 
     Pure and ``jax.jit``-compatible. ``x2=None`` means ``x1`` (work is shared). Keyword
-    arguments go to ``f``; a 2-tuple value is ``(value for x1, value for x2)``.
+    arguments go to ``f``; a 2-tuple value is ``(value for x1, value for x2)``. The methods'
+    options (``structured``, ``vector_products``) are compile-time constants of its programs:
+    :meth:`replace` gives a kernel function with others, compiled anew.
 
     ``kernels`` (default ``None``: the NTK) is what a call returns, computed inside the same
     compiled program: ``kernels(kernel_fn, x1, x2, params, kwargs, ntk)``, where ``ntk()`` gives
@@ -67,9 +84,13 @@ class KernelFn:
         auto: AutoOptions | None = None,
         cotangents: Any = None,
         preconditioner: Any = None,
+        structured: StructuredOptions | None = None,
+        vector_products: VectorProductOptions | None = None,
         kernels: Callable[..., PyTree] | None = None,
     ):
         self.auto = AutoOptions() if auto is None else auto
+        self.structured = structured or StructuredOptions()
+        self.vector_products = vector_products or VectorProductOptions()
         self.kernels = kernels
         self._programs: dict[tuple, tuple[_cost.Choice, Any]] = {}  # measured auto's, by shapes
         self._by_method: dict[Method, Callable] = {}
@@ -95,12 +116,25 @@ class KernelFn:
     def _problem(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> Problem:
         return self._transformed(x1, x2, params, kwargs)[0]
 
-    def _transformed(self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs: dict) -> tuple:
+    @property
+    def _options(self) -> tuple:
+        """The methods' options, as the problem carries them (hashable: a jit cache key)."""
+        return (self.structured, self.vector_products)
+
+    def _transformed(
+        self,
+        x1: PyTree,
+        x2: PyTree | None,
+        params: PyTree,
+        kwargs: dict,
+        options: tuple | None = None,
+    ) -> tuple:
         if params is None:
             raise TypeError("kernel_fn needs `params`: call it as kernel_fn(x1, x2, params).")
         axes = (self.trace_axes, self.diagonal_axes, self.vmap_axes)
         extra = (self.cotangents, self.preconditioner)
-        return transformed_problem(self.f, x1, x2, params, kwargs, *axes, *extra)
+        options = self._options if options is None else options
+        return transformed_problem(self.f, x1, x2, params, kwargs, *axes, *extra, options)
 
     def choose(
         self, x1: PyTree, x2: PyTree | None = None, params: PyTree = None, **kwargs: Any
@@ -118,17 +152,23 @@ class KernelFn:
             return _cost.cheapest(self._problem(x1, x2, params, kwargs))
         split = self._split(kwargs)
         if split is not None:  # already measured (and compiled) at these shapes
-            sig = _signature((x1, x2, params, split[0]), split[1])
+            sig = _signature((x1, x2, params, split[0]), (split[1], self._options))
             if sig in self._programs:
                 return self._programs[sig][0]
         return self._measured(x1, x2, params, kwargs)[0]
 
     def replace(self, **changes: Any) -> KernelFn:
         """A copy with some settings changed: ``kernel_fn.replace(method="jacobian_contraction")``,
-        ``kernel_fn.replace(auto=ntk_zoo.AutoOptions(measure=True))``."""
+        ``kernel_fn.replace(auto=ntk_zoo.AutoOptions(measure=True))``,
+        ``kernel_fn.replace(structured=ntk_zoo.StructuredOptions(uses="jacobian"))``."""
         unknown = [k for k in changes if k.startswith("_") or not hasattr(self, k)]
         if unknown:
             raise TypeError(f"KernelFn.replace: no setting {unknown[0]!r}.")
+        _check_options(
+            "KernelFn.replace", **{k: v for k, v in changes.items() if k in _METHOD_OPTIONS}
+        )
+        defaults = {name: kind() for name, kind in _METHOD_OPTIONS.items()}
+        changes = {k: defaults[k] if v is None and k in defaults else v for k, v in changes.items()}
         new = copy.copy(self)
         new.__dict__.pop("_jitted", None)
         new._programs, new._by_method = {}, {}
@@ -143,6 +183,8 @@ class KernelFn:
             "vmap_axes": repr(self.vmap_axes),
             "sum_params": self.sum_params,
             "auto": self.auto.key(),
+            "structured": repr(self.structured),
+            "vector_products": repr(self.vector_products),
         }
 
     def _measured(self, x1, x2, params, kwargs: dict) -> tuple[_cost.Choice, Any]:
@@ -162,7 +204,7 @@ class KernelFn:
             return estimate, None  # nothing to time under a trace
         dynamic, static = split
         args = (x1, x2, params, dynamic)
-        compile_method = lambda m: self._for_method(m).lower(*args, static).compile()
+        compile_method = lambda m: self._for_method(m).lower(*args, static, self._options).compile()
         choice, compiled = measure(estimate, compile_method, lambda c: c(*args), self.auto)
         if key is not None and choice.source == "measured":
             remember(
@@ -188,13 +230,15 @@ class KernelFn:
         return dynamic, tuple(static)
 
     def _for_method(self, method: Method) -> Callable:
-        """The jitted ``run`` of one method (what measuring compiles)."""
+        """The jitted ``run`` of one method (what measuring compiles); its compile-time
+        constants are the non-array keyword arguments and the methods' options."""
         if method not in self._by_method:
 
-            def run(x1, x2, params, dynamic, static):
-                return self._compute(x1, x2, params, {**dynamic, **dict(static)}, method)
+            def run(x1, x2, params, dynamic, static, options):
+                kwargs = {**dynamic, **dict(static)}
+                return self._compute(x1, x2, params, kwargs, method, options)
 
-            self._by_method[method] = jax.jit(run, static_argnums=4)
+            self._by_method[method] = jax.jit(run, static_argnums=(4, 5))
         return self._by_method[method]
 
     def __call__(
@@ -213,22 +257,25 @@ class KernelFn:
             return self._compute(x1, x2, params, kwargs)
         dynamic, static = split
         if self.method is Method.AUTO and self.auto.measure:  # measured once per shapes
-            sig = _signature((x1, x2, params, dynamic), static)
+            sig = _signature((x1, x2, params, dynamic), (static, self._options))
             if sig not in self._programs:
                 choice, program = self._measured(x1, x2, params, kwargs)
                 if program is None:
                     run = self._for_method(choice.method)
-                    program = run.lower(x1, x2, params, dynamic, static).compile()
+                    program = run.lower(x1, x2, params, dynamic, static, self._options).compile()
                 self._programs[sig] = (choice, program)
             return self._programs[sig][1](x1, x2, params, dynamic)
-        return self._jitted(x1, x2, params, dynamic, static)
+        return self._jitted(x1, x2, params, dynamic, static, self._options)
 
     @functools.cached_property
     def _jitted(self) -> Callable:
-        def run(x1, x2, params, dynamic, static):
-            return self._compute(x1, x2, params, {**dynamic, **dict(static)})
+        """The jitted kernel; its compile-time constants (its cache key beside the arrays'
+        shapes) are the non-array keyword arguments and the methods' options."""
 
-        return jax.jit(run, static_argnums=4)
+        def run(x1, x2, params, dynamic, static, options):
+            return self._compute(x1, x2, params, {**dynamic, **dict(static)}, options=options)
+
+        return jax.jit(run, static_argnums=(4, 5))
 
     def _compute(
         self,
@@ -237,11 +284,14 @@ class KernelFn:
         params: PyTree,
         kwargs: dict,
         method: Method | None = None,
+        options: tuple | None = None,
     ) -> PyTree:
         if self.kernels is not None:
-            ntk = lambda: self.replace(kernels=None)._compute(x1, x2, params, kwargs, method)
+            ntk = lambda: self.replace(kernels=None)._compute(
+                x1, x2, params, kwargs, method, options
+            )
             return self.kernels(self, x1, x2, params, kwargs, ntk)
-        problem, restore = self._transformed(x1, x2, params, kwargs)
+        problem, restore = self._transformed(x1, x2, params, kwargs, options)
         method, replay = method or self.method, None
         if method is Method.AUTO and self.auto.measure and self.auto.wisdom:
             entry = lookup(fingerprint(problem, self._settings()))  # under a trace: stored only
@@ -272,6 +322,8 @@ def ntk_fn(
     auto: AutoOptions | None = None,
     cotangents: Any = None,
     preconditioner: Any = None,
+    structured: StructuredOptions | None = None,
+    vector_products: VectorProductOptions | None = None,
 ) -> KernelFn:
     """Returns ``kernel_fn(x1, x2, params, **kwargs)``, the empirical NTK of ``f``.
 
@@ -302,6 +354,13 @@ def ntk_fn(
         cost model's estimate. ``AutoOptions(measure=True)`` times the plausible methods on the
         first call at each shapes, runs the fastest (compiled once) and stores the pick as
         wisdom for later runs.
+      structured: how structured derivatives contract each param leaf's uses (a
+        :class:`~ntk_zoo.StructuredOptions`); default: by estimated cost, per leaf.
+      vector_products: how NTK-vector products build their JVPs and split a symmetric kernel
+        (a :class:`~ntk_zoo.VectorProductOptions`); default: the method's own choices.
+
+    Every option is exact (they change time, not the kernel) and a compile-time constant: a
+    kernel function's programs, and ``auto``'s estimates and wisdom, follow its options.
 
     Returns:
       A :class:`KernelFn`. It is pure; wrap it in ``jax.jit`` for repeated use.
@@ -331,6 +390,7 @@ def ntk_fn(
     if auto is not None and not isinstance(auto, AutoOptions):
         raise TypeError(f"ntk_fn(auto=...) takes an ntk_zoo.AutoOptions, got {auto!r}.")
     check_cotangents(cotangents)
+    _check_options("ntk_fn", structured=structured, vector_products=vector_products)
     return KernelFn(
         f,
         method,
@@ -342,4 +402,6 @@ def ntk_fn(
         auto,
         cotangents,
         preconditioner,
+        structured,
+        vector_products,
     )

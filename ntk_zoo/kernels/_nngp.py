@@ -93,6 +93,8 @@ class EmpiricalKernelFn(KernelFn):
             auto=base.auto,
             cotangents=base.cotangents,
             preconditioner=base.preconditioner,
+            structured=base.structured,
+            vector_products=base.vector_products,
             kernels=_empirical_kernels,
         )
         self.get = get

@@ -26,12 +26,15 @@ mirror. With the transposed form (params dominate, so each recomputed VJP is cos
 
 **Memory bound.** The basis ``J(x2)ᵀe`` is computed in chunks of columns (``lax.map`` over
 chunks, each chunk one ``vmap``) so that a chunk's VJP results and JVP activation tangents stay
-within :data:`BASIS_BYTES` bytes (one column is never split); when all columns fit, it is a single
-``vmap``. The kernel is the same either way: each column is computed exactly once.
+within :data:`BASIS_BYTES` bytes, or ``VectorProductOptions.basis_bytes`` (one column is never
+split); when all columns fit, it is a single ``vmap``. The kernel is the same either way: each
+column is computed exactly once. ``VectorProductOptions`` may also force the form and the
+number of symmetric blocks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -58,10 +61,61 @@ PyTree = Any
 BASIS_BYTES = 4 * 2**30
 """Bytes one chunk of kernel columns may hold: its VJP results ``J(x2)ᵀe`` (``P`` values per
 column and example of ``x2`` it is computed at) plus the activation tangents of its JVPs (``y``
-values per column and pair of examples). Columns beyond it are computed in sequence."""
+values per column and pair of examples). Columns beyond it are computed in sequence. The
+default of ``VectorProductOptions.basis_bytes``."""
 
-_FORCE_FORM: str | None = None  # tests set "linearized" or "transposed" to cover both forms
-_FORCE_BLOCKS: int | None = None  # tests set the number of symmetric blocks (1: none)
+FORMS = ("linearized", "transposed")
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorProductOptions:
+    """How ``method="ntk_vector_products"`` builds its JVPs and splits a symmetric kernel.
+
+    Every choice is exact; they differ in time only. The defaults are the method's own choices
+    (described at the top of this module); forcing one is for tests, benchmarks and for checking
+    those choices on a machine.
+
+    Attributes:
+      form: how ``J(x1)·u`` is traced: ``"linearized"`` (``jax.linearize`` at ``x1``) or
+        ``"transposed"`` (the transpose of the VJP at ``x1``); ``None`` (default):
+        ``"transposed"`` when the params outnumber the values one forward pass writes, else
+        ``"linearized"``.
+      blocks: for ``x2=None`` with ``vmap_axes``, the number of blocks the examples are split
+        into so that only the blocks on and above the diagonal are computed (``1``: none);
+        ``None`` (default): 2 with the linearized form, 1 with the transposed one.
+      basis_bytes: bytes one chunk of kernel columns may hold (their VJP results and JVP
+        activation tangents); columns beyond it are computed in sequence, at least one per
+        chunk. ``None`` (default): :data:`BASIS_BYTES`.
+
+    Example:
+      >>> import jax.numpy as jnp, ntk_zoo
+      >>> f = lambda p, x: jnp.tanh(x @ p["w"])
+      >>> params, x = {"w": jnp.ones((3, 4))}, jnp.ones((2, 3))
+      >>> options = ntk_zoo.VectorProductOptions(form="linearized", blocks=2)
+      >>> kernel_fn = ntk_zoo.ntk_fn(
+      ...     f, method="ntk_vector_products", vmap_axes=0, vector_products=options
+      ... )
+      >>> kernel_fn(x, None, params).shape
+      (2, 2)
+    """
+
+    form: str | None = None
+    blocks: int | None = None
+    basis_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.form is not None and self.form not in FORMS:
+            raise ValueError(
+                f"VectorProductOptions: `form` must be None or one of {FORMS}, got {self.form!r}."
+            )
+        for name in ("blocks", "basis_bytes"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"VectorProductOptions: `{name}` must be None or an int >= 1, got {value!r}."
+                )
 
 
 def ntk_vp_fn(
@@ -197,11 +251,13 @@ def _pair_kernels(
     ]
 
 
-def _form(c: Counts) -> str:
+def _form(p: Problem, c: Counts) -> str:
     """``"transposed"`` when the params outnumber the values one forward pass writes (per
-    example with ``vmap_axes``), else ``"linearized"`` (see the module docstring)."""
-    if _FORCE_FORM is not None:
-        return _FORCE_FORM
+    example with ``vmap_axes``), else ``"linearized"`` (see the module docstring), unless the
+    problem's :class:`VectorProductOptions` name a form."""
+    forced = p.option(VectorProductOptions).form
+    if forced is not None:
+        return forced
     return "transposed" if c.n_params >= c.y1 / c.n1 else "linearized"
 
 
@@ -221,14 +277,15 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
         return _Plan("linearized", 1)  # no examples: nothing to compute, nothing to count
     c = count(p)
     y_pass = c.y1 / c.n1
-    form = _form(c)
+    form = _form(p, c)
     # Without sum_params, one param leaf at a time: its own tangents, all the activations.
     leaves = jax.tree.leaves(p.params)
     p_values = c.n_params if sum_params else max(math.prod(np.shape(a)) for a in leaves)
     n_u = c.n1 if paired else c.n2
     n_pairs = c.n1 if paired else c.n1 * c.n2
     per_column = c.itemsize * (n_u * p_values + n_pairs * y_pass)
-    return _Plan(form, max(1, int(BASIS_BYTES // max(per_column, 1))))
+    budget = p.option(VectorProductOptions).basis_bytes or BASIS_BYTES
+    return _Plan(form, max(1, int(budget // max(per_column, 1))))
 
 
 def _example_axes(axes: LeafAxes, batch: int) -> LeafAxes:
@@ -321,7 +378,7 @@ def _symmetric_blocks(p: Problem, form: str) -> tuple[int, int]:
     n = p.vmap.batch_size if p.vmap is not None else 1
     if p.vmap is None or p.x2 is not None or n < 2:
         return 1, n
-    k = _FORCE_BLOCKS or (2 if form == "linearized" else 1)
+    k = p.option(VectorProductOptions).blocks or (2 if form == "linearized" else 1)
     k = min(k, n)
     return k, -(-n // k)
 
@@ -394,7 +451,7 @@ def _cost(p: Problem, c: Counts) -> float:
     diagonal: ``k(k+1)/2·m`` examples' VJPs and ``k(k+1)/2·m²`` pairs' JVPs. Chunking the columns
     recomputes nothing."""
     out_axes = [None] * len(c.out2) if p.vmap is None else p.vmap.out_axes
-    k, m = _symmetric_blocks(p, _form(c))
+    k, m = _symmetric_blocks(p, _form(p, c))
     pairs = k * (k + 1) // 2
     grid_pairs = c.n1 * c.n2 if k == 1 else pairs * m * m
     vjp_scale = 1.0 if k == 1 else pairs * m / c.n2

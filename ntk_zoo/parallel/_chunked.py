@@ -36,7 +36,14 @@ def selecting(kernel_fn: KernelFn) -> KernelFn:
     def select(params, x, _ntk_outputs, **kwargs):
         return jnp.take(f(params, x, **kwargs), _ntk_outputs, axis=-1)
 
-    return ntk_fn(select, method=kernel_fn.method, trace_axes=(), vmap_axes=kernel_fn.vmap_axes)
+    return ntk_fn(
+        select,
+        method=kernel_fn.method,
+        trace_axes=(),
+        vmap_axes=kernel_fn.vmap_axes,
+        structured=kernel_fn.structured,
+        vector_products=kernel_fn.vector_products,
+    )
 
 
 def chunked(

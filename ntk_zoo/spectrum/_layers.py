@@ -131,7 +131,7 @@ def layer_shares(
       >>> import jax, jax.numpy as jnp, ntk_zoo
       >>> from ntk_zoo.spectrum import layer_shares
       >>> def f(p, x):
-      ...     h = jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+      ...     h = jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"][None])
       ...     return h @ p["Dense_1"]["kernel"]
       >>> k1, k2 = jax.random.split(jax.random.key(0))
       >>> params = {"Dense_0": {"kernel": jax.random.normal(k1, (3, 8)), "bias": jnp.zeros(8)},

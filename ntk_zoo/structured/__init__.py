@@ -3,16 +3,20 @@
 ``_ir`` flattens ``f``'s linearisation into equations (``_control_flow`` unrolls its loops and
 turns its branches into selections), ``_structure`` describes one primitive's
 Jacobian, ``rules/`` holds one structure rule per primitive (added with :func:`register`, which
-also declares the "views": reshape-like bijections of a param), ``_derivatives`` records
-``∂f/∂y`` at every use of every param and contracts the factors (in the order ``_plan`` picks),
-and ``_cost`` estimates that work for ``method="auto"`` (``STRUCTURED_DERIVATIVES``, the
-method's entry in the engine's registry).
+also declares the "views": reshape-like bijections of a param). ``_derivatives`` runs the
+method's stages: ``_factors`` records ``∂f/∂y`` at every use of every param and each use's
+structure, ``_operands`` labels them as einsum operands, ``_choice`` chooses per leaf (and
+per group of uses with one ``∂f/∂y``) how to contract, ``_contraction`` contracts, each einsum
+through a ``_contractor`` (in the order ``_plan`` picks) that runs it or prices it; ``_cost``
+estimates the method for ``method="auto"`` with the pricing one (``STRUCTURED_DERIVATIVES``, the
+method's entry in the engine's registry). :class:`StructuredOptions` force its choices.
 """
 
 from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop expanders)
 from ntk_zoo.structured import rules as rules  # registers the built-in rules
 from ntk_zoo.structured._cost import STRUCTURED_DERIVATIVES as STRUCTURED_DERIVATIVES
 from ntk_zoo.structured._derivatives import structured_derivatives as structured_derivatives
+from ntk_zoo.structured._options import StructuredOptions as StructuredOptions
 from ntk_zoo.structured._registry import RULES as RULES
 from ntk_zoo.structured._registry import VIEWS as VIEWS
 from ntk_zoo.structured._registry import register as register
@@ -23,6 +27,7 @@ __all__ = [
     "STRUCTURED_DERIVATIVES",
     "VIEWS",
     "Structure",
+    "StructuredOptions",
     "register",
     "rules",
     "structured_derivatives",

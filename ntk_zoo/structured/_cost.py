@@ -4,20 +4,18 @@ in the engine's registry."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ntk_zoo import _compat
 from ntk_zoo.core import Counts, NtkMethod, Problem
 from ntk_zoo.structured import _warnings
-from ntk_zoo.structured._derivatives import _einsum, structured_derivatives
-from ntk_zoo.structured._plan import plan, timed_steps
+from ntk_zoo.structured._contractor import PricingContractor
+from ntk_zoo.structured._derivatives import structured_derivatives
 
 
 def _traced(fn: Any, program: bool, *trees: Any) -> Callable[[], Any] | None:
@@ -41,44 +39,6 @@ def _traced(fn: Any, program: bool, *trees: Any) -> Callable[[], Any] | None:
     return lambda: jax.tree.unflatten(out_def, _compat.jaxpr_as_fun(closed)(*arrays))
 
 
-class _CountingEinsum:
-    """The einsum the estimate traces structured derivatives with: every call is priced, step
-    by step on its planned path (``_plan``), and, with ``compute``, also run (``_einsum``), so
-    that the same trace is the method's program; ``count`` prices only (a use's Jacobian factor,
-    formed by the primitive's own transpose, is priced as its einsum)."""
-
-    def __init__(self, p: Problem, c: Counts, compute: bool):
-        self.p, self.c, self.compute = p, c, compute
-        self.seconds = 0.0  # every einsum step
-        self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
-
-    def count(self, *args: Any, sides: tuple[int, ...]) -> jax.Array | None:
-        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
-        shapes = tuple(tuple(o.shape) for o in operands)
-        subs = tuple(tuple(s) for s in subs)
-        table, itemsize = self.c.table, self.c.itemsize
-        path, _ = plan(subs, shapes, tuple(out), itemsize, table)
-        sizes = {i: n for s, shape in zip(subs, shapes) for i, n in zip(s, shape)}
-        owners = [{s} if s else {1, 2} for s in sides]
-        for i, j, t in timed_steps(path, subs, tuple(out), sizes, itemsize, table):
-            merged = owners[i] | owners[j]
-            owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
-            if merged == {2} and self.p.x2 is None:
-                continue  # the same as side 1's step
-            self.seconds += t
-        for o in operands:  # keyed by identity; the operand is kept so its id is not reused
-            self.factors[id(o)] = (o, math.prod(o.shape))
-        return None
-
-    def __call__(self, *args: Any, sides: tuple[int, ...]) -> jax.Array:
-        self.count(*args, sides=sides)
-        if self.compute:
-            return _einsum(*args, sides=sides)
-        operands, subs, out = args[:-1:2], args[1:-1:2], args[-1]
-        sizes = {i: n for s, o in zip(subs, operands) for i, n in zip(s, o.shape)}
-        return jnp.zeros([sizes[i] for i in out], operands[0].dtype)
-
-
 def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[], list] | None]:
     """Two phases, like Jacobian contraction's: the factors (a forward pass, then ``o``
     transposed passes that carry cotangents of activations only, about one pass each: the
@@ -87,25 +47,25 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
     ``∂f/∂y``), then the steps that combine the two sides; every einsum step is costed on its own
     (its kind, small einsum or matmul, from its shape; the machine's fixed cost per step) on the
     path the contraction takes (``_plan``). With ``x2=None`` the second side's own steps are the
-    first's. The einsums are found by tracing the method with a counting einsum, so the estimate
+    first's. The einsums are found by tracing the method with a pricing contractor, so the estimate
     follows the method's own choices: per param leaf, contracting its uses through their
     structure or summing their Jacobian factors first (the dense factors' einsums are one-sided
     steps, their contraction a cross step), and the cotangent Grams shared between uses (one
     einsum per group). Seconds on ``c.table``; with ``program``, also a function that replays
     that trace as the method's result (the trace's fallback warnings given then)."""
     factor_flops = (1 + c.o1) * c.fp1 + (0 if p.x2 is None else (1 + c.o2) * c.fp2)
-    einsum = _CountingEinsum(p, c, compute=program)
+    pricing = PricingContractor(c.table, c.itemsize, same=p.x2 is None, compute=program)
 
     def run(params, x1, x2, kw1, kw2):
         problem = dataclasses.replace(p, params=params, x1=x1, x2=x2, kwargs1=kw1, kwargs2=kw2)
-        return structured_derivatives(problem, einsum)
+        return structured_derivatives(problem, pricing)
 
     # the method's own warnings are given when the kernel is computed, not when estimated
     with _warnings.deferred() as warned, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = _traced(run, program, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    values = sum(n for _, n in einsum.factors.values()) + c.passes_y
-    seconds = c.phase(factor_flops, values, "pass") + einsum.seconds
+    values = sum(n for _, n in pricing.factors.values()) + c.passes_y
+    seconds = c.phase(factor_flops, values, "pass") + pricing.seconds
     if traced is None:
         return seconds, None
 

@@ -12,8 +12,7 @@ import pytest
 import ntk_zoo
 from ntk_zoo.engine import _cost
 from ntk_zoo.engine._method import Method
-from ntk_zoo.structured import _cost as _cost_sd
-from ntk_zoo.structured import _derivatives, _warnings
+from ntk_zoo.structured import _contractor, _derivatives, _warnings
 from tests.oracle import oracle_ntk, rel_error
 from tests.structured.grid import MODELS
 
@@ -86,7 +85,9 @@ def test_auto_picking_structured_derivatives_traces_it_once(
 def test_choose_estimates_without_computing(monkeypatch):
     m = _model("conv-residual")
     computed = []
-    monkeypatch.setattr(_cost_sd, "_einsum", lambda *a, **k: computed.append(1))
+    monkeypatch.setattr(
+        _contractor.RunningContractor, "contract", lambda self, e: computed.append(1)
+    )
     kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", vmap_axes=m.vmap_axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

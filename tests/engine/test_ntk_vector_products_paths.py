@@ -22,14 +22,14 @@ EXACT = 1e-10
 @pytest.mark.parametrize("vmap", [False, True], ids=["full", "vmap"])
 @pytest.mark.parametrize("form", ["linearized", "transposed"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monkeypatch):
-    monkeypatch.setattr(vp, "_FORCE_FORM", form)
-    monkeypatch.setattr(vp, "BASIS_BYTES", 1)  # one column per lax.map step
+def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap):
     kernel_fn = ntk_zoo.ntk_fn(
         case.f,
         method="ntk_vector_products",
         vmap_axes=case.vmap_axes if vmap else None,
         trace_axes=case.trace_axes,
+        # basis_bytes=1: one column per lax.map step
+        vector_products=ntk_zoo.VectorProductOptions(form=form, basis_bytes=1),
     )
     got = kernel_fn(case.x1, case.x2, case.params, **case.kwargs(False))
     want = oracle_ntk(
@@ -40,12 +40,15 @@ def test_forced_form_one_column_per_chunk_matches_oracle(case, form, vmap, monke
 
 @pytest.mark.parametrize("blocks", [3])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
+def test_symmetric_blocks_match_oracle(case, blocks):
     """``x2=None`` from the blocks on and above the diagonal (3 examples: padded blocks; the
     default of 2 blocks runs wherever the exactness tests take this form with ``x2=None``)."""
-    monkeypatch.setattr(vp, "_FORCE_BLOCKS", blocks)
     kernel_fn = ntk_zoo.ntk_fn(
-        case.f, method="ntk_vector_products", vmap_axes=case.vmap_axes, trace_axes=()
+        case.f,
+        method="ntk_vector_products",
+        vmap_axes=case.vmap_axes,
+        trace_axes=(),
+        vector_products=ntk_zoo.VectorProductOptions(blocks=blocks),
     )
     got = kernel_fn(case.x1, None, case.params, **case.kwargs(True))
     want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), **case.kwargs(True))
@@ -53,20 +56,17 @@ def test_symmetric_blocks_match_oracle(case, blocks, monkeypatch):
 
 
 @pytest.mark.parametrize("form", ["linearized", "transposed"])
-def test_forced_form_x2_none_and_per_param_leaves(form, monkeypatch):
+def test_forced_form_x2_none_and_per_param_leaves(form):
     """``x2=None`` shares one forward pass; ``sum_params=False`` chunks per param leaf."""
     case = CASES[0]
-    monkeypatch.setattr(vp, "_FORCE_FORM", form)
-    monkeypatch.setattr(vp, "_FORCE_BLOCKS", 2)
-    monkeypatch.setattr(vp, "BASIS_BYTES", 1)
+    options = ntk_zoo.VectorProductOptions(form=form, blocks=2, basis_bytes=1)
+    vp_fn = lambda **kw: ntk_zoo.ntk_fn(
+        case.f, method="ntk_vector_products", vector_products=options, **kw
+    )
     for vmap_axes in (None, case.vmap_axes):
-        got = ntk_zoo.ntk_fn(case.f, method="ntk_vector_products", vmap_axes=vmap_axes)(
-            case.x1, None, case.params
-        )
+        got = vp_fn(vmap_axes=vmap_axes)(case.x1, None, case.params)
         assert rel_error(got, oracle_ntk(case.f, case.x1, None, case.params)) <= EXACT
-    got = ntk_zoo.ntk_fn(
-        case.f, method="ntk_vector_products", vmap_axes=0, trace_axes=(), sum_params=False
-    )(case.x1, None, case.params)
+    got = vp_fn(vmap_axes=0, trace_axes=(), sum_params=False)(case.x1, None, case.params)
     want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=(), sum_params=False)
     assert rel_error(got, want) <= EXACT
 
@@ -79,16 +79,21 @@ def test_map_columns_every_chunking_stacks_each_column_once(size, chunk):
     np.testing.assert_array_equal(got, np.stack([np.arange(size), 10 * np.arange(size)], 1))
 
 
-def test_chunk_bound_from_basis_bytes(monkeypatch):
-    """A chunk holds at most BASIS_BYTES of VJP results and JVP tangents, and never 0 columns."""
+def test_chunk_bound_from_basis_bytes():
+    """A chunk holds at most ``basis_bytes`` (default ``BASIS_BYTES``) of VJP results and JVP
+    tangents, and never 0 columns."""
     case = CASES[0]
-    problem = ntk_zoo.ntk_fn(case.f, vmap_axes=0).problem(case.x1, case.x2, case.params)
-    c = ntk_zoo.core.count(problem)
+
+    def problem(basis_bytes=None):
+        options = ntk_zoo.VectorProductOptions(basis_bytes=basis_bytes)
+        kernel_fn = ntk_zoo.ntk_fn(case.f, vmap_axes=0, vector_products=options)
+        return kernel_fn.problem(case.x1, case.x2, case.params)
+
+    c = ntk_zoo.core.count(problem())
     per_column = c.itemsize * (c.n2 * c.n_params + c.n1 * c.n2 * c.y1 / c.n1)
-    monkeypatch.setattr(vp, "BASIS_BYTES", int(2.5 * per_column))
-    assert vp._plan(problem, True, paired=False).chunk == 2
-    monkeypatch.setattr(vp, "BASIS_BYTES", 1)
-    assert vp._plan(problem, True, paired=False).chunk == 1
+    assert vp._plan(problem(), True, paired=False).chunk == int(vp.BASIS_BYTES // per_column)
+    assert vp._plan(problem(int(2.5 * per_column)), True, paired=False).chunk == 2
+    assert vp._plan(problem(1), True, paired=False).chunk == 1
 
 
 def test_form_follows_params_against_activations():

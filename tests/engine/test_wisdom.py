@@ -115,6 +115,7 @@ def _key(model=f, x=X, **kw):
 
 
 def test_fingerprint_changes_with_model_shapes_options_and_version(monkeypatch):
+    # options: the axes, sum_params, the methods' options and auto's own
     base = _key()
     assert _key() == base  # the same program, traced again
     changed = [
@@ -123,6 +124,8 @@ def test_fingerprint_changes_with_model_shapes_options_and_version(monkeypatch):
         _key(x=X.astype(jnp.float32)),
         _key(diagonal_axes=(0,)),
         _key(sum_params=False),
+        _key(structured=ntk_zoo.StructuredOptions(uses="jacobian")),
+        _key(vector_products=ntk_zoo.VectorProductOptions(form="linearized")),
     ]
     options = ntk_zoo.AutoOptions(measure=True, within=2.0)
     changed.append(

@@ -44,7 +44,10 @@ def launch(command, n: int, directory, env=None) -> list[int]:
     """
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
-    env.pop("XLA_FLAGS", None)  # the children choose their own devices
+    # The children compile as this process does (tests/conftest.py's XLA flags: kernels compared
+    # bitwise) and choose their own devices.
+    flags = env.get("XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in flags if "host_platform_device_count" not in f)
     logs = [open(directory / f"log_{i}.txt", "w") for i in range(n)]
     procs = [
         subprocess.Popen(command(i), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

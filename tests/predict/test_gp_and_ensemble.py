@@ -13,13 +13,14 @@ import scipy.linalg
 import ntk_zoo
 from ntk_zoo import predict
 from ntk_zoo.spectrum import flatten_kernel
+from tests.cases import add_bias
 from tests.oracle import rel_error
 
 EXACT = 1e-10
 
 
 def mlp(params, x):
-    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    h = jnp.tanh(add_bias(x @ params["w1"], params["b1"]))
     return h @ params["w2"] / np.sqrt(h.shape[-1])
 
 

@@ -18,6 +18,7 @@ import scipy.linalg
 import ntk_zoo
 from ntk_zoo import predict
 from ntk_zoo.spectrum import flatten_kernel
+from tests.cases import add_bias
 from tests.oracle import rel_error
 
 TOL = dict(rtol=1e-11, atol=1e-11)
@@ -25,7 +26,7 @@ ODE = 1e-8  # relative error allowed against closed forms, given TOL
 
 
 def mlp(params, x):
-    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    h = jnp.tanh(add_bias(x @ params["w1"], params["b1"]))
     return h @ params["w2"] / np.sqrt(h.shape[-1])
 
 
@@ -124,8 +125,10 @@ def test_test_outputs_follow_the_train_outputs_for_any_loss():
             cross_entropy, k_dd, y, 0.3, momentum=momentum, trace_axes=(), **TOL
         )
         train, test = fn(np.array([2.0, 25.0]), f0, f0_test, k_td)
-        moved = np.linalg.solve(flatten_kernel(np.asarray(k_dd)), (train - f0).reshape(2, -1).T)
-        want = f0_test + (flatten_kernel(np.asarray(k_td)) @ moved).T.reshape(test.shape)
+        moved = np.linalg.solve(
+            flatten_kernel(np.asarray(k_dd)), (train - f0[None]).reshape(2, -1).T
+        )
+        want = f0_test[None] + (flatten_kernel(np.asarray(k_td)) @ moved).T.reshape(test.shape)
         assert rel_error(test, want) < ODE
 
 

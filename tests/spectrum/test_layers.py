@@ -7,13 +7,14 @@ import pytest
 
 import ntk_zoo
 from ntk_zoo.spectrum import flatten_kernel, layer_shares
+from tests.cases import add_bias
 
 
 def mlp(params, x):
     p = params["params"] if "params" in params else params
-    h = jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    h = jnp.tanh(add_bias(x @ p["Dense_0"]["kernel"], p["Dense_0"]["bias"]))
     h = jnp.tanh(h @ p["block"]["Dense_1"]["kernel"])
-    return h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+    return add_bias(h @ p["Dense_2"]["kernel"], p["Dense_2"]["bias"])
 
 
 def make_params(seed=0):

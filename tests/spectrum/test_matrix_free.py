@@ -15,11 +15,12 @@ from ntk_zoo.spectrum import (
     spectrum,
     trace,
 )
+from tests.cases import add_bias
 
 
 def mlp(params, x):
-    h = jnp.tanh(x @ params["w1"] / np.sqrt(x.shape[-1]) + params["b1"])
-    return h @ params["w2"] / np.sqrt(h.shape[-1]) + params["b2"]
+    h = jnp.tanh(add_bias(x @ params["w1"] / np.sqrt(x.shape[-1]), params["b1"]))
+    return add_bias(h @ params["w2"] / np.sqrt(h.shape[-1]), params["b2"])
 
 
 def make_params(d, width, o, seed=0):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from tests.cases import add_bias
 from tests.structured.primitives import PRIMS
 
 
@@ -349,20 +350,20 @@ def _conv(x, k, **kw):
 
 @model("conv-bias-avgpool", CONV, IMG1, IMG2)
 def _(p, x):
-    h = jax.nn.relu(_conv(x, p["k"]) + p["b"])
+    h = jax.nn.relu(add_bias(_conv(x, p["k"]), p["b"]))
     return h.mean((0, 1)) @ p["w"]
 
 
 @model("conv-maxpool", CONV, IMG1, IMG2)
 def _(p, x):
-    h = jnp.tanh(_conv(x, p["k"]) + p["b"])
+    h = jnp.tanh(add_bias(_conv(x, p["k"]), p["b"]))
     h = lax.reduce_window(h, -jnp.inf, lax.max, (2, 2, 1), (2, 2, 1), "VALID")
     return h.mean((0, 1)) @ p["w"]
 
 
 @model("conv-sumpool", CONV, IMG1, IMG2)
 def _(p, x):
-    h = jnp.tanh(_conv(x, p["k"]) + p["b"])
+    h = jnp.tanh(add_bias(_conv(x, p["k"]), p["b"]))
     h = lax.reduce_window(h, 0.0, lax.add, (2, 2, 1), (1, 1, 1), "VALID")
     return h.mean((0, 1)) @ p["w"]
 
@@ -439,5 +440,5 @@ def _(p, x):
 @model("whole-batch-coupled", W34, vmap_axes=None, batch=True)
 def _(p, x):
     h = x @ p["w"]
-    h = (h - h.mean(0)) / (h.std(0) + 1.0)  # examples interact: no vmap
+    h = (h - h.mean(0, keepdims=True)) / (h.std(0, keepdims=True) + 1.0)  # examples interact
     return jnp.tanh(h) @ p["v"]

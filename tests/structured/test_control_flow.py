@@ -16,7 +16,7 @@ from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 import ntk_zoo
-from ntk_zoo.structured import _derivatives
+from ntk_zoo.structured import _factors
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
@@ -192,7 +192,7 @@ def test_a_stacked_leaf_is_one_entry_the_sum_over_its_layers():
 def test_scanned_params_get_structure_not_the_fallback(g):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback would warn
-        _, leaves = _derivatives._factors(lambda p: g(p, X1[0]), PARAMS)
+        _, leaves = _factors.record(lambda p: g(p, X1[0]), PARAMS)
     uses = [use for leaf in leaves for use in leaf.uses]
     assert uses and not any(use.pullback for use in uses)
     # the stacked weight is split into one part per layer (not where the layers are read
@@ -207,7 +207,7 @@ def test_static_while_loop_is_unrolled():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback
         got = _sd(f, X2, vmap_axes=0, trace_axes=())
-        _, leaves = _derivatives._factors(lambda p: while_static(p, X1[0]), PARAMS)
+        _, leaves = _factors.record(lambda p: while_static(p, X1[0]), PARAMS)
     assert not any(use.pullback for leaf in leaves for use in leaf.uses)
     assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
 

@@ -27,6 +27,7 @@ import pytest
 
 import ntk_zoo
 from ntk_zoo.structured import _warnings
+from tests.cases import add_bias
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
@@ -134,7 +135,7 @@ def haiku_layer_stack(remat: bool) -> Pattern:
 def lax_scan() -> Pattern:
     def f(params, x):
         def layer(h, w):
-            return h + jnp.tanh(h @ w["w"] + w["b"]), None
+            return h + jnp.tanh(add_bias(h @ w["w"], w["b"])), None
 
         h, _ = jax.lax.scan(layer, x, params[STACK])
         return h @ params["head"]
@@ -173,7 +174,7 @@ def rnn() -> Pattern:
 
     def f(params, x):  # x: (n, steps, 2)
         def step(h, x_t):
-            return jnp.tanh(x_t @ params["wx"] + h @ params["wh"] + params["b"]), None
+            return jnp.tanh(add_bias(x_t @ params["wx"] + h @ params["wh"], params["b"])), None
 
         h0 = jnp.zeros((x.shape[0], WIDTH), x.dtype)
         h, _ = jax.lax.scan(step, h0, jnp.swapaxes(x, 0, 1))

@@ -2,7 +2,8 @@
 through their structure (``uses="structured"``), each use's Jacobian factor formed per example
 and summed before one contraction (``"jacobian"``), or the cheaper mix per leaf (``"auto"``);
 and whether uses with the same ``∂f/∂y`` (a dense layer's ``W`` and ``b``) start from one shared
-cotangent Gram (``_forced_grams``: ``always``, ``never``, ``auto``).
+cotangent Gram (``grams``: ``always``, ``never``, ``auto``); both are fields of
+``ntk_zoo.StructuredOptions``.
 Every forced combination equals the float64 oracle on every case (``x2`` given and ``None``,
 ``vmap_axes`` given and ``None``, per leaf and summed); on the whole grid every leaf is
 also contracted the way ``auto`` does not (test_grid checks auto's way), with Grams forced, so
@@ -19,8 +20,7 @@ import numpy as np
 import pytest
 
 import ntk_zoo
-from ntk_zoo.structured import _derivatives
-from ntk_zoo.structured._derivatives import _forced_grams, _forced_uses
+from ntk_zoo.structured import _choice, _contractor, _derivatives, _factors
 from tests.cases import CASE_IDS, CASES
 from tests.oracle import oracle_ntk, rel_error
 from tests.structured.grid import MODELS
@@ -32,9 +32,10 @@ PATHS = (("structured", "always"), ("structured", "never"), ("jacobian", "always
 
 
 def _sd(f, x1, x2, params, mode, grams="auto", call_kw=None, **kw):
-    with _forced_uses(mode), _forced_grams(grams), warnings.catch_warnings():
+    options = ntk_zoo.StructuredOptions(uses=mode, grams=grams)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallbacks warn; tested in test_grid
-        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", **kw)
+        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", structured=options, **kw)
         return kernel_fn(x1, x2, params, **(call_kw or {}))
 
 
@@ -76,14 +77,13 @@ def _grid_oracle(m):
 def flipped(monkeypatch):
     """Every leaf contracted the other way than ``auto`` contracts it: summed densely where
     auto keeps structure, through its structure where auto sums (test_grid runs auto's way)."""
-    choose = _derivatives._choose_dense
+    choose = _choice.choose_dense
 
     def flip(s, mode):
-        dense, _ = choose(s, "auto")
-        full, specs = choose(s, "jacobian")
-        return choose(s, "structured") if dense == full else (full, specs)
+        full = choose(s, "jacobian")
+        return choose(s, "structured") if choose(s, "auto").uses == full.uses else full
 
-    monkeypatch.setattr(_derivatives, "_choose_dense", flip)
+    monkeypatch.setattr(_choice, "choose_dense", flip)
 
 
 @pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
@@ -94,28 +94,22 @@ def test_grid_exact_the_other_way(m, flipped):
 
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="`uses` must be one of"):
-        with _forced_uses("dense"):
-            pass
-    with pytest.raises(ValueError, match="`mode` must be one of"):
-        with _forced_grams("sometimes"):
-            pass
+        ntk_zoo.StructuredOptions(uses="dense")
+    with pytest.raises(ValueError, match="`grams` must be one of"):
+        ntk_zoo.StructuredOptions(grams="sometimes")
 
 
 def _grams(monkeypatch) -> list:
     """Records, per output leaf, the Grams shared: per Gram, the (leaf, use) pairs that use it."""
     seen = []
-    shared = _derivatives._shared_grams
+    shared = _choice.shared_grams
 
     def spy(*args):
         grams = shared(*args)
-        by_gram: dict = {}
-        for i, uses in grams.items():
-            for u, (g, _) in uses.items():
-                by_gram.setdefault(id(g), []).append((i, u))
-        seen.append(sorted(by_gram.values()))
+        seen.append(sorted(gram.users for gram in grams))
         return grams
 
-    monkeypatch.setattr(_derivatives, "_shared_grams", spy)
+    monkeypatch.setattr(_choice, "shared_grams", spy)
     return seen
 
 
@@ -142,7 +136,7 @@ def test_uses_of_one_sum_share_their_cotangent():
     # x_a @ wa + x_b.T @ wb: both products feed one add, so the two weights form one group
     case = _case("pytree_in")
     fn = lambda p: case.f(p, case.x1)
-    _, statics = _derivatives._factors(fn, case.params)
+    _, statics = _factors.record(fn, case.params)
     groups = {k: leaf.uses[0].group for k, leaf in zip(sorted(case.params), statics)}
     assert groups["wa"] == groups["wb"] >= 0
     assert groups["head"] != groups["wa"]
@@ -153,24 +147,23 @@ def test_auto_cost_estimate_counts_the_shared_grams():
     kernel_fn = ntk_zoo.ntk_fn(case.f, method="structured_derivatives", vmap_axes=0)
     costs = {}
     for grams in ("auto", "never"):
-        with _forced_uses("structured"), _forced_grams(grams):
-            costs[grams] = kernel_fn.choose(case.x1, case.x2, case.params)[1][
-                "structured_derivatives"
-            ]
+        options = ntk_zoo.StructuredOptions(uses="structured", grams=grams)
+        forced = kernel_fn.replace(structured=options)
+        costs[grams] = forced.choose(case.x1, case.x2, case.params)[1]["structured_derivatives"]
     assert costs["auto"] < costs["never"]
 
 
 def _choices(monkeypatch) -> list:
     """Records, per contracted leaf, (leaf shape, number of uses, uses summed densely)."""
     seen = []
-    choose = _derivatives._choose_dense
+    choose = _choice.choose_dense
 
     def spy(s, mode):
-        dense, specs = choose(s, mode)
-        seen.append((s.leaf.shape, len(s.leaf.uses), tuple(dense)))
-        return dense, specs
+        dense = choose(s, mode)
+        seen.append((s.leaf.shape, len(s.leaf.uses), tuple(dense.uses)))
+        return dense
 
-    monkeypatch.setattr(_derivatives, "_choose_dense", spy)
+    monkeypatch.setattr(_choice, "choose_dense", spy)
     return seen
 
 
@@ -192,18 +185,23 @@ def _tied(k):
 def test_auto_sums_the_uses_of_a_many_use_leaf(monkeypatch):
     f, params, x1, x2 = _tied(6)
     seen = _choices(monkeypatch)
-    einsums = []
+    calls = []
 
-    def counting(*args, sides):
-        einsums.append(sides)
-        return _derivatives._einsum(*args, sides=sides)
+    class Counting(_contractor.RunningContractor):
+        def contract(self, einsum):
+            calls.append("contract")
+            return super().contract(einsum)
+
+        def factor(self, einsum, formed):
+            calls.append("factor")
+            return super().factor(einsum, formed)
 
     kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
     problem = kernel_fn.problem(x1, x2, params)
-    (leaf,) = _derivatives.structured_derivatives(problem, counting)
+    (leaf,) = _derivatives.structured_derivatives(problem, Counting())
     assert seen == [((3, 3), 6, tuple(range(6)))]
     # 6 dense factors per side and one contraction, against 36 pair einsums
-    assert len(einsums) == 2 * 6 + 1
+    assert calls == ["factor"] * (2 * 6) + ["contract"]
     want = oracle_ntk(f, x1, x2, params, trace_axes=())
     assert rel_error(leaf["w"], want) <= EXACT
 
@@ -226,6 +224,6 @@ def test_auto_cost_estimate_follows_the_choice():
     kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
     costs = {}
     for mode in ("auto", *FORCED):
-        with _forced_uses(mode):
-            costs[mode] = kernel_fn.choose(x1, x2, params)[1]["structured_derivatives"]
+        forced = kernel_fn.replace(structured=ntk_zoo.StructuredOptions(uses=mode))
+        costs[mode] = forced.choose(x1, x2, params)[1]["structured_derivatives"]
     assert costs["auto"] == costs["jacobian"] < costs["structured"]

@@ -1,0 +1,131 @@
+"""The contractions of structured derivatives, and who carries them out: a contractor that runs
+each einsum, or one that prices it (``auto``'s cost estimate traces the method with it).
+
+Every contraction is an :class:`Einsum`: operands labelled by integers, the output's labels,
+and per operand its side (``1``: computed from ``x1``, ``2``: from ``x2``, ``0``: from both).
+The sides let the pricing tell the steps of one side (part of building the factors) from the
+steps that combine both, and skip side 2's own steps when ``x2=None`` (they repeat side 1's,
+and XLA computes them once).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ntk_zoo.core import CostTable
+from ntk_zoo.structured._plan import plan, timed_steps
+
+Labels = list[int]
+
+
+class Einsum(NamedTuple):
+    """One contraction: ``operands`` as ``(array, labels)`` pairs, the ``out`` labels, and
+    per operand its side (``1``, ``2`` or ``0`` for both)."""
+
+    operands: list[tuple[Any, Labels]]
+    out: Labels
+    sides: tuple[int, ...]
+
+    @property
+    def subscripts(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(labels) for _, labels in self.operands)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(a.shape) for a, _ in self.operands)
+
+    def sizes(self) -> dict[int, int]:
+        """Per label, its size."""
+        return {label: n for a, labels in self.operands for label, n in zip(labels, a.shape)}
+
+    def itemsize(self) -> int:
+        return jnp.dtype(self.operands[0][0].dtype).itemsize
+
+
+class Contractor(Protocol):
+    """Carries out the einsums of structured derivatives (see the module docstring)."""
+
+    def contract(self, einsum: Einsum) -> jax.Array:
+        """The result of ``einsum`` (or an array of its shape)."""
+
+    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+        """A use's Jacobian factor ``∂f/∂y · ∂y/∂w``: ``formed`` (by the primitive's own
+        transpose) where given, else ``einsum`` (the einsum of the use's structure), which it
+        equals either way."""
+
+
+def side_steps(
+    path: Sequence[tuple[int, ...]],
+    einsum: Einsum,
+    itemsize: int,
+    table: CostTable | None = None,
+) -> Iterator[tuple[set[int], float]]:
+    """Each pairwise step of ``einsum`` on ``path``: the sides its result depends on, and its
+    estimated seconds on ``table`` (default: the active one)."""
+    owners = [{x} if x else {1, 2} for x in einsum.sides]
+    steps = timed_steps(path, einsum.subscripts, tuple(einsum.out), einsum.sizes(), itemsize, table)
+    for i, j, seconds in steps:
+        merged = owners[i] | owners[j]
+        owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
+        yield merged, seconds
+
+
+class RunningContractor:
+    """Runs each einsum with ``jnp.einsum`` along the path of least estimated time (``_plan``,
+    on the active cost table); a use's Jacobian factor is taken as formed where it was."""
+
+    def contract(self, einsum: Einsum) -> jax.Array:
+        path, _ = plan(einsum.subscripts, einsum.shapes, tuple(einsum.out), einsum.itemsize())
+        args = []
+        for arr, labels in einsum.operands:
+            args += [arr, labels]
+        return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
+
+    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+        return self.contract(einsum) if formed is None else formed
+
+
+RUNNING = RunningContractor()
+
+
+class PricingContractor:
+    """Prices every einsum, step by step on its planned path (``_plan``) on ``table``, into
+    ``seconds``, and records the values of every operand in ``factors``; with ``compute``, also
+    runs it (:class:`RunningContractor`, so that the priced trace is the method's program), else
+    returns zeros of its shape. A use's Jacobian factor is priced as its einsum, whether it is
+    formed by the primitive's transpose or not. ``same`` (``x2=None``): a step of side 2 alone
+    repeats side 1's and is not counted."""
+
+    def __init__(self, table: CostTable, itemsize: int, same: bool, compute: bool):
+        self.table, self.itemsize, self.same, self.compute = table, itemsize, same, compute
+        self.seconds = 0.0  # every einsum step
+        self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
+
+    def price(self, einsum: Einsum) -> None:
+        subs, out = einsum.subscripts, tuple(einsum.out)
+        path, _ = plan(subs, einsum.shapes, out, self.itemsize, self.table)
+        for merged, seconds in side_steps(path, einsum, self.itemsize, self.table):
+            if merged == {2} and self.same:
+                continue  # the same as side 1's step
+            self.seconds += seconds
+        for o, _ in einsum.operands:  # keyed by identity; kept so that its id is not reused
+            self.factors[id(o)] = (o, math.prod(o.shape))
+
+    def contract(self, einsum: Einsum) -> jax.Array:
+        self.price(einsum)
+        if self.compute:
+            return RUNNING.contract(einsum)
+        sizes = einsum.sizes()
+        return jnp.zeros([sizes[i] for i in einsum.out], einsum.operands[0][0].dtype)
+
+    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+        if formed is None:
+            return self.contract(einsum)
+        self.price(einsum)
+        return formed

@@ -1,0 +1,306 @@
+"""Recording the factors: ``∂f/∂y`` at every use of every param, and each use's structure.
+
+``f``'s linearisation w.r.t. its params is flattened into equations (``_ir``, loops unrolled by
+``_control_flow``, stacked params split into parts by ``_roots``); one transposed pass per basis
+vector of the output space (``vmap``-ed) records the cotangent ``∂f/∂y`` at the output of every
+equation that uses a param; each use's structure rule (``_registry``) gives the structured
+factors of its ``∂y/∂w``. What is static about a use (which axes are traced, diagonal, mapped,
+dense) is kept apart from its arrays, so that the factors can be recorded per example under
+``vmap`` with the static description coming back once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ntk_zoo.core import Problem
+from ntk_zoo.structured import _control_flow, _registry
+from ntk_zoo.structured._ir import Eqn, Program, Var, is_float, linear_program, size, zeros
+from ntk_zoo.structured._registry import NotTransposable
+from ntk_zoo.structured._roots import roots as _roots
+from ntk_zoo.structured._structure import Structure
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Use:
+    """What is static about one use of a param: its structure without the arrays."""
+
+    pullback: bool
+    trace: tuple[tuple[int, int], ...] = ()
+    maps: tuple[tuple[int, int], ...] = ()
+    diag: tuple[tuple[int, int], ...] = ()
+    dense_y: tuple[int, ...] = ()
+    dense_w: tuple[int, ...] = ()
+    index_w: tuple[int, ...] = ()
+    has_d: bool = False
+    has_src: bool = False
+    kept_y: tuple[int, ...] = ()  # output axes of the use left in ∂f/∂y (broadcast ones summed)
+    group: int = -1  # uses of one group have the same ∂f/∂y (see _cotangent_groups); -1: none
+    y_ndim: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    shape: tuple[int, ...]  # the param in its root coordinates
+    uses: tuple[Use, ...]
+    scaled: bool = False  # the root is a scalar multiple of the param (LeafFactors.scale)
+    owner: int = 0  # the param leaf this is (a part of: see ``_roots``)
+
+
+class UseFactors(NamedTuple):
+    """The arrays of one use (per example under ``vmap``).
+
+    ``g``: ``∂f/∂y`` per output leaf (for a use without structure, a pullback, the use's whole
+    Jacobian factor ``∂f/∂w``); ``d``, ``maps``, ``src``: the structure's dense block, its
+    per-axis maps and its gather sources (:class:`Structure`); ``j``: per output leaf, the use's
+    Jacobian factor ``∂f/∂y · ∂y/∂w`` by the primitive's own transpose, where it has one.
+
+    The fields of these factors' tuples are in alphabetical order: the order in which ``vmap``
+    returns them, and so the order of the traced program's equations, is the one the string-keyed
+    dicts they replaced had (a dict's pytree is sorted by key), which keeps the compiled program,
+    and its rounding, as it was.
+    """
+
+    d: jax.Array | None = None
+    g: Sequence[jax.Array] | Mapping[int, jax.Array] = ()
+    j: Sequence[jax.Array] | None = None
+    maps: Sequence[jax.Array] = ()
+    src: jax.Array | None = None
+
+
+class LeafFactors(NamedTuple):
+    scale: jax.Array | None  # the root is ``scale`` times the param (``Leaf.scaled``)
+    uses: list[UseFactors]
+
+
+class SideFactors(NamedTuple):
+    """The factors of one side (``x1`` or ``x2``): per cotangent group (uses whose ``∂f/∂y``
+    coincide, :func:`_cotangent_groups`) that ``∂f/∂y`` per output leaf, and per param leaf (or
+    part)."""
+
+    cts: list[list[jax.Array]]
+    leaves: list[LeafFactors]
+
+
+def transposing(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, with JAX's failures to transpose raised as :class:`NotTransposable`."""
+    try:
+        return fn(*args)
+    except (ValueError, NotImplementedError, TypeError) as e:
+        if "transpose" in str(e).lower() or "reverse-mode" in str(e).lower():
+            raise NotTransposable(str(e)) from e
+        raise
+
+
+def side_factors(problem: Problem, x: PyTree, kw: dict) -> tuple[SideFactors, list[Leaf]]:
+    """The factors of one side (``x1`` or ``x2``), per example under ``vmap`` when the problem
+    has ``vmap_axes``."""
+    if problem.vmap is None:
+        return record(lambda p: problem.f(p, x, **kw), problem.params)
+
+    def one(params, x, kw):
+        return record(lambda p: problem.f_example(p, x, kw), params)
+
+    x_axes, kw_axes = problem.vmap_in_axes(x, kw)
+    return _vmap_with_static(one, (None, x_axes, kw_axes))(problem.params, x, kw)
+
+
+def _vmap_with_static(fn: Callable, in_axes: tuple) -> Callable:
+    """``jax.vmap`` of ``fn`` returning ``(arrays, static)``: ``static`` (Python metadata, the
+    same for every example) comes back beside the batched arrays."""
+    static: list = []
+
+    def arrays_only(*args):
+        arrays, meta = fn(*args)
+        static.append(meta)
+        return arrays
+
+    def run(*args):
+        return jax.vmap(arrays_only, in_axes=in_axes)(*args), static[-1]
+
+    return run
+
+
+def record(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[SideFactors, list[Leaf]]:
+    """The factors of ``fn`` at ``params``: per param leaf (or part, ``_roots``) and use, its
+    arrays; per cotangent group, its ``∂f/∂y``; and the static description of each leaf's
+    uses."""
+    _, program = linear_program(_control_flow.unrolled(fn), params)
+    parts, consumers = _roots(program)
+    owners = [i for i, ps in enumerate(parts) for _ in ps]
+    scaled_roots = [part for ps in parts for part in ps]
+    roots = [r for r, _ in scaled_roots]
+    eqns = _used_eqns(roots, consumers)
+    ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
+    cts = _output_cotangents(program, eqns, ident)
+    out_shapes, _ = _output_shapes(program)
+    keys = _cotangent_groups(program, eqns, consumers)
+    first: dict[Var, Eqn] = {}
+    for eqn in eqns:
+        if eqn in keys:
+            first.setdefault(keys[eqn], eqn)
+    group_ids: dict[Var, int] = {}
+    group_cts: list = []
+    leaves, statics = [], []
+    for owner, (root, scale) in zip(owners, scaled_roots):
+        per_use, static = [], []
+        for eqn, idx in consumers.get(root, []):
+            rep = first[keys[eqn]] if eqn in keys else eqn  # the same arrays for one group
+            ys_cts = [ys_ct[eqns.index(rep)] for ys_ct, _ in cts]
+            arrays, use = _use_factors(program, eqn, idx, root, ys_cts, out_shapes)
+            if not use.pullback and eqn in keys:
+                if keys[eqn] not in group_ids:
+                    group_ids[keys[eqn]] = len(group_cts)
+                    group_cts.append([ct[0] for ct in ys_cts])
+                gid = group_ids[keys[eqn]]
+                use = dataclasses.replace(use, group=gid, y_ndim=eqn.outputs[0].ndim)
+            per_use.append(arrays)
+            static.append(use)
+        if root in ident:
+            k = ident.index(root)
+            per_use.append(UseFactors(g=[zs_ct[k] for _, zs_ct in cts]))
+            static.append(Use(pullback=True))
+        scale = None if scale is None else jnp.asarray(scale, root.dtype)
+        leaves.append(LeafFactors(scale=scale, uses=per_use))
+        statics.append(Leaf(root.shape, tuple(static), scale is not None, owner))
+    return SideFactors(cts=group_cts, leaves=leaves), statics
+
+
+def _used_eqns(roots: list[Var], consumers: dict) -> list[Eqn]:
+    """The equations that use a root, each once, in order of first use."""
+    eqns: list[Eqn] = []
+    for root in roots:
+        for eqn, _ in consumers.get(root, []):
+            if eqn not in eqns:
+                eqns.append(eqn)
+    return eqns
+
+
+def _output_cotangents(program: Program, eqns: list[Eqn], ident: list[Var]) -> list[tuple]:
+    """Per output leaf of shape ``s``, the cotangents ``(ys, zs)`` of every basis vector of the
+    output space, pulled back to the outputs of ``eqns`` (``ys``) and to the roots that are
+    outputs themselves (``zs``), each with the axes ``s`` first: one transposed pass per output.
+    """
+
+    def h(ys, zs):
+        inputs = [zeros(v) for v in program.inputs]
+        inject = {}
+        for e, y in zip(eqns, ys):
+            it = iter(y)
+            inject[e] = [next(it) if is_float(v) else None for v in e.outputs]
+        return program.evaluate(inputs, inject, dict(zip(ident, zs)))
+
+    ys_structs = [
+        [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in e.outputs if is_float(v)] for e in eqns
+    ]
+    zs_structs = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in ident]
+    transpose = jax.linear_transpose(h, ys_structs, zs_structs)
+    out_shapes, out_dtypes = _output_shapes(program)
+    cts = []
+    for j, shape in enumerate(out_shapes):
+        n = size(shape)
+
+        def pull(e, j=j):
+            outs = [jnp.zeros(s, d) for s, d in zip(out_shapes, out_dtypes)]
+            outs[j] = e.reshape(out_shapes[j]).astype(out_dtypes[j])
+            return transpose(outs)
+
+        basis = jnp.eye(n, dtype=out_dtypes[j])
+        ys_ct, zs_ct = transposing(jax.vmap(pull), basis)
+        unflat = lambda a, shape=shape: a.reshape(*shape, *a.shape[1:])
+        cts.append(jax.tree.map(unflat, (ys_ct, zs_ct)))
+    return cts
+
+
+def _output_shapes(program: Program) -> tuple[list[tuple[int, ...]], list[Any]]:
+    out_vars = program.outputs
+    shapes = [jnp.shape(program.value(v)) if not isinstance(v, Var) else v.shape for v in out_vars]
+    dtypes = [v.dtype if isinstance(v, Var) else jnp.result_type(v.value) for v in out_vars]
+    return shapes, dtypes
+
+
+def _use_factors(
+    program: Program, eqn: Eqn, idx: int, root: Var, ys_cts: list, out_shapes: list
+) -> tuple[UseFactors, Use]:
+    """One use of ``root`` (operand ``idx`` of ``eqn``): its arrays (``∂f/∂y`` per output leaf
+    and the structure's factors) and what is static about it. ``ys_cts``: per output leaf, the
+    cotangents of ``eqn``'s outputs."""
+    args = [
+        None if isinstance(v, Var) and v in program.tangent else program.value(v)
+        for v in eqn.inputs
+    ]
+    s: Structure = transposing(_registry.structure, eqn, idx, args)
+    if s.pullback is not None:
+        g = []
+        for ct, shape in zip(ys_cts, out_shapes):
+            flat = [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ct]
+            a = transposing(jax.vmap(s.pullback), flat)
+            g.append(a.reshape(*shape, *root.shape))
+        return UseFactors(g=g), Use(pullback=True)
+    y = eqn.outputs[0]
+    used = sorted(s.y_axes_used)
+    g = []
+    for ct, shape in zip(ys_cts, out_shapes):
+        c = ct[0]
+        broadcast = tuple(len(shape) + a for a in range(y.ndim) if a not in used)
+        g.append(c.sum(broadcast) if broadcast else c)
+    # The use's Jacobian factor ∂f/∂y · ∂y/∂w by the primitive's own transpose (what Jacobian
+    # contraction's VJP does), for when this leaf's uses are summed densely; unused, XLA drops it.
+    j = None
+    try:
+        pullback = transposing(_registry.pullback, eqn, idx, args).pullback
+        j = [
+            jax.vmap(pullback)(
+                [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ct]
+            ).reshape(*shape, *root.shape)
+            for ct, shape in zip(ys_cts, out_shapes)
+        ]
+    except (NotTransposable, ValueError, NotImplementedError, TypeError):
+        pass  # the dense factor is then the einsum of the use's structure
+    arrays = UseFactors(g=g, d=s.d, maps=[m for _, _, m in s.maps], src=s.src, j=j)
+    static = Use(
+        pullback=False,
+        trace=s.trace,
+        maps=tuple((a, b) for a, b, _ in s.maps),
+        diag=s.diag,
+        dense_y=s.dense_y,
+        dense_w=s.dense_w,
+        index_w=s.index_w,
+        has_d=s.d is not None,
+        has_src=s.src is not None,
+        kept_y=tuple(used),
+    )
+    return arrays, static
+
+
+def _cotangent_groups(program: Program, eqns: list[Eqn], consumers: dict) -> dict[Eqn, Var]:
+    """Per use equation with one float output ``y``, the variable ``z`` whose cotangent ``y``'s
+    equals: ``y`` reaches ``z`` through a chain of ``add``s of its own shape and dtype, each the
+    only consumer of its operand (``z = y + b``: ``∂f/∂y = ∂f/∂z``, the bias broadcast apart).
+    Uses with the same ``z`` (a dense layer's ``W`` and ``b``, a convolution's kernel and bias)
+    share one ``∂f/∂y``, and so one cotangent Gram product ``(∂f/∂y)(x1)·(∂f/∂y)(x2)``."""
+    outputs = {v for v in program.outputs if isinstance(v, Var)}
+    keys = {}
+    for eqn in eqns:
+        floats = [v for v in eqn.outputs if is_float(v)]
+        if len(floats) != 1 or len(eqn.outputs) != 1:
+            continue
+        v = floats[0]
+        while v not in outputs:
+            users = consumers.get(v, [])
+            if len(users) != 1:
+                break
+            nxt, _ = users[0]
+            z = nxt.outputs[0]
+            if nxt.name not in ("add", "add_any") or z.shape != v.shape or z.dtype != v.dtype:
+                break
+            v = z
+        keys[eqn] = v
+    return keys
