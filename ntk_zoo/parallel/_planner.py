@@ -94,6 +94,9 @@ def checkpoint(
     if extra != (None, None):  # a contracted or preconditioned kernel: its arrays are settings
         named = lambda v: getattr(v, "__qualname__", repr(v)) if callable(v) else v
         settings["transforms"] = fingerprint(jax.tree.map(named, extra), {})
+    options = (kernel_fn.structured, kernel_fn.vector_products)
+    if options != (type(options[0])(), type(options[1])()):  # forced paths round differently
+        settings["options"] = [repr(o) for o in options]
     if out is not None:  # the blocks live in these files: the checkpoint is theirs
         settings["out"] = [os.path.abspath(p) for p in out_paths(out, plan.layout.paths)]
     key = fingerprint((plan.x1, plan.x2, plan.params, plan.kwargs), settings)

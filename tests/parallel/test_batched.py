@@ -121,6 +121,11 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
         ntk_zoo.batched(kernel_fn, batch_size=4, progress=False, checkpoint_dir=directory)(
             X1, None, params
         )
+    forced = kernel_fn.replace(structured=ntk_zoo.StructuredOptions(uses="jacobian"))
+    with pytest.raises(ValueError, match="different computation"):  # other method options
+        ntk_zoo.batched(forced, batch_size=8, progress=False, checkpoint_dir=directory)(
+            X1, None, params
+        )
 
 
 def test_automatic_block_size_respects_the_budget():
