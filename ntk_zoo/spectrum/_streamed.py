@@ -7,7 +7,10 @@ block of ``width`` vectors; the block Krylov basis (full reorthogonalisation) an
 are kept in float64, and Rayleigh–Ritz on that basis gives the extreme eigenvalues with their
 residual norms ``‖K y − θ y‖`` (an eigenvalue of ``K`` lies within that distance of ``θ``).
 The trace is exact (from the diagonal); the effective rank is exact when the basis fills the
-space, else a Hutchinson estimate with its standard error.
+space, else a Hutchinson estimate with its standard error. ``λ_min``, at the bottom of a
+clustered spectrum where Lanczos on ``K`` is slow, comes from shift-invert on an out-of-core
+Cholesky factor (``_shift_invert.py``) unless the basis filled the space or the factorisation
+would cost too much.
 """
 
 from __future__ import annotations
