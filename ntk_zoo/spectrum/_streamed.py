@@ -200,11 +200,15 @@ def streamed_spectrum(
     budget = STREAM_BUDGET if memory_budget is None else int(memory_budget)
     stream = RowStream(kernel, budget)
     size = stream.size
-    invert = lambda_min == "shift_invert"
-    if lambda_min == "auto" and size**3 / 3 <= si.SHIFT_INVERT_FLOPS:
+    invert = False
+    if lambda_min == "shift_invert" or (
+        lambda_min == "auto" and size**3 / 3 <= si.SHIFT_INVERT_FLOPS
+    ):
         directory = si.factor_directory(kernel, factor_dir)
-        tile = si.tile_examples(stream, budget) * stream.o
-        invert = si.can_shift_invert(size, tile, directory) is None
+        why_not = si.can_shift_invert(size, si.tile_examples(stream, budget) * stream.o, directory)
+        if why_not and lambda_min == "shift_invert":
+            raise OSError(f"lambda_min='shift_invert': {why_not}; pass factor_dir= elsewhere.")
+        invert = why_not is None
     rng = np.random.default_rng(key)
     width = max(1, min(int(width), size))
     cap = max(width, budget // (2 * 8 * size))  # basis and its images, float64

@@ -64,10 +64,9 @@ def test_shift_invert_lambda_min_matches_eigvalsh(tmp_path, case):
     assert near <= s.lambda_min_residual + 1e-14 * dense[-1]
     assert s.lambda_min_residual <= 1e-4 * abs(dense[0])
     assert os.listdir(factors) == []  # the factor file is gone
-    if dense[0] < 0:  # rounded to float32: indefinite by ~1e-10, so K + δI was factorised
-        assert -s.shift < s.lambda_min < 0 and s.n_nonpositive >= 1
-    else:
-        assert s.shift == 0.0
+    assert s.lambda_min > -s.shift  # K + δI was factorised: a certificate
+    if dense[0] < 0:  # rounded to float32: indefinite by ~1e-10, so δ > 0
+        assert s.shift > 0 and s.n_nonpositive >= 1
 
 
 def test_lambda_min_choice(tmp_path, monkeypatch):
