@@ -28,7 +28,8 @@ class Spectrum(NamedTuple):
 
     ``lambda_min_method`` says how ``lambda_min`` was found: ``"dense"``, ``"lanczos"`` (the
     smallest Ritz value of the same run) or ``"shift_invert"`` (Lanczos on ``(K + shift·I)⁻¹``
-    from an out-of-core Cholesky; ``K + shift·I`` factorised, so ``lambda_min > −shift``).
+    from an out-of-core Cholesky; ``K + shift·I`` factorised, so ``lambda_min > −shift``;
+    ``shift`` is negative when a second factorisation just below ``λ_min`` gave it).
     """
 
     eigenvalues: np.ndarray
@@ -95,10 +96,12 @@ def spectrum(
     kernel; ``N²/2`` float64, deleted afterwards; ``δ = 0`` unless the kernel is numerically
     indefinite, then the least of ``4ʲ·N·eps·max K_ii`` that factorises), then block Lanczos on
     ``(K + δI)⁻¹`` by streamed triangular solves, which converges to ``1/(λ_min + δ)`` in a few
-    steps; ``lambda_min`` is the Rayleigh quotient of its vector and ``lambda_min_residual`` its
-    residual against ``K`` (one more pass). Cost: ``N³/3`` flops (``N = 8,000``: 1.7e11, seconds
-    of BLAS), ``N³/(6t)`` float64 reads of the factor file for tiles of ``t`` rows (three
-    ``t × N`` panels in ``memory_budget``) and two reads of it per Lanczos step.
+    steps (for a tightly clustered bottom, after a second factorisation at ``δ = r − λ̂``, just
+    below the first estimate); ``lambda_min`` is the Rayleigh quotient of its vector and
+    ``lambda_min_residual`` its residual against ``K`` (one more pass). Cost: ``N³/3`` flops a
+    factorisation (``N = 8,000``: 1.7e11, seconds of BLAS), ``N³/(6t)`` float64 reads of the
+    factor file for tiles of ``t`` rows (three ``t × N`` panels in ``memory_budget``) and two
+    reads of it per Lanczos step.
 
     Args:
       kernel: ``(n, n)`` or ``(n, n, o, o)`` (``trace_axes=()``) array, ``np.memmap``, or the
