@@ -2,9 +2,10 @@
 Lanczos on ``(K + δI)⁻¹`` with streamed triangular solves.
 
 Lanczos on ``K`` itself finds the bottom of an NTK spectrum slowly: the small eigenvalues are
-clustered near zero, relative to ``λ_max``. Inverted they are the largest and well separated
-(``1/λ₁`` against ``1/λ₂``), so a few block Lanczos steps on ``(K + δI)⁻¹`` give
-``1/(λ_min + δ)``.
+clustered near zero, relative to ``λ_max``. Inverted they are the largest, as far apart as
+``λ₂/λ₁`` says, so block Lanczos on ``(K + δI)⁻¹`` converges to ``1/(λ_min + δ)`` in a few
+steps; where even ``λ₂/λ₁`` is ``1 + 1e-3``, a second shift just below the first estimate
+separates them (:func:`shift_invert_lambda_min`).
 
 The factor lives in a temporary file of lower-triangular tiles (``T = ⌈N/t⌉`` tile rows, tile
 ``(i, k)`` for ``k ≤ i``, tile rows stored one after another), float64 throughout:
@@ -14,7 +15,7 @@ The factor lives in a temporary file of lower-triangular tiles (``T = ⌈N/t⌉`
    the tiles below it, which a later row tile completes);
 2. *factor*: left-looking, tile column by tile column, in place: tile ``(i, j)`` less
    ``Σ_{k<j} L_ik L_jkᵀ`` (reading tile row ``i`` up to column ``j``), then ``cholesky`` on the
-   diagonal and a triangular solve below it. Memory: two tile rows of ``t × N`` and a tile.
+   diagonal and a triangular solve below it. Memory: three ``t × N`` panels and a tile.
    ``N³/3`` flops, and ``N³/(6t)`` float64 reads of the factor file (mostly the page cache);
 3. *solve*: ``(K + δI)⁻¹ X = L⁻ᵀ L⁻¹ X``, a forward sweep down the tile rows and a backward
    sweep up them (the factor file read twice per application, ``2N²·b`` flops).
