@@ -1,7 +1,8 @@
 """λ_min of a float32 kernel file out of core (shift-invert) against dense ``eigvalsh``.
 
 Run: ``python -m benchmarks.shift_invert_lmin [N]`` (default 4000; a synthetic NTK-shaped
-kernel: a separated top, a geometric tail down to 1e-7 of λ_max, rounded to float32). Prints the
+kernel: a separated top, a geometric tail down to 1e-7 of λ_max, rounded to float32), or
+``python -m benchmarks.shift_invert_lmin --file kernel.npy`` (an ``(n, n)`` file). Prints the
 relative difference, the seconds of each phase and the peak RSS against the kernel's size.
 """
 
@@ -51,10 +52,16 @@ def main(argv):
     if argv and argv[0] == "--run":
         print(repr(run(argv[1])))
         return
-    size = int(argv[0]) if argv else 4000
-    work = tempfile.mkdtemp()
-    path = os.path.join(work, "kernel.npy")
-    dense = make(size, path)
+    if argv and argv[0] == "--file":  # a kernel file of one's own, e.g. a job's kernel.npy
+        path = argv[1]
+        kernel = np.load(path).astype(np.float64)
+        size = kernel.shape[0]
+        dense = float(np.linalg.eigvalsh((kernel + kernel.T) / 2)[0])
+        del kernel
+    else:
+        size = int(argv[0]) if argv else 4000
+        path = os.path.join(tempfile.mkdtemp(), "kernel.npy")
+        dense = make(size, path)
     child = subprocess.run(
         [sys.executable, "-m", "benchmarks.shift_invert_lmin", "--run", path],
         capture_output=True,
@@ -62,7 +69,8 @@ def main(argv):
         check=True,
     )
     found = eval(child.stdout.strip().splitlines()[-1], {"inf": float("inf")})
-    os.remove(path)
+    if not (argv and argv[0] == "--file"):
+        os.remove(path)
     kernel_bytes = size * size * 4
     print(
         f"N={size}: kernel {kernel_bytes >> 20} MiB (float32), "
