@@ -34,6 +34,10 @@ SUITES = {
         "benchmarks.whole_dataset",
         "the whole digits kernel with ntk_zoo.batched, with and without checkpoints",
     ),
+    "lambda-min": (
+        "benchmarks.shift_invert_lmin",
+        "λ_min of a float32 kernel file out of core (shift-invert) against eigvalsh: time, RSS",
+    ),
     "calibrate": (
         "benchmarks.calibrate",
         "the cost table auto ranks methods by, measured here; --check: the model on the grid",

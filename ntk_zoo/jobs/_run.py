@@ -174,6 +174,8 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
             "path": spec.path,
             "lambda_max_residual": spec.lambda_max_residual,
             "lambda_min_residual": spec.lambda_min_residual,
+            "lambda_min_method": spec.lambda_min_method,  # dense, lanczos or shift_invert
+            "shift": spec.shift,  # δ of the factorised K + δI (shift_invert)
             "effective_rank_error": spec.effective_rank_error,
             "eigenvalues_kept": int(spec.eigenvalues.size),
         },
@@ -194,6 +196,12 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
             title += f", top {spec.eigenvalues.size} ({spec.path})"
         plot_spectrum(spec.eigenvalues, os.path.join(workdir, "spectrum.png"), title=title)
     return report
+
+
+_LAMBDA_MIN_WAYS = {
+    "shift_invert": "shift-invert, an out-of-core Cholesky",
+    "lanczos": "Lanczos",
+}
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -218,8 +226,9 @@ def summary(report: dict[str, Any]) -> str:
         rows.append(
             (
                 "spectrum",
-                f"{streamed['path']} (block Lanczos from the file); Ritz residuals "
-                f"lambda_max ±{streamed['lambda_max_residual']:.2g}, "
+                f"{streamed['path']} (block Lanczos from the file; lambda_min by "
+                f"{_LAMBDA_MIN_WAYS.get(streamed.get('lambda_min_method'), 'Lanczos')}); "
+                f"residuals lambda_max ±{streamed['lambda_max_residual']:.2g}, "
                 f"lambda_min ±{streamed['lambda_min_residual']:.2g}, effective rank "
                 f"{report['effective_rank']:.4g} ± {streamed['effective_rank_error']:.2g}",
             )

@@ -7,7 +7,10 @@ block of ``width`` vectors; the block Krylov basis (full reorthogonalisation) an
 are kept in float64, and Rayleigh–Ritz on that basis gives the extreme eigenvalues with their
 residual norms ``‖K y − θ y‖`` (an eigenvalue of ``K`` lies within that distance of ``θ``).
 The trace is exact (from the diagonal); the effective rank is exact when the basis fills the
-space, else a Hutchinson estimate with its standard error.
+space, else a Hutchinson estimate with its standard error. ``λ_min``, at the bottom of a
+clustered spectrum where Lanczos on ``K`` is slow, comes from shift-invert on an out-of-core
+Cholesky factor (``_shift_invert.py``) unless the basis filled the space or the factorisation
+would cost too much.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class RowStream:
     ``N = n·o``; rows are ordered ``(example, logit)`` like :func:`flatten_kernel`.
     """
 
-    def __init__(self, kernel: Any, memory_budget: int):
+    def __init__(self, kernel: Any, memory_budget: int, rows: int | None = None):
         self.file = _backing_file(kernel)
         self.array = kernel
         shape = tuple(kernel.shape)
@@ -48,7 +51,9 @@ class RowStream:
         self.n, self.o, self.size = n, o, n * o
         self.dtype = np.dtype(kernel.dtype)
         per_example = self.size * o * (self.dtype.itemsize + 2 * 8)  # read, cast, reorder
-        self.rows = max(1, min(n, int(memory_budget) // max(1, per_example)))
+        if rows is None:
+            rows = int(memory_budget) // max(1, per_example)
+        self.rows = max(1, min(n, rows))  # examples a read
         self._buffer = np.empty((self.rows, *shape[1:]), self.dtype) if self.file else None
 
     def _read(self, start: int, stop: int) -> np.ndarray:
@@ -173,15 +178,37 @@ def streamed_spectrum(
     tol: float = 1e-7,
     max_passes: int | None = 16,
     key: int = 0,
+    lambda_min: str = "auto",
+    factor_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The extreme eigenvalues of a kernel file, by block Lanczos over streamed rows.
 
+    ``λ_min`` by shift-invert (``_shift_invert.py``) for ``lambda_min="shift_invert"``, and for
+    ``"auto"`` when its ``N³/3`` flops are at most ``SHIFT_INVERT_FLOPS`` and the factor fits on
+    disk; else (``"lanczos"``) the smallest Ritz value of the same Lanczos run.
+
     Returns a dict of :class:`~ntk_zoo.spectrum.Spectrum`'s fields (``eigenvalues`` holds the
-    ``k`` largest Ritz values) plus ``passes`` (reads of the whole file).
+    ``k`` largest Ritz values) plus ``passes`` (reads of the whole file) and, after a
+    shift-invert, ``shift_invert`` (its figures: solves, factorisations, seconds).
     """
+    from ntk_zoo.spectrum import _shift_invert as si
+
+    if lambda_min not in ("auto", "shift_invert", "lanczos"):
+        raise ValueError(
+            f"lambda_min={lambda_min!r}: expected 'auto', 'shift_invert' or 'lanczos'."
+        )
     budget = STREAM_BUDGET if memory_budget is None else int(memory_budget)
     stream = RowStream(kernel, budget)
     size = stream.size
+    invert = False
+    if lambda_min == "shift_invert" or (
+        lambda_min == "auto" and size**3 / 3 <= si.SHIFT_INVERT_FLOPS
+    ):
+        directory = si.factor_directory(kernel, factor_dir)
+        why_not = si.can_shift_invert(size, si.tile_examples(stream, budget) * stream.o, directory)
+        if why_not and lambda_min == "shift_invert":
+            raise OSError(f"lambda_min='shift_invert': {why_not}; pass factor_dir= elsewhere.")
+        invert = why_not is None
     rng = np.random.default_rng(key)
     width = max(1, min(int(width), size))
     cap = max(width, budget // (2 * 8 * size))  # basis and its images, float64
@@ -212,19 +239,20 @@ def streamed_spectrum(
             float(np.linalg.norm(v @ images[:m] - t * (v @ basis[:m])))
             for t, v in zip(ends, vecs.T)
         ]
+        # Both ends, even when shift-invert will replace λ_min: the effective rank's quadrature
+        # uses this basis (stopping at λ_max alone moved it 2 % on the tests' kernel).
         converged = m == size or all(r <= tol * abs(t) for r, t in zip(resid, ends))
         if converged or m + 1 > cap:
             break
         q = _orthonormal_block(images[m - b : m], basis[:m], scale, rng)[: min(width, cap - m)]
     exhausted = m == size
-    if not converged:
+    if not converged and not (invert and resid[1] <= tol * abs(ends[1])):
+        lmin_note = "" if invert else f", lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g}"
         warnings.warn(
             f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors: "
             f"max_passes or all that memory_budget={budget} bytes holds) with relative residuals "
-            f"lambda_max "
-            f"{resid[1] / abs(ends[1]):.2g}, lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g} "
-            f"(tol={tol:g}): raise max_passes and memory_budget for more, or read the residuals as "
-            "the accuracy.",
+            f"lambda_max {resid[1] / abs(ends[1]):.2g}{lmin_note} (tol={tol:g}): raise "
+            "max_passes and memory_budget for more, or read the residuals as the accuracy.",
             stacklevel=3,
         )
     theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
@@ -239,20 +267,43 @@ def streamed_spectrum(
         erank_error = 0.0
     else:
         erank, erank_error = _effective_rank_estimate(theta, s[: r0.shape[0]], r0)
+    eigenvalues = descending[: min(k, m)].copy()
+    n_nonpositive = int((theta <= 0).sum())  # a lower bound, by interlacing
+    method, found = "lanczos", None
+    if invert and not exhausted:  # (a full basis made Lanczos exact already)
+        del basis, images
+        found = si.shift_invert_lambda_min(
+            stream,
+            memory_budget=budget,
+            directory=si.factor_directory(kernel, factor_dir),
+            tol=tol,
+            key=key,
+        )
+        method, lmin, resid[0] = "shift_invert", found["lambda_min"], found["residual"]
+        n_nonpositive = max(n_nonpositive, int(lmin <= 0))
+        if not found["converged"]:
+            warnings.warn(
+                f"The shift-invert Lanczos for lambda_min stopped after {found['solves']} "
+                f"solves short of tol={tol:g}; its residual against K is {resid[0]:.2g}.",
+                stacklevel=3,
+            )
     return dict(
-        eigenvalues=descending[: min(k, m)].copy(),
+        eigenvalues=eigenvalues,
         trace=trace,
         lambda_max=lmax,
         lambda_min=lmin,
         condition_number=lmax / lmin if lmin > 0 else float("inf"),
         effective_rank=erank,
-        n_nonpositive=int((theta <= 0).sum()),  # a lower bound, by interlacing
+        n_nonpositive=n_nonpositive,
         path="streamed",
+        lambda_min_method=method,
+        shift=found["shift"] if found else 0.0,
         lambda_max_residual=resid[1],
         lambda_min_residual=resid[0],
         effective_rank_error=erank_error,
         passes=passes,
         converged=bool(converged),
+        **({"shift_invert": found} if found else {}),
     )
 
 
