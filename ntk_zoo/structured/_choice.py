@@ -165,17 +165,26 @@ def shared_grams(
     for gid, group in members.items():
         if len(group) < 2 and mode != "always":
             continue
-        traces = {(i, u): frozenset(a for a, _ in sides[i].leaf.uses[u].trace) for i, u in group}
-        shared = frozenset.intersection(*traces.values())
+        i0, u0 = group[0]
+        cts = (cts1[gid][sides[i0].j], cts2[gid][sides[i0].j])
+        y_shape = cts[0].shape[cts[0].ndim - sides[i0].leaf.uses[u0].y_ndim :]
+        # y axes of size 1 carry nothing for G (summing one element or keeping it is the same):
+        # G sums them, and they neither pair nor block a use (see _operands.pair_spec)
+        unit = frozenset(a for a, n in enumerate(y_shape) if n == 1)
+        uses = {(i, u): sides[i].leaf.uses[u] for i, u in group}
+        traces = {k: frozenset(a for a, _ in use.trace) - unit for k, use in uses.items()}
+        paired = frozenset.intersection(*traces.values())
         # in G, a y axis is either summed (shared) or kept once per side: the uses whose every
-        # param-paired y axis is shared (no diagonal pairs) take it
+        # param-paired y axis of size > 1 is shared (no diagonal pairs there) take it
         group = [
-            (i, u) for i, u in group if traces[i, u] == shared and not sides[i].leaf.uses[u].diag
+            k
+            for k, use in uses.items()
+            if traces[k] == paired and all(a in unit for a, _ in use.diag)
         ]
         if not group or (len(group) < 2 and mode != "always"):
             continue
+        shared = paired | unit
         s0 = sides[group[0][0]]
-        cts = (cts1[gid][s0.j], cts2[gid][s0.j])
         gram = s0.gram_spec(cts, shared)
         sizes = gram.sizes()
         struct = jax.ShapeDtypeStruct(tuple(sizes[label] for label in gram.out), cts[0].dtype)

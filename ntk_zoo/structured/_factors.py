@@ -141,26 +141,34 @@ def record(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[SideFactors,
     ident = [r for r in dict.fromkeys(roots) if r in set(program.outputs)]
     cts = _output_cotangents(program, eqns, ident)
     out_shapes, _ = _output_shapes(program)
-    keys = _cotangent_groups(program, eqns, consumers)
+    chains = _cotangent_groups(program, eqns, consumers)
+    # per variable, the first use equation whose output it is or reaches through adds of one
+    # shape: that equation's recorded cotangent is the variable's
     first: dict[Var, Eqn] = {}
     for eqn in eqns:
-        if eqn in keys:
-            first.setdefault(keys[eqn], eqn)
+        if eqn in chains:
+            first.setdefault(chains[eqn].plain, eqn)
+    ys_cts_of = lambda eqn: [ys_ct[eqns.index(eqn)] for ys_ct, _ in cts]
     group_ids: dict[Var, int] = {}
     group_cts: list = []
     leaves, statics = [], []
     for owner, (root, scale) in zip(owners, scaled_roots):
         per_use, static = [], []
         for eqn, idx in consumers.get(root, []):
-            rep = first[keys[eqn]] if eqn in keys else eqn  # the same arrays for one group
-            ys_cts = [ys_ct[eqns.index(rep)] for ys_ct, _ in cts]
-            arrays, use = _use_factors(program, eqn, idx, root, ys_cts, out_shapes)
-            if not use.pullback and eqn in keys:
-                if keys[eqn] not in group_ids:
-                    group_ids[keys[eqn]] = len(group_cts)
-                    group_cts.append([ct[0] for ct in ys_cts])
-                gid = group_ids[keys[eqn]]
-                use = dataclasses.replace(use, group=gid, y_ndim=eqn.outputs[0].ndim)
+            chain = chains.get(eqn)
+            rep = first[chain.plain] if chain else eqn  # the same arrays for one group
+            arrays, use = _use_factors(program, eqn, idx, root, ys_cts_of(rep), out_shapes)
+            if not use.pullback and chain:
+                key = chain.plain
+                # a use stretched on its way to a farther sum (a bias broadcast over the
+                # examples) joins that sum's group where it keeps none of the stretched axes:
+                # in the sum's coordinates they are broadcast axes of the use (summed from G)
+                if chain.stretched and chain.far in first and not set(use.kept_y) & chain.stretched:
+                    key = chain.far
+                if key not in group_ids:
+                    group_ids[key] = len(group_cts)
+                    group_cts.append([ct[0] for ct in ys_cts_of(first[key])])
+                use = dataclasses.replace(use, group=group_ids[key], y_ndim=eqn.outputs[0].ndim)
             per_use.append(arrays)
             static.append(use)
         if root in ident:
@@ -280,27 +288,45 @@ def _use_factors(
     return arrays, static
 
 
-def _cotangent_groups(program: Program, eqns: list[Eqn], consumers: dict) -> dict[Eqn, Var]:
-    """Per use equation with one float output ``y``, the variable ``z`` whose cotangent ``y``'s
-    equals: ``y`` reaches ``z`` through a chain of ``add``s of its own shape and dtype, each the
-    only consumer of its operand (``z = y + b``: ``∂f/∂y = ∂f/∂z``, the bias broadcast apart).
-    Uses with the same ``z`` (a dense layer's ``W`` and ``b``, a convolution's kernel and bias)
-    share one ``∂f/∂y``, and so one cotangent Gram product ``(∂f/∂y)(x1)·(∂f/∂y)(x2)``."""
+class Chain(NamedTuple):
+    """Where a use's output ``y`` leads through sums: ``plain``, the variable reached through
+    ``add``s of ``y``'s own shape (its cotangent is ``y``'s); ``far``, the one reached when an
+    ``add`` may also stretch the sum along size-1 axes (``stretched``: those axes)."""
+
+    plain: Var
+    far: Var
+    stretched: frozenset
+
+
+def _cotangent_groups(program: Program, eqns: list[Eqn], consumers: dict) -> dict[Eqn, Chain]:
+    """Per use equation with one float output ``y``, the variables ``z`` whose cotangent gives
+    ``y``'s: ``y`` reaches ``z`` through a chain of ``add``s of its rank and dtype, each the only
+    consumer of its operand (``z = y + b``: ``∂f/∂y = ∂f/∂z``, the bias broadcast apart). Uses
+    with the same ``z`` (a dense layer's ``W`` and ``b``, a convolution's kernel and bias) share
+    one ``∂f/∂y``, and so one cotangent Gram product ``(∂f/∂y)(x1)·(∂f/∂y)(x2)``. An ``add``
+    that stretches ``y`` along size-1 axes (``x @ W + b[None]`` without ``vmap``) ends the
+    plain chain; past it ``∂f/∂y`` is ``∂f/∂z`` summed over the stretched axes."""
     outputs = {v for v in program.outputs if isinstance(v, Var)}
-    keys = {}
+    chains = {}
     for eqn in eqns:
         floats = [v for v in eqn.outputs if is_float(v)]
         if len(floats) != 1 or len(eqn.outputs) != 1:
             continue
-        v = floats[0]
+        v = plain = floats[0]
+        stretched: set[int] = set()
         while v not in outputs:
             users = consumers.get(v, [])
             if len(users) != 1:
                 break
             nxt, _ = users[0]
             z = nxt.outputs[0]
-            if nxt.name not in ("add", "add_any") or z.shape != v.shape or z.dtype != v.dtype:
+            if nxt.name not in ("add", "add_any") or z.ndim != v.ndim or z.dtype != v.dtype:
                 break
+            if any(n not in (m, 1) for n, m in zip(v.shape, z.shape)):
+                break
+            stretched |= {a for a, (n, m) in enumerate(zip(v.shape, z.shape)) if n != m}
             v = z
-        keys[eqn] = v
-    return keys
+            if not stretched:
+                plain = v
+        chains[eqn] = Chain(plain, v, frozenset(stretched))
+    return chains

@@ -163,7 +163,10 @@ class LeafOperands:
     def pair_spec(self, one: tuple, two: tuple, gram: tuple | None = None) -> Einsum:
         """The einsum of ``one`` (side 1) with ``two`` (side 2), each ``(key, use, arrays)``.
         With ``gram = (G, shared)`` (the two uses' group's cotangent Gram, see
-        ``_choice.shared_grams``), ``G`` replaces both sides' ``∂f/∂y``."""
+        ``_choice.shared_grams``), ``G`` replaces both sides' ``∂f/∂y``. ``shared`` may hold
+        ``y`` axes of size 1 that the uses keep or pair with a (size-1) param axis: ``G`` has
+        summed them, and their labels left on the uses' other operands are each summed over
+        their one element, so the einsum is the same products as without ``G``."""
         operands = list(self.scales)
         sides = [1, 2][: len(self.scales)]
         srcs = []

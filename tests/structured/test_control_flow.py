@@ -16,7 +16,7 @@ from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 import ntk_zoo
-from ntk_zoo.structured import _factors
+from ntk_zoo.structured import _factors, _warnings
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
@@ -212,7 +212,8 @@ def test_static_while_loop_is_unrolled():
     assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
 
 
-def test_dynamic_while_loop_warns_and_stays_exact():
+def test_dynamic_while_loop_warns_and_stays_exact(monkeypatch):
+    monkeypatch.setattr(_warnings, "_WARNED", set())  # warn_once: as in a fresh process
     f = _batched(while_dynamic)
     with pytest.warns(UserWarning, match="while_loop"):
         got = _sd(f, X2, vmap_axes=0, trace_axes=())

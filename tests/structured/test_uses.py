@@ -132,6 +132,98 @@ def test_a_dense_layers_weight_and_bias_share_one_gram(monkeypatch):
     assert rel_error(got, want) <= EXACT
 
 
+def _gram_users(seen, params) -> list[list[str]]:
+    """The Grams of the first output leaf, each as the sorted paths of the leaves that use it."""
+    paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in _leaves(params)]
+    return sorted(sorted(paths[i] for i, _ in users) for users in seen[0])
+
+
+def _leaves(params):
+    return jax.tree_util.tree_flatten_with_path(params)[0]
+
+
+def _dense_reshaped(p, x):
+    """Two dense layers adding their bias as Flax's ``Dense`` and NNX's ``Linear`` do: reshaped
+    to ``(1, ..., 1, W)``, a view of the leaf; under ``vmap`` its use's ``y`` is ``(1, W)``."""
+    bias = lambda y, b: y + jnp.reshape(b, (1,) * (y.ndim - 1) + (-1,))
+    return bias(jnp.tanh(bias(x @ p["w0"], p["b0"])) @ p["w1"], p["b1"])
+
+
+def test_a_bias_reshaped_to_one_row_shares_the_gram_of_its_weight(monkeypatch):
+    # the bias's use pairs the size-1 row axis too (its view is (1, W)); the weight's keeps it
+    # as the inputs' row: size 1, it neither blocks the Gram nor stays in it
+    case = _case("mlp")
+    params = {k: case.params[k] for k in ("w0", "b0", "w1", "b1")}
+    seen = _grams(monkeypatch)
+    kw = dict(trace_axes=(), sum_params=False)
+    got = _sd(_dense_reshaped, case.x1, case.x2, params, "structured", vmap_axes=0, **kw)
+    assert _gram_users(seen, params) == [["b0", "w0"], ["b1", "w1"]]
+    want = oracle_ntk(_dense_reshaped, case.x1, case.x2, params, **kw)
+    assert rel_error(got, want) <= EXACT
+
+
+def test_a_bias_broadcast_over_the_batch_shares_the_gram_of_its_weight(monkeypatch):
+    # without vmap the bias (1, W) is stretched over the batch by the add: its ∂f/∂y is the
+    # layer's summed over the examples, which it sums from G like a broadcast axis (auto
+    # declines this G on cost at these sizes: forced, to check the grouping and its numbers)
+    case = _case("mlp")
+    seen = _grams(monkeypatch)
+    kw = dict(trace_axes=case.trace_axes, sum_params=False)
+    got = _sd(case.f, case.x1, case.x2, case.params, "structured", "always", vmap_axes=None, **kw)
+    assert _gram_users(seen, case.params) == [["b0", "w0"], ["b1", "w1"], ["b2", "w2"]]
+    want = oracle_ntk(case.f, case.x1, case.x2, case.params, **kw)
+    assert rel_error(got, want) <= EXACT
+
+
+def _flax_mlps():
+    """The same two-layer tanh MLP as Flax linen ``Dense`` and NNX ``Linear`` layers, with
+    the reference pure function on their params."""
+    import flax.linen as nn
+    from flax import nnx
+
+    class Linen(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = jnp.tanh(nn.Dense(6, param_dtype=jnp.float64)(x))
+            return nn.Dense(3, param_dtype=jnp.float64)(h)
+
+    class NNX(nnx.Module):
+        def __init__(self, rngs):
+            self.l0 = nnx.Linear(4, 6, param_dtype=jnp.float64, rngs=rngs)
+            self.l1 = nnx.Linear(6, 3, param_dtype=jnp.float64, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l1(jnp.tanh(self.l0(x)))
+
+    x = jnp.zeros((1, 4), jnp.float64)
+    return {
+        "linen": ntk_zoo.from_linen(Linen(), Linen().init(jax.random.key(0), x)),
+        "nnx": ntk_zoo.from_nnx(NNX(nnx.Rngs(0))),
+    }
+
+
+def _layer_and_kind(path: str) -> tuple[str, str]:
+    parts = path.split("/")
+    k = next(i for i, part in enumerate(parts) if part in ("bias", "kernel"))
+    return "/".join(parts[:k]), parts[k]
+
+
+@pytest.mark.parametrize("framework", ["linen", "nnx"])
+def test_flax_dense_layers_share_one_gram_per_layer(monkeypatch, framework):
+    pure = _flax_mlps()[framework]
+    case = _case("mlp")
+    seen = _grams(monkeypatch)
+    kw = dict(trace_axes=(), sum_params=False)
+    got = _sd(pure.apply, case.x1, case.x2, pure.params, "structured", vmap_axes=0, **kw)
+    # one Gram per layer, used by the layer's bias and kernel (NNX paths end in /value)
+    layers = [[_layer_and_kind(p) for p in users] for users in _gram_users(seen, pure.params)]
+    assert len(layers) == 2
+    for (layer_b, b), (layer_k, k) in layers:
+        assert (layer_b, b, k) == (layer_k, "bias", "kernel")
+    want = oracle_ntk(pure.apply, case.x1, case.x2, pure.params, **kw)
+    assert rel_error(got, want) <= EXACT
+
+
 def test_uses_of_one_sum_share_their_cotangent():
     # x_a @ wa + x_b.T @ wb: both products feed one add, so the two weights form one group
     case = _case("pytree_in")
