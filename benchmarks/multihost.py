@@ -1,6 +1,6 @@
 """One kernel over 1, 2, ... processes (jax.distributed on localhost, one CPU device each).
 
-    python -m benchmarks processes [--n 2048] [--block 64] [--width 128] [--repeats 3]
+    python -m benchmarks processes [--n 1797] [--block 64] [--width 128] [--repeats 3]
         [--processes-list 1,2] [--gather all,process0,none] [--quick]
 
 Each process is pinned to its own core (``os.sched_setaffinity``, process ``i`` on the ``i``-th
@@ -159,7 +159,7 @@ def launch(processes: int, args: argparse.Namespace, gather: str = "all") -> dic
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (a smoke run)")
-    parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=1797)  # all of the digits
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
