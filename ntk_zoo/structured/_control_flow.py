@@ -281,12 +281,11 @@ def _unrolled_scan(eqn: Any, vals: list) -> list:
 def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``fn`` with the ``scan``s of its program unrolled (the same values), so that its
     linearisation is the unrolled model's: the primal pass keeps no stacked residuals, and the
-    structured program compiles like the unrolled model's. ``fn`` unchanged if it has none."""
+    structured program compiles like the unrolled model's. Without scans, the program is
+    replayed as it is: ``fn`` (a framework's model code) is traced once, not twice."""
 
     def run(params: Any) -> Any:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(params)
-        if not _has_scan(closed.jaxpr):
-            return fn(params)
         outs = _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(params))
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
