@@ -139,7 +139,10 @@ def gradient_features(
         there block by block and returned as a ``np.memmap``; memory stays bounded by a block.
         Resumable: finished blocks are recorded in ``<out>.blocks.json`` with a fingerprint of
         the inputs and settings, and a rerun computes only the missing ones (a file from other
-        inputs is refused).
+        inputs is refused). Several processes (after ``jax.distributed.initialize``, each
+        passing the same inputs and a path they all see) share the blocks, each recording its
+        own (``<out>.blocks.<i>.json``); each returns the whole file, and a rerun with any
+        number of processes computes what none recorded.
       progress: print one line per block written.
       **kwargs: keyword arguments of ``f`` (the same for every block).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -53,8 +54,10 @@ def stream(
     """``program`` over blocks of ``batch_size`` examples (axis 0 of ``x``), the last padded.
 
     With ``out``, each finished block is written into the ``.npy`` file and recorded in
-    ``<out>.blocks.json``; a rerun with the same inputs and settings computes only the blocks
-    not recorded there.
+    ``<out>.blocks.json`` (process ``i > 0`` of several: ``<out>.blocks.<i>.json``); a rerun
+    with the same inputs and settings, by any number of processes, computes only the blocks
+    recorded in none of them. Several processes (``jax.distributed``) share the blocks left,
+    every ``processes``-th each, in one file they all see; each returns the whole file.
     """
     n = jax.tree.leaves(x)[0].shape[0]
     size = min(batch_size or n, n)
@@ -77,32 +80,59 @@ def stream(
     if not out.endswith(".npy"):
         raise ValueError(f"out={out!r} must be a .npy path.")
     shape, dtype = (n, *shapes.shape[1:]), np.dtype(shapes.dtype)
-    record = out + ".blocks.json"
     key_data = jax.random.key_data(key)
     print_key = _fingerprint((params, x, kwargs, key_data), {**settings, "block": size})
+    me, processes = jax.process_index(), jax.process_count()
+    records = sorted(glob.glob(glob.escape(out) + ".blocks*.json"))
+    own = _record(out, me)
     done: set[int] = set()
-    if os.path.exists(record) and os.path.exists(out):
-        with open(record) as f:
-            saved = json.load(f)
-        if saved.get("fingerprint") != print_key:
-            raise ValueError(
-                f"{out} holds features of other inputs or settings (its {record} does not "
-                "match): remove both files, or choose another out=."
-            )
-        target = np.load(out, mmap_mode="r+")
-        done = set(saved["done"])
-    else:
-        target = np.lib.format.open_memmap(out, "w+", dtype, shape)
-        _write_json(record, {"fingerprint": print_key, "done": []})
-    for b, s in enumerate(starts):
-        if b in done:
-            continue
+    mine_before: set[int] = set()
+    resume = bool(records) and os.path.exists(out)
+    if resume:
+        for path in records:
+            with open(path) as f:
+                saved = json.load(f)
+            if saved.get("fingerprint") != print_key:
+                raise ValueError(
+                    f"{out} holds features of other inputs or settings (its {path} does not "
+                    "match): remove the file and its records, or choose another out=."
+                )
+            done |= set(saved["done"])
+            if path == own:
+                mine_before = set(saved["done"])
+    _barrier("ntk_zoo.gradient_features: records read")  # before anyone writes one
+    if me == 0 and not resume:
+        for path in records:  # stale records of a file that is gone or remade
+            os.remove(path)
+        np.lib.format.open_memmap(out, "w+", dtype, shape).flush()  # the file, zeroed
+        _write_json(own, {"fingerprint": print_key, "done": []})
+    _barrier("ntk_zoo.gradient_features: file created")
+    target = np.load(out, mmap_mode="r+")
+    todo = [b for b in range(len(starts)) if b not in done]
+    mine = set(mine_before)
+    for b in todo[me::processes]:  # this process's share: every processes-th block left
+        s = starts[b]
         stop = min(s + size, n)
         target[s:stop] = np.asarray(block(s))[: stop - s]
         target.flush()
-        done.add(b)
-        _write_json(record, {"fingerprint": print_key, "done": sorted(done)})
+        mine.add(b)
+        _write_json(own, {"fingerprint": print_key, "done": sorted(mine)})
         if progress:
             print(f"gradient_features: block {b + 1}/{len(starts)} written to {out}")
     del target
+    _barrier("ntk_zoo.gradient_features: blocks written")  # the whole file, for everyone
     return np.load(out, mmap_mode="r")
+
+
+def _record(out: str, process: int) -> str:
+    """The record of the blocks ``process`` wrote into ``out`` (one file per process, so that
+    no two processes write one file; a rerun reads them all)."""
+    return f"{out}.blocks.json" if process == 0 else f"{out}.blocks.{process}.json"
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process (after ``jax.distributed.initialize``); nothing for one."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -2,6 +2,7 @@
 statistical bound, streamed and resumed files, no P-sized allocation, clear errors."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +94,21 @@ def test_streamed_and_resumed_file_equals_in_memory(tmp_path):
     resumed = np.asarray(run(batch_size=3, out=path))
     assert np.all(resumed[:3] == 7.0)  # recorded blocks are not computed again
     np.testing.assert_allclose(resumed[3:], memory[3:], rtol=1e-12)
+    # Another process's record (of a run with 2 processes) counts too: its blocks are kept.
+    mm = np.load(path, mmap_mode="r+")
+    mm[6:] = 5.0
+    mm.flush()
+    with open(record, "w") as f:
+        json.dump({**saved, "done": [0]}, f)
+    with open(path + ".blocks.1.json", "w") as f:
+        json.dump({**saved, "done": [2]}, f)
+    resumed = np.asarray(run(batch_size=3, out=path))
+    assert np.all(resumed[6:] == 5.0) and np.all(resumed[:3] == 7.0)
+    np.testing.assert_allclose(resumed[3:6], memory[3:6], rtol=1e-12)
+    # A file made anew (the old one gone) drops every stale record, other processes' too.
+    os.remove(path)
+    np.testing.assert_allclose(run(batch_size=3, out=path), memory, rtol=1e-12)
+    assert not os.path.exists(path + ".blocks.1.json")
     with pytest.raises(ValueError, match="other inputs or settings"):
         ntk_zoo.gradient_features(
             case.f,

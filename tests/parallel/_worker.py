@@ -91,6 +91,12 @@ if SCENARIO == "equal":  # every method and gather mode against the one-process 
     mine = X1[18 * PROCESS : 18 * PROCESS + 18]
     x_global = jax.make_array_from_process_local_data(sharding, mine, (36, X1.shape[1]))
     keep("global", batched("auto")(x_global, None, PARAMS))
+    # Gradient features of 5 blocks into one shared file: each process writes its share
+    features = ntk_zoo.gradient_features(
+        mlp, PARAMS, X1, dim=16, key=jax.random.key(3), cotangents="pntk", vmap_axes=0,
+        batch_size=8, out=f"{DIR}/features.npy",
+    )  # fmt: skip
+    keep("features", features)
 elif SCENARIO == "resume-file":  # killed after some blocks (by the env var), then rerun
     options = dict(checkpoint_dir=f"{DIR}/ckpt", out=f"{DIR}/kernel.npy")
     keep("kernel", batched("auto", **options)(X1, None, PARAMS))

@@ -119,6 +119,23 @@ def test_two_processes_equal_one(tmp_path, monkeypatch):
         assert rel_error(kernels["global"], reference(None)[:36, :36]) <= EXACT
     written = np.load(tmp_path / "mine.npy")  # each process wrote its own blocks into it
     assert rel_error(written, reference(X2)) <= EXACT
+    # Gradient features written by 2 processes into one file: each process recorded its own
+    # blocks (3 and 2 of 5), every process returned the whole file, equal to one process's
+    # features in memory; one process resuming that file computes nothing.
+    features = lambda **kw: ntk_zoo.gradient_features(
+        mlp, PARAMS, X1, dim=16, key=jax.random.key(3), cotangents="pntk", vmap_axes=0,
+        batch_size=8, **kw,
+    )  # fmt: skip
+    want = np.asarray(features())
+    for kernels in (k0, k1):
+        assert rel_error(kernels["features"], want) <= EXACT
+    path = str(tmp_path / "features.npy")
+    records_of = (".blocks.json", ".blocks.1.json")  # process 0's, process 1's
+    records = [json.loads(pathlib.Path(path + r).read_text()) for r in records_of]
+    assert [r["done"] for r in records] == [[0, 2, 4], [1, 3]]
+    written = os.stat(path).st_mtime_ns
+    assert rel_error(np.asarray(features(out=path)), want) <= EXACT
+    assert os.stat(path).st_mtime_ns == written  # no block computed again
     # The blocks saved by 2 processes (gather="none"), reused by this single process: none
     # computed again, whatever the devices.
     assert info0["saved"] + info1["saved"] == 5 * 6 // 2
