@@ -218,3 +218,20 @@ def test_dynamic_while_loop_warns_and_stays_exact(monkeypatch):
     with pytest.warns(UserWarning, match="while_loop"):
         got = _sd(f, X2, vmap_axes=0, trace_axes=())
     assert rel_error(got, _forward_oracle(f, X1, X2)) <= EXACT
+
+
+@pytest.mark.parametrize("vmap_axes", [None, 0], ids=["one-predicate", "per-example"])
+def test_an_untaken_branch_whose_derivative_is_nan_leaves_the_kernel_exact(vmap_axes):
+    # cond becomes select_n over both branches: sqrt's derivative is NaN where the branch is not
+    # taken (h < 0), and must not reach the kernel through a 0 · NaN product.
+    def f(p, x):
+        h = x @ p["w"]
+        pred = jnp.sum(h) > 0
+        return lax.cond(pred, jnp.sqrt, jnp.tanh, h) @ p["v"]
+
+    rng = np.random.default_rng(0)
+    params = {"w": -np.abs(rng.standard_normal((4, 3))), "v": rng.standard_normal((3, 2))}
+    x1, x2 = np.abs(rng.standard_normal((5, 4))), np.abs(rng.standard_normal((2, 4)))
+    got = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=vmap_axes)(x1, x2, params)
+    assert np.isfinite(np.asarray(got)).all()
+    assert rel_error(got, oracle_ntk(f, x1, x2, params)) <= EXACT
