@@ -56,7 +56,8 @@ def affordable(
             more.append(method)
             continue
         excluded[method.value] = (
-            f"estimated {costs[method.value] / least:.3g}x the best (> within={options.within:g}) "
+            f"estimated {costs[method.value] / least if least else math.inf:.3g}x the best "
+            f"(> within={options.within:g}) "
             f"and timing it (~{cost:.3g} s) exceeds overhead={options.overhead:g} of the job's "
             f"estimated {job:.3g} s (runs={options.runs})"
         )
