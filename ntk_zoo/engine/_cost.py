@@ -30,7 +30,8 @@ class Choice(tuple):
     ``measured`` says whether the pick was timed (``source="measured"``: now; ``"wisdom"``: read
     back from an earlier measurement) or only estimated (``source="estimate"``); ``times`` holds
     the measured seconds per call of each candidate timed, ``skipped`` the candidates dropped
-    for their memory, with why (see :class:`ntk_zoo.AutoOptions`).
+    for their memory, with why, ``excluded`` the methods that were not candidates, with why (see
+    :class:`ntk_zoo.AutoOptions`).
     """
 
     method: Method
@@ -41,6 +42,7 @@ class Choice(tuple):
     source: str = "estimate"
     times: dict[str, float] = {}  # noqa: RUF012 (replaced per instance, never mutated)
     skipped: dict[str, str] = {}  # noqa: RUF012
+    excluded: dict[str, str] = {}  # noqa: RUF012
 
     def __new__(cls, method: Method, costs: dict[str, float], table: CostTable) -> Choice:
         choice = super().__new__(cls, (method, costs))

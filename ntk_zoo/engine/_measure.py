@@ -1,14 +1,19 @@
 """``auto``'s measured choice: time the plausible methods on the real shapes, keep the fastest.
 
-The candidates are the methods whose estimate is within ``AutoOptions.within`` of the best one.
-Each is compiled ahead of time, dropped if its compiled program does not fit the memory budget
-(XLA's ``memory_analysis()``), warmed up once and timed ``repeats`` times with the options'
-clock; the least time per call wins and its compiled program is kept to run.
+The candidates are the methods whose estimate is within ``AutoOptions.within`` of the best one,
+plus, when the program will run ``AutoOptions.runs`` times, the other methods whose estimated
+cost of timing (a compile, as long as the slowest compile of the first candidates, and ``1 +
+repeats`` calls at their estimate) fits in ``AutoOptions.overhead`` of the job's estimated
+total (``runs`` × the best estimate), cheapest estimate first. Each is compiled ahead of time,
+dropped if its compiled program does not fit the memory budget (XLA's ``memory_analysis()``),
+warmed up once and timed ``repeats`` times with the options' clock; the least time per call
+wins and its compiled program is kept to run.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +29,53 @@ def candidates(costs: dict[str, float], within: float) -> list[Method]:
     ``TIE_ORDER``)."""
     least = min(costs.values())
     near = [Method(m) for m, c in costs.items() if c <= least * within or c == least]
-    rank = lambda m: (costs[m.value], TIE_ORDER.index(m) if m in TIE_ORDER else len(TIE_ORDER))
-    return sorted(near, key=rank)
+    return sorted(near, key=_rank(costs))
+
+
+def _rank(costs: dict[str, float]) -> Callable[[Method], tuple]:
+    return lambda m: (costs[m.value], TIE_ORDER.index(m) if m in TIE_ORDER else len(TIE_ORDER))
+
+
+def affordable(
+    costs: dict[str, float], options: AutoOptions, compile_s: float
+) -> tuple[list[Method], dict[str, str]]:
+    """The methods beyond :func:`candidates` whose timing the job can afford, cheapest estimate
+    first, and why each of the others is not timed.
+
+    Timing a method is estimated at ``compile_s + (1 + repeats) × its estimate``; methods are
+    added while the sum stays within ``overhead × runs ×`` the least estimate (with ``runs=1``
+    none is: every other method's timing costs at least twice the least estimate)."""
+    near = candidates(costs, options.within)
+    least = min(costs.values())
+    job = options.runs * least
+    spent, more, excluded = 0.0, [], {}
+    for method in sorted((Method(m) for m in costs if Method(m) not in near), key=_rank(costs)):
+        cost = compile_s + (1 + options.repeats) * costs[method.value]
+        if spent + cost <= options.overhead * job:
+            spent += cost
+            more.append(method)
+            continue
+        excluded[method.value] = (
+            f"estimated {costs[method.value] / least if least else math.inf:.3g}x the best "
+            f"(> within={options.within:g}) "
+            f"and timing it (~{cost:.3g} s) exceeds overhead={options.overhead:g} of the job's "
+            f"estimated {job:.3g} s (runs={options.runs})"
+        )
+    return more, excluded
+
+
+def covers(entry: dict, options: AutoOptions) -> bool:
+    """Whether a stored decision timed (or skipped for memory) every method that measuring
+    with ``options`` would time now; an entry without its estimates (an earlier version) does."""
+    costs = entry.get("costs") or {}
+    if not costs:
+        return True
+    try:
+        more, _ = affordable(costs, options, float(entry.get("compile_s", 0.0)))
+        wanted = {m.value for m in candidates(costs, options.within) + more}
+    except (ValueError, TypeError):  # estimates of methods this version does not have
+        return False
+    return wanted <= set(entry["times"]) | set(entry.get("skipped", {}))
 
 
 def program_bytes(compiled: Any) -> float | None:
@@ -55,10 +105,11 @@ def measure(
     compile_method: Callable[[Method], Any],
     call: Callable[[Any], Any],
     options: AutoOptions,
-) -> tuple[Choice, Any]:
+) -> tuple[Choice, Any, float]:
     """Times the candidates of ``estimate`` and returns the measured :class:`Choice` (its
-    ``times``: seconds per call of each candidate timed; ``skipped``: the others, with why) and
-    the winner's compiled program.
+    ``times``: seconds per call of each candidate timed; ``skipped``: the candidates dropped for
+    their memory, with why; ``excluded``: the methods not timed at all, with why), the winner's
+    compiled program and the longest compile of the first candidates (seconds, wall clock).
 
     ``compile_method(method)`` returns a compiled program; ``call(program)`` runs it once on the
     real arguments. If no candidate fits the budget, the estimate's pick is kept (compiled).
@@ -66,13 +117,16 @@ def measure(
     budget = default_budget() if options.memory_budget is None else options.memory_budget
     times: dict[str, float] = {}
     skipped: dict[str, str] = {}
-    best: tuple[float, Method, Any] | None = None
-    for method in candidates(estimate.costs, options.within):
+    best: list = [math.inf, None, None]  # seconds, method, compiled
+
+    def time_one(method: Method) -> float:
+        started = time.perf_counter()  # not the options' clock: that one times the calls
         compiled = compile_method(method)
+        compile_s = time.perf_counter() - started
         held = program_bytes(compiled)
         if held is not None and held > budget:
             skipped[method.value] = f"needs {held / 2**30:.2f} GiB of {budget / 2**30:.2f}"
-            continue
+            return compile_s
         jax.block_until_ready(call(compiled))  # warm-up: first-call costs are not the method's
         seconds = math.inf
         for _ in range(options.repeats):
@@ -80,18 +134,35 @@ def measure(
             jax.block_until_ready(call(compiled))
             seconds = min(seconds, options.clock() - start)
         times[method.value] = seconds
-        if best is None or seconds < best[0]:
-            best = (seconds, method, compiled)
-    if best is None:  # nothing fits: run the estimate's pick (it may still fit at run time)
-        return measured_choice(estimate, estimate.method, times, skipped, "estimate"), None
-    return measured_choice(estimate, best[1], times, skipped, "measured"), best[2]
+        if best[1] is None or seconds < best[0]:
+            best[:] = [seconds, method, compiled]
+        return compile_s
+
+    compile_s = max(time_one(m) for m in candidates(estimate.costs, options.within))
+    more, excluded = affordable(estimate.costs, options, compile_s)
+    for method in more:
+        time_one(method)
+    if best[1] is None:  # nothing fits: run the estimate's pick (it may still fit at run time)
+        choice = measured_choice(estimate, estimate.method, times, skipped, "estimate", excluded)
+        return choice, None, compile_s
+    return (
+        measured_choice(estimate, best[1], times, skipped, "measured", excluded),
+        best[2],
+        compile_s,
+    )
 
 
 def measured_choice(
-    estimate: Choice, method: Method, times: dict, skipped: dict, source: str
+    estimate: Choice,
+    method: Method,
+    times: dict,
+    skipped: dict,
+    source: str,
+    excluded: dict | None = None,
 ) -> Choice:
     """``estimate`` with ``method`` picked by ``source`` (``"measured"``, ``"wisdom"``)."""
     choice = Choice(method, estimate.costs, estimate.table)
     choice.measured = source in ("measured", "wisdom")
     choice.source, choice.times, choice.skipped = source, dict(times), dict(skipped)
+    choice.excluded = dict(excluded or {})
     return choice

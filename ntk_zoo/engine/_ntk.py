@@ -26,7 +26,7 @@ from ntk_zoo.core import (
     transformed_problem,
 )
 from ntk_zoo.engine import _cost
-from ntk_zoo.engine._measure import measure, measured_choice
+from ntk_zoo.engine._measure import covers, measure, measured_choice
 from ntk_zoo.engine._method import Method, canonicalize_method
 from ntk_zoo.engine._registry import METHODS
 from ntk_zoo.engine._wisdom import AutoOptions, fingerprint, lookup, remember
@@ -193,10 +193,10 @@ class KernelFn:
         problem = self._problem(x1, x2, params, kwargs)
         key = fingerprint(problem, self._settings()) if self.auto.wisdom else None
         entry = lookup(key) if key else None
-        if entry is not None:
+        if entry is not None and covers(entry, self.auto):  # else: time the methods it did not
             estimate = _cost.Choice(Method(entry["method"]), entry.get("costs", {}), active_table())
-            choice = measured_choice(estimate, estimate.method, entry["times"], {}, "wisdom")
-            return choice, None
+            stored = (entry.get("skipped", {}), "wisdom", entry.get("excluded", {}))
+            return measured_choice(estimate, estimate.method, entry["times"], *stored), None
         estimate = _cost.cheapest(problem)
         split = self._split(kwargs)
         leaves = jax.tree.leaves((x1, x2, params, kwargs))
@@ -205,12 +205,12 @@ class KernelFn:
         dynamic, static = split
         args = (x1, x2, params, dynamic)
         compile_method = lambda m: self._for_method(m).lower(*args, static, self._options).compile()
-        choice, compiled = measure(estimate, compile_method, lambda c: c(*args), self.auto)
+        measured = measure(estimate, compile_method, lambda c: c(*args), self.auto)
+        choice, compiled, compile_s = measured
         if key is not None and choice.source == "measured":
-            remember(
-                key,
-                {"method": choice.method.value, "times": choice.times, "costs": choice.costs},
-            )
+            entry = {"method": choice.method.value, "times": choice.times, "costs": choice.costs}
+            entry.update(skipped=choice.skipped, excluded=choice.excluded, compile_s=compile_s)
+            remember(key, entry)
         return choice, compiled
 
     @staticmethod

@@ -40,9 +40,14 @@ class AutoOptions:
     """How ``method="auto"`` decides: by the cost model's estimate, or by measuring.
 
     Measuring (FFTW's ``MEASURE`` plans): the candidates are the methods whose estimated seconds
-    are within ``within`` times the lowest estimate; each is compiled ahead of time for the real
-    shapes (``jax.jit(...).lower(...).compile()``), dropped if XLA's ``memory_analysis()`` of
-    its program (arguments + outputs + temporaries) exceeds ``memory_budget``, called once to warm
+    are within ``within`` times the lowest estimate, plus, for a program that will run ``runs``
+    times, each other method (cheapest estimate first) while the estimated cost of timing them
+    (a compile as long as the first candidates' slowest, and ``1 + repeats`` calls at their
+    estimates) stays within ``overhead`` × ``runs`` × the lowest estimate: an estimate wrong by
+    more than ``within`` is then still found where timing it is a small part of the job. Each
+    candidate is compiled ahead of time for the real shapes
+    (``jax.jit(...).lower(...).compile()``), dropped if XLA's ``memory_analysis()`` of its
+    program (arguments + outputs + temporaries) exceeds ``memory_budget``, called once to warm
     up and then ``repeats`` times, and the one with the least time per call is kept; its
     compiled program is the one that runs. The decision is stored as wisdom (see
     :func:`clear_wisdom`) and read back by any later run of the same program.
@@ -57,6 +62,12 @@ class AutoOptions:
         memory limit where JAX reports one, else no limit.
       wisdom: read and write the wisdom file (``False``: measure every time, remember nothing).
       clock: seconds as a float (``time.perf_counter``); injectable so tests can script timings.
+      runs: how many times the program will run at these shapes (``>= 1``);
+        :func:`ntk_zoo.batched` passes its block count. Not part of the wisdom key: a stored
+        pick is reused when it timed every method that measuring with these ``runs`` would.
+      overhead: the fraction of the job's estimated time (``runs`` × the best estimate) that
+        timing the methods beyond ``within`` may take (``0 <= overhead <= 1``); with
+        ``runs=1`` no such method is timed.
 
     Under a user's ``jax.jit`` nothing can be timed: ``auto`` then uses stored wisdom if the same
     program was measured before, else the estimate.
@@ -79,6 +90,8 @@ class AutoOptions:
     memory_budget: int | None = None
     wisdom: bool = True
     clock: Callable[[], float] = time.perf_counter
+    runs: int = 1  # last, after the fields that existed before: positional calls still work
+    overhead: float = 0.05
 
     def __post_init__(self) -> None:
         if self.measure not in (None, True, False):
@@ -87,12 +100,20 @@ class AutoOptions:
             raise ValueError(f"AutoOptions.within={self.within!r} must be >= 1 (a factor).")
         if not (isinstance(self.repeats, int) and self.repeats >= 1):
             raise ValueError(f"AutoOptions.repeats={self.repeats!r} must be an int >= 1.")
+        if not (isinstance(self.runs, int) and self.runs >= 1):
+            raise ValueError(f"AutoOptions.runs={self.runs!r} must be an int >= 1.")
+        if not 0 <= self.overhead <= 1:
+            raise ValueError(f"AutoOptions.overhead={self.overhead!r}: a fraction in [0, 1].")
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise ValueError(f"AutoOptions.memory_budget={self.memory_budget!r}: bytes > 0.")
 
     def key(self) -> str:
-        """The options that change a measured decision (the clock does not)."""
-        return f"within={self.within!r},repeats={self.repeats},budget={self.memory_budget!r}"
+        """The options that change a measured decision (the clock does not; ``runs`` is checked
+        against the stored entry instead, see :func:`ntk_zoo.engine._measure.covers`). The
+        default ``overhead`` adds nothing, so that keys written before it existed still match:
+        with ``runs=1`` the candidates are the same as then."""
+        key = f"within={self.within!r},repeats={self.repeats},budget={self.memory_budget!r}"
+        return key if self.overhead == 0.05 else f"{key},overhead={self.overhead!r}"
 
 
 def _avals(tree: Any) -> str:

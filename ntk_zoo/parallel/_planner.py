@@ -48,8 +48,9 @@ def block_size(
 
 def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
     """The plan with the one method every block program runs: ``auto`` picks it at the block
-    shapes (measured on an off-diagonal block when there are several blocks), process 0 decides
-    and the others follow."""
+    shapes (measured on an off-diagonal block when there are several blocks, with ``runs`` the
+    block count, so that a long job also times the methods estimated far from the best), process
+    0 decides and the others follow."""
     kernel_fn = plan.kernel_fn
     if kernel_fn.method is not Method.AUTO:
         stats.method, stats.method_source = kernel_fn.method.value, "given"
@@ -57,7 +58,10 @@ def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
     tasks = plan.tasks()
     picker = kernel_fn
     if len(tasks) > 1 and kernel_fn.auto.measure is not False:
-        picker = kernel_fn.replace(auto=dataclasses.replace(kernel_fn.auto, measure=True))
+        runs = max(kernel_fn.auto.runs, len(tasks))  # the measured program runs once a block
+        picker = kernel_fn.replace(
+            auto=dataclasses.replace(kernel_fn.auto, measure=True, runs=runs)
+        )
     names = [m.value for m in Method]
     code, times = 0, {}
     if not team.shared or team.process == team.processes[0]:

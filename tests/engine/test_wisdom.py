@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 import ntk_zoo
-from ntk_zoo.engine import _measure, _wisdom
+from ntk_zoo.engine import _cost, _measure, _ntk, _wisdom
 from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10  # float64 against float64
@@ -197,3 +197,92 @@ def test_batched_measures_once_reports_the_pick_and_reuses_it():
     again = ntk_zoo.batched(kernel_fn(), batch_size=2, progress=False)  # its clock fails if used
     assert rel_error(again(X, None, PARAMS), got) <= 1e-13
     assert (again.stats.method, again.stats.method_source) == (picked, "wisdom")
+
+
+# Issue 21: an estimate wrong by more than `within`. Scripted estimates (SD best, JC 2x, VP 8x)
+# replace the cost model's; the scripted clock makes VP, timed last, the fastest.
+SCRIPTED = {"structured_derivatives": 1.0, "jacobian_contraction": 2.0, "ntk_vector_products": 8.0}
+
+
+@pytest.fixture
+def misestimated(monkeypatch):
+    cheapest = _cost.cheapest
+
+    def scripted(problem, **kw):
+        choice = cheapest(problem, **kw)
+        return _cost.Choice(ntk_zoo.Method("structured_derivatives"), SCRIPTED, choice.table)
+
+    monkeypatch.setattr(_cost, "cheapest", scripted)
+
+
+def measured_kfn(runs, clock):
+    options = ntk_zoo.AutoOptions(measure=True, repeats=1, runs=runs, clock=clock)
+    return ntk_zoo.ntk_fn(f, vmap_axes=0, trace_axes=(), auto=options)
+
+
+def test_a_misestimated_method_is_timed_and_picked_when_the_job_affords_it(misestimated):
+    # runs=1000: the job is estimated at 1000 s; timing VP (~2 x 8 s + one compile) fits in 5%.
+    kfn = measured_kfn(1000, ScriptedClock([5.0, 5.0, 1.0]))
+    got = kfn(X, None, PARAMS)
+    choice = kfn.choose(X, None, PARAMS)
+    assert (choice.method, choice.source) == ("ntk_vector_products", "measured")
+    assert list(choice.times) == ["structured_derivatives", "jacobian_contraction", RUNNABLE[1]]
+    assert choice.excluded == {}
+    assert rel_error(got, oracle_ntk(f, X, None, PARAMS, trace_axes=())) <= EXACT
+
+
+def test_a_single_call_keeps_the_within_filter_and_says_why(misestimated):
+    kfn = measured_kfn(1, ScriptedClock([5.0, 5.0, 1.0]))
+    choice = kfn.choose(X, None, PARAMS)
+    assert (choice.method, choice.source) == ("structured_derivatives", "measured")
+    assert list(choice.times) == ["structured_derivatives", "jacobian_contraction"]
+    assert list(choice.excluded) == ["ntk_vector_products"]
+    assert "8x the best (> within=3)" in choice.excluded["ntk_vector_products"]
+    assert "runs=1" in choice.excluded["ntk_vector_products"]
+
+
+@pytest.mark.parametrize("runs", [1, 2, 10, 100, 400, 1000, 10**6])
+@pytest.mark.parametrize("compile_s", [0.0, 0.5, 30.0])
+def test_the_time_spent_on_methods_beyond_within_is_bounded(runs, compile_s):
+    costs = {"structured_derivatives": 1.0, "jacobian_contraction": 4.0, "ntk_vector_products": 8}
+    options = ntk_zoo.AutoOptions(runs=runs, repeats=2)
+    more, excluded = _measure.affordable(costs, options, compile_s)
+    spent = sum(compile_s + 3 * costs[m.value] for m in more)
+    assert spent <= options.overhead * runs * 1.0
+    assert {m.value for m in more} | set(excluded) == set(costs) - {"structured_derivatives"}
+    assert [m.value for m in more] == sorted((m.value for m in more), key=costs.get)
+    if runs == 1:
+        assert more == []  # a single call: today's candidates, exactly
+    if runs == 10**6:
+        assert len(more) == 2  # a long job times every method once
+
+
+def test_a_rerun_reads_the_wisdom_and_a_longer_job_measures_again(misestimated):
+    measured_kfn(1, ScriptedClock([5.0, 5.0])).choose(X, None, PARAMS)
+    _wisdom._memory.clear(), _wisdom._loaded.clear()  # a new process
+    assert measured_kfn(1, never).choose(X, None, PARAMS).source == "wisdom"
+    # The stored decision never timed VP, which a 1000-run job would: it is timed now.
+    longer = measured_kfn(1000, ScriptedClock([5.0, 5.0, 1.0])).choose(X, None, PARAMS)
+    assert (longer.method, longer.source) == ("ntk_vector_products", "measured")
+    _wisdom._memory.clear(), _wisdom._loaded.clear()
+    for runs in (1000, 1001, 1):  # the same job, a similar one, a single call: nothing timed
+        again = measured_kfn(runs, never).choose(X, None, PARAMS)
+        assert (again.method, again.source) == ("ntk_vector_products", "wisdom")
+        assert again.times == longer.times
+
+
+def test_runs_is_not_part_of_the_wisdom_key_and_default_keys_are_unchanged():
+    settings = lambda **kw: ntk_zoo.ntk_fn(f, auto=ntk_zoo.AutoOptions(**kw))._settings()
+    assert settings(runs=5000) == settings()
+    assert settings()["auto"] == "within=3.0,repeats=2,budget=None"  # the key before issue 21
+    assert settings(overhead=0.2) != settings()
+
+
+def test_batched_passes_its_block_count(monkeypatch):
+    seen = []
+    measure = _ntk.measure
+    monkeypatch.setattr(_ntk, "measure", lambda *a: seen.append(a[3].runs) or measure(*a))
+    run = ntk_zoo.batched(kernel_fn(clock=ScriptedClock([1.0])), batch_size=1, progress=False)
+    run(X, None, PARAMS)  # 3x3 blocks, 6 computed (symmetric)
+    assert seen == [6]
+    assert run.stats.method_source == "measured"
