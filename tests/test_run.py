@@ -10,6 +10,8 @@ import pytest
 import ntk_zoo.spectrum
 from ntk_zoo import cli
 
+RUNNABLE = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
+
 CONFIGS = ["configs/mlp.py", "configs/wide_resnet.py", "configs/vit.py"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,11 +52,7 @@ def test_config_runs_end_to_end(config, framework, tmp_path, capsys):
     )
     assert report["lambda_max"] == pytest.approx(eig[0])
     assert report["lambda_min"] == pytest.approx(eig[-1])
-    assert report["method"] in (
-        "jacobian_contraction",
-        "ntk_vector_products",
-        "structured_derivatives",
-    )
+    assert report["method"] in RUNNABLE
     # What the block programs ran, and how auto picked it (batched measures by default).
     assert report["method_source"] in ("estimate", "measured", "wisdom")
     assert report["n_params"] > 0 and report["flops_per_example"] > 0
@@ -185,6 +183,12 @@ def test_row_blocks_equal_one_block(tmp_path, capsys):
         with np.load(tmp_path / name / "kernel.npz") as f:
             kernels.append(f["kernel"])
     np.testing.assert_allclose(kernels[1], kernels[0], rtol=1e-10, atol=1e-12)
+    # Blocks: auto measured; every method it could run was timed or named with why it was not.
+    report = json.loads((tmp_path / "blocks" / "report.json").read_text())
+    assert report["method_source"] in ("measured", "wisdom")
+    timed, excluded = set(report["method_times"]), set(report["method_excluded"])
+    assert timed | excluded == set(RUNNABLE) and not timed & excluded
+    assert all(report["method_excluded"].values())
 
 
 @pytest.mark.parametrize(

@@ -134,13 +134,15 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     estimates = ", ".join(f"{k}={v:.3g}" for k, v in costs.items())
     stats = getattr(whole, "stats", None)  # batched: what its block programs ran
     if stats is None or not stats.method:  # one whole-batch kernel: the probe's pick ran
-        ran, source, times = (
+        ran, source, times, excluded = (
             str(method_used),
             "estimate" if config.ntk.method == "auto" else "given",
             {},
+            {},
         )
     else:
-        ran, source, times = stats.method, stats.method_source, dict(stats.method_times)
+        ran, source = stats.method, stats.method_source
+        times, excluded = dict(stats.method_times), dict(stats.method_excluded)
     report = {
         "config": config.to_dict(),
         "data": {"n": int(x.shape[0]), "example_shape": list(x.shape[1:])},
@@ -153,6 +155,7 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
         "method_costs": costs,
         "method_source": source,  # given, estimate, measured or wisdom
         "method_times": times,  # measured seconds per block of each candidate
+        "method_excluded": excluded,  # the methods auto did not time, with why
         **({"probe_method": str(method_used)} if ran != str(method_used) else {}),
         "timings_s": {
             "build": build_s,

@@ -63,16 +63,16 @@ def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
             auto=dataclasses.replace(kernel_fn.auto, measure=True, runs=runs)
         )
     names = [m.value for m in Method]
-    code, times = 0, {}
+    code, times, excluded = 0, {}, {}
     if not team.shared or team.process == team.processes[0]:
         (b1, kw1), (b2, kw2) = plan.arguments(next((t for t in tasks if t[0] != t[1]), tasks[0]))
         choice = picker.choose(b1, b2, plan.params, **pair_kwargs(kw1, kw2))
         code = len(SOURCES) * names.index(choice.method.value) + SOURCES.index(choice.source)
-        times = dict(choice.times)
+        times, excluded = dict(choice.times), dict(choice.excluded)
     code = team.agree(code)  # process 0's pick, as its block size
     method = names[code // len(SOURCES)]
     stats.method, stats.method_source = method, SOURCES[code % len(SOURCES)]
-    stats.method_times = times
+    stats.method_times, stats.method_excluded = times, excluded
     return dataclasses.replace(plan, kernel_fn=kernel_fn.replace(method=method))
 
 

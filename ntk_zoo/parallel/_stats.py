@@ -19,7 +19,8 @@ class Stats:
     method every block program ran; ``method_source``: how it was picked (``"given"``,
     ``"estimate"``, ``"measured"``, ``"wisdom"``; ``auto`` measures when there is more than one
     block, unless ``AutoOptions(measure=False)``); ``method_times``: the measured seconds per
-    block of each candidate timed (process 0 decides, the others follow). With
+    block of each candidate timed (process 0 decides, the others follow);
+    ``method_excluded``: the methods ``auto`` did not time, with why (process 0). With
     ``output_chunk``, the times, counts and bytes are summed over the pairs of chunks.
     """
 
@@ -34,6 +35,7 @@ class Stats:
     method: str = ""
     method_source: str = ""
     method_times: dict = field(default_factory=dict)
+    method_excluded: dict = field(default_factory=dict)
 
     def add(self, other: Stats) -> None:
         """Adds ``other``'s times, counts and bytes (one pair of output chunks) to these."""
@@ -43,3 +45,4 @@ class Stats:
         self.method = self.method or other.method
         self.method_source = self.method_source or other.method_source
         self.method_times = self.method_times or other.method_times
+        self.method_excluded = self.method_excluded or other.method_excluded

@@ -193,6 +193,9 @@ def test_batched_measures_once_reports_the_pick_and_reuses_it():
     picked = run.stats.method
     assert picked in RUNNABLE and run.stats.method_source == "measured"
     assert run.stats.method_times == {picked: 1.0}
+    # the methods not timed, each with its reason (only `picked` was a candidate here)
+    assert set(run.stats.method_excluded) == set(RUNNABLE) - {picked}
+    assert all(isinstance(why, str) and why for why in run.stats.method_excluded.values())
     assert rel_error(got, oracle_ntk(f, X, None, PARAMS, trace_axes=())) <= EXACT
     again = ntk_zoo.batched(kernel_fn(), batch_size=2, progress=False)  # its clock fails if used
     assert rel_error(again(X, None, PARAMS), got) <= 1e-13
