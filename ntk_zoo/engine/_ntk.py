@@ -287,10 +287,20 @@ class KernelFn:
         options: tuple | None = None,
     ) -> PyTree:
         if self.kernels is not None:
-            ntk = lambda: self.replace(kernels=None)._compute(
-                x1, x2, params, kwargs, method, options
-            )
+            ntk = lambda: self._ntk(x1, x2, params, kwargs, method, options)
             return self.kernels(self, x1, x2, params, kwargs, ntk)
+        return self._ntk(x1, x2, params, kwargs, method, options)
+
+    def _ntk(
+        self,
+        x1: PyTree,
+        x2: PyTree | None,
+        params: PyTree,
+        kwargs: dict,
+        method: Method | None,
+        options: tuple | None,
+    ) -> PyTree:
+        """The NTK itself, whatever ``kernels`` returns around it."""
         problem, restore = self._transformed(x1, x2, params, kwargs, options)
         method, replay = method or self.method, None
         if method is Method.AUTO and self.auto.measure and self.auto.wisdom:

@@ -143,7 +143,7 @@ def gradient_features(
         passing the same inputs and a path they all see) share the blocks, each recording its
         own (``<out>.blocks.<i>.json``); each returns the whole file, and a rerun with any
         number of processes computes what none recorded.
-      progress: print one line per block written.
+      progress: a progress bar over the blocks (on process 0).
       **kwargs: keyword arguments of ``f`` (the same for every block).
 
     Returns:

@@ -65,9 +65,16 @@ def stream(
         raise ValueError(f"batch_size={batch_size!r}: give a positive number of examples.")
     starts = list(range(0, n, size))
     block = lambda s: program(params, pad_rows(x, s, min(s + size, n), size), kwargs, key)
+    from tqdm.auto import tqdm
+
+    me, processes = jax.process_index(), jax.process_count()
+    bar = lambda blocks: tqdm(
+        blocks, desc="gradient features", unit="block", disable=not progress or me > 0
+    )
     if out is None:
         parts = [
-            jax.tree.map(lambda a, s=s: np.asarray(a[: min(size, n - s)]), block(s)) for s in starts
+            jax.tree.map(lambda a, s=s: np.asarray(a[: min(size, n - s)]), block(s))
+            for s in bar(starts)
         ]
         return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
@@ -82,7 +89,6 @@ def stream(
     shape, dtype = (n, *shapes.shape[1:]), np.dtype(shapes.dtype)
     key_data = jax.random.key_data(key)
     print_key = _fingerprint((params, x, kwargs, key_data), {**settings, "block": size})
-    me, processes = jax.process_index(), jax.process_count()
     records = sorted(glob.glob(glob.escape(out) + ".blocks*.json"))
     own = _record(out, me)
     done: set[int] = set()
@@ -110,15 +116,13 @@ def stream(
     target = np.load(out, mmap_mode="r+")
     todo = [b for b in range(len(starts)) if b not in done]
     mine = set(mine_before)
-    for b in todo[me::processes]:  # this process's share: every processes-th block left
+    for b in bar(todo[me::processes]):  # this process's share: every processes-th block left
         s = starts[b]
         stop = min(s + size, n)
         target[s:stop] = np.asarray(block(s))[: stop - s]
         target.flush()
         mine.add(b)
         _write_json(own, {"fingerprint": print_key, "done": sorted(mine)})
-        if progress:
-            print(f"gradient_features: block {b + 1}/{len(starts)} written to {out}")
     del target
     _barrier("ntk_zoo.gradient_features: blocks written")  # the whole file, for everyone
     return np.load(out, mmap_mode="r")

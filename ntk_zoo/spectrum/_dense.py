@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ntk_zoo.spectrum._streamed import check_lambda_min
+
 DENSE_LIMIT = 1 << 27  # float64 bytes of a kernel file still eigendecomposed whole (n ≈ 4,096)
 
 
@@ -138,6 +140,7 @@ def spectrum(
       >>> streamed.path, round(streamed.lambda_max, 9), round(streamed.lambda_min, 9)
       ('streamed', 40.0, 1.0)
     """
+    check_lambda_min(lambda_min)  # a typo is an error on the dense path too, not ignored
     if isinstance(kernel, str | os.PathLike):
         kernel = np.load(os.fspath(kernel), mmap_mode="r")
     on_disk = isinstance(kernel, np.memmap)

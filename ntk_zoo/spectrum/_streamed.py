@@ -25,6 +25,16 @@ import numpy as np
 STREAM_BUDGET = 64 << 20  # bytes of rows in flight, plus as much again for the Krylov basis
 
 
+LAMBDA_MIN = ("auto", "shift_invert", "lanczos")  # how the streamed path finds λ_min
+
+
+def check_lambda_min(lambda_min: str) -> None:
+    if lambda_min not in LAMBDA_MIN:
+        raise ValueError(
+            f"lambda_min={lambda_min!r}: expected 'auto', 'shift_invert' or 'lanczos'."
+        )
+
+
 class RowStream:
     """A square kernel, ``(n, n)`` or ``(n, n, o, o)``, read as rows of its ``(N, N)`` matrix.
 
@@ -193,10 +203,7 @@ def streamed_spectrum(
     """
     from ntk_zoo.spectrum import _shift_invert as si
 
-    if lambda_min not in ("auto", "shift_invert", "lanczos"):
-        raise ValueError(
-            f"lambda_min={lambda_min!r}: expected 'auto', 'shift_invert' or 'lanczos'."
-        )
+    check_lambda_min(lambda_min)
     budget = STREAM_BUDGET if memory_budget is None else int(memory_budget)
     stream = RowStream(kernel, budget)
     size = stream.size

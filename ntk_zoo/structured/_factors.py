@@ -148,7 +148,8 @@ def record(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[SideFactors,
     for eqn in eqns:
         if eqn in chains:
             first.setdefault(chains[eqn].plain, eqn)
-    ys_cts_of = lambda eqn: [ys_ct[eqns.index(eqn)] for ys_ct, _ in cts]
+    position = {eqn: i for i, eqn in enumerate(eqns)}  # Eqn hashes by identity
+    ys_cts_of = lambda eqn: [ys_ct[position[eqn]] for ys_ct, _ in cts]
     group_ids: dict[Var, int] = {}
     group_cts: list = []
     leaves, statics = [], []

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import ntk_zoo
+from tests.adapters.models import NNXMLP, LinenMLP
 from tests.cases import add_bias
 from tests.oracle import oracle_ntk, rel_error
 
@@ -26,22 +27,6 @@ X1, X2 = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
 
 def plain_mlp(p, x):
     return add_bias(jnp.tanh(add_bias(x @ p["w0"], p["b0"])) @ p["w1"], p["b1"])
-
-
-class LinenMLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        h = jnp.tanh(nn.Dense(6, param_dtype=jnp.float64)(x))
-        return nn.Dense(3, param_dtype=jnp.float64)(h)
-
-
-class NNXMLP(nnx.Module):
-    def __init__(self, rngs):
-        self.l0 = nnx.Linear(4, 6, param_dtype=jnp.float64, rngs=rngs)
-        self.l1 = nnx.Linear(6, 3, param_dtype=jnp.float64, rngs=rngs)
-
-    def __call__(self, x):
-        return self.l1(jnp.tanh(self.l0(x)))
 
 
 def nnx_mlp():

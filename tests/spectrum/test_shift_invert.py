@@ -73,6 +73,8 @@ def test_lambda_min_choice(tmp_path, monkeypatch):
     path, matrix = as_file(tmp_path, psd(120, 1e-4))
     with pytest.raises(ValueError, match="lambda_min='dense'"):
         spectrum(path, dense_limit=0, lambda_min="dense")
+    with pytest.raises(ValueError, match="lambda_min='dense'"):  # the dense path checks it too
+        spectrum(matrix, lambda_min="dense")
     # 120 = 8 passes of 16: Lanczos fills the space and is exact; shift-invert is not run.
     assert spectrum(path, dense_limit=0).lambda_min_method == "lanczos"
     monkeypatch.setattr(_shift_invert, "SHIFT_INVERT_FLOPS", 0.0)  # "auto" over its limit

@@ -176,29 +176,15 @@ def test_a_bias_broadcast_over_the_batch_shares_the_gram_of_its_weight(monkeypat
 
 
 def _flax_mlps():
-    """The same two-layer tanh MLP as Flax linen ``Dense`` and NNX ``Linear`` layers, with
-    the reference pure function on their params."""
-    import flax.linen as nn
+    """The same two-layer tanh MLP as Flax linen ``Dense`` and NNX ``Linear`` layers."""
     from flax import nnx
 
-    class Linen(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            h = jnp.tanh(nn.Dense(6, param_dtype=jnp.float64)(x))
-            return nn.Dense(3, param_dtype=jnp.float64)(h)
-
-    class NNX(nnx.Module):
-        def __init__(self, rngs):
-            self.l0 = nnx.Linear(4, 6, param_dtype=jnp.float64, rngs=rngs)
-            self.l1 = nnx.Linear(6, 3, param_dtype=jnp.float64, rngs=rngs)
-
-        def __call__(self, x):
-            return self.l1(jnp.tanh(self.l0(x)))
+    from tests.adapters.models import NNXMLP, LinenMLP
 
     x = jnp.zeros((1, 4), jnp.float64)
     return {
-        "linen": ntk_zoo.from_linen(Linen(), Linen().init(jax.random.key(0), x)),
-        "nnx": ntk_zoo.from_nnx(NNX(nnx.Rngs(0))),
+        "linen": ntk_zoo.from_linen(LinenMLP(), LinenMLP().init(jax.random.key(0), x)),
+        "nnx": ntk_zoo.from_nnx(NNXMLP(nnx.Rngs(0))),
     }
 
 
