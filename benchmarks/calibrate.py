@@ -34,21 +34,24 @@ from benchmarks._harness import SHORT
 from ntk_zoo.core import CostTable, use_table
 
 SHIPPED = ntk_zoo.core.shipped_path()
-RATES = ("matmul_flops", "einsum_flops", "memory_bytes", "overhead_s")
+RATES = ("matmul_flops", "einsum_flops", "memory_bytes", "overhead_s", "conv_grad_flops")
 BASE = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
 
 
 def measure(rounds: int, budget_s: float) -> CostTable:
     tables = [ntk_zoo.calibrate(budget_s=budget_s, save=False) for _ in range(rounds)]
     rates = {name: statistics.median(getattr(t, name) for t in tables) for name in RATES}
-    print("| round | matmul GFLOP/s | small einsum GFLOP/s | memory GB/s | overhead µs/step |")
-    print("|---|---|---|---|---|")
+    print(
+        "| round | matmul GFLOP/s | small einsum GFLOP/s | memory GB/s | overhead µs/step "
+        "| conv weight grads GFLOP/s |"
+    )
+    print("|---|---|---|---|---|---|")
     for i, t in enumerate([*tables, None]):
         row = rates if t is None else {name: getattr(t, name) for name in RATES}
         print(
             f"| {'median' if t is None else i + 1} | {row['matmul_flops'] / 1e9:.1f} | "
             f"{row['einsum_flops'] / 1e9:.1f} | {row['memory_bytes'] / 1e9:.2f} | "
-            f"{row['overhead_s'] * 1e6:.2f} |"
+            f"{row['overhead_s'] * 1e6:.2f} | {row['conv_grad_flops'] / 1e9:.1f} |"
         )
     machine = tables[-1].machine
     print(f"\nmachine: {json.dumps(machine)}")

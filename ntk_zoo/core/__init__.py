@@ -26,6 +26,7 @@ from ntk_zoo.core._axes import leaf_axes as leaf_axes
 from ntk_zoo.core._axes import to_layout as to_layout
 from ntk_zoo.core._axes import trace_size as trace_size
 from ntk_zoo.core._blocks import pad_rows as pad_rows
+from ntk_zoo.core._calibration import CONV_GRAD_SHARE as CONV_GRAD_SHARE
 from ntk_zoo.core._calibration import CostTable as CostTable
 from ntk_zoo.core._calibration import active_table as active_table
 from ntk_zoo.core._calibration import cache_path as cache_path
@@ -65,6 +66,7 @@ from ntk_zoo.core._vmap import split_kwargs as split_kwargs
 from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
 
 __all__ = [
+    "CONV_GRAD_SHARE",
     "Axes",
     "Contraction",
     "CostTable",

@@ -8,7 +8,11 @@ A :class:`CostTable` holds, for one backend (``"cpu"``, ``"gpu"``, ``"tpu"``), t
   (``M·N < SMALL_TILE``), the many small einsums of structured derivatives and of a Jacobian
   contraction over few examples;
 * ``memory_bytes``: bytes/s of memory-bound steps (elementwise passes, transposes, copies);
-* ``overhead_s``: the fixed time of one step of a compiled program (launch / loop overhead).
+* ``overhead_s``: the fixed time of one step of a compiled program (launch / loop overhead);
+* ``conv_grad_flops``: FLOP/s of per-example convolution weight gradients (the Jacobians of a
+  convolution's kernel, one per example and output: XLA runs them as grouped convolutions,
+  measured at a tenth of the matmul rate on XLA:CPU). Rows written before it existed read as
+  ``None``: :data:`CONV_GRAD_SHARE` of ``matmul_flops``.
 
 A step of kind ``"matmul"``, ``"einsum"`` or ``"memory"`` takes
 ``steps · overhead + max(flops / rate, bytes / memory_bytes)`` (a roofline: compute and memory
@@ -38,7 +42,11 @@ SCHEMA = 1
 # "einsum" step (small batched), not a "matmul": too little work per tile to reach the peak.
 SMALL_TILE = 1024
 SMALL_WORK = 1 << 18
-KINDS = ("matmul", "einsum", "memory", "pass")
+KINDS = ("matmul", "einsum", "memory", "pass", "conv_grad")
+# The per-example convolution weight gradients' rate as a share of the matmul rate where the
+# table does not say (a row from before it was measured): 2-core XLA:CPU, 16x16 to 32x32
+# images, 3-64 channels, 8-16 outputs: 6-23 GFLOP/s against 70-180 (BENCHMARKS.md, "auto").
+CONV_GRAD_SHARE = 0.2
 _RATES = ("matmul_flops", "einsum_flops", "memory_bytes", "overhead_s")
 _SHIPPED = pathlib.Path(__file__).with_name("calibration.json")
 CACHE_ENV = "NTK_ZOO_CACHE_DIR"
@@ -57,6 +65,8 @@ class CostTable:
       source: where the table came from: ``"cache: <path>"``, ``"shipped"``, ``"default"``,
         ``"measured"`` (by :func:`ntk_zoo.calibrate`) or ``"custom"``.
       machine: what it was measured on (CPU model, cores, device, jax/jaxlib versions, date).
+      conv_grad_flops: FLOP/s of per-example convolution weight gradients; ``None``:
+        :data:`CONV_GRAD_SHARE` × ``matmul_flops`` (a row written before it was measured).
 
     Example:
       >>> from ntk_zoo.core import CostTable
@@ -78,9 +88,11 @@ class CostTable:
     overhead_s: float
     source: str = dataclasses.field(default="custom", compare=False)
     machine: Any = dataclasses.field(default=None, compare=False, hash=False)
+    conv_grad_flops: float | None = None  # last: positional rows of four rates still work
 
     def __post_init__(self) -> None:
-        for name in _RATES:
+        names = _RATES if self.conv_grad_flops is None else (*_RATES, "conv_grad_flops")
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
                 raise ValueError(f"CostTable.{name} must be a number, got {value!r}.")
@@ -91,19 +103,32 @@ class CostTable:
         """``steps · overhead + max(flops / rate[kind], nbytes / memory_bytes)`` seconds (the sum
         of the two terms for ``kind="pass"``).
 
-        ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate.
+        ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate, ``"conv_grad"`` at
+        :attr:`conv_grad_rate`.
         """
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not a kind of step; choose one of {KINDS}.")
         rate = self.einsum_flops if kind == "einsum" else self.matmul_flops
+        if kind == "conv_grad":
+            rate = self.conv_grad_rate
         if kind == "pass":
             return steps * self.overhead_s + flops / rate + nbytes / self.memory_bytes
         return steps * self.overhead_s + max(flops / rate, nbytes / self.memory_bytes)
+
+    @property
+    def conv_grad_rate(self) -> float:
+        """FLOP/s of per-example convolution weight gradients: ``conv_grad_flops`` where
+        measured, else :data:`CONV_GRAD_SHARE` × ``matmul_flops``."""
+        if self.conv_grad_flops is None:
+            return CONV_GRAD_SHARE * self.matmul_flops
+        return self.conv_grad_flops
 
     def to_json(self) -> dict:
         """The row as stored in a calibration file (``schema`` included)."""
         row = {"schema": SCHEMA, "backend": self.backend}
         row.update({name: float(getattr(self, name)) for name in _RATES})
+        if self.conv_grad_flops is not None:
+            row["conv_grad_flops"] = float(self.conv_grad_flops)
         row["machine"] = self.machine or {}
         return row
 
@@ -123,7 +148,10 @@ class CostTable:
         if not isinstance(machine, dict):
             raise ValueError("machine must be a JSON object")
         rates = {k: row[k] for k in _RATES}
-        return cls(row["backend"], **rates, source=source, machine=machine)
+        conv_grad = row.get("conv_grad_flops")  # absent from rows written before it existed
+        return cls(
+            row["backend"], **rates, source=source, machine=machine, conv_grad_flops=conv_grad
+        )
 
 
 # Used when neither a cached nor a shipped row exists for the backend: a 2-core x86 CPU's

@@ -37,14 +37,17 @@ def _eqn_flops(eqn: Any) -> float:
     return float(sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars))
 
 
-def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, float]:
-    """FLOPs of one call ``f(params, x, **kwargs)`` and the values its equations write."""
+def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, float, float]:
+    """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, and the
+    FLOPs of its convolutions."""
     jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
-    flops = values = 0.0
+    flops = values = conv = 0.0
     for eqn, k in _compat.iter_eqns(jaxpr):
         flops += _eqn_flops(eqn) * k
+        if eqn.primitive.name == "conv_general_dilated":
+            conv += _eqn_flops(eqn) * k
         values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
-    return flops, values
+    return flops, values, conv
 
 
 def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
@@ -59,7 +62,8 @@ class Counts(NamedTuple):
     ``out``: output values per output leaf; ``n``: examples (1 without ``vmap_axes``); ``o``:
     outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
     network writes (``o·y`` per side); ``table``: the machine's rates (``None``: the active table
-    of the default backend).
+    of the default backend); ``conv1``, ``conv2``: the FLOPs of the convolutions among ``fp``
+    (a per-example weight gradient of one costs as many, at the table's ``conv_grad`` rate).
     """
 
     itemsize: int
@@ -76,6 +80,8 @@ class Counts(NamedTuple):
     o2: float
     passes_y: float
     table: CostTable | None = None
+    conv1: float = 0.0
+    conv2: float = 0.0
 
     def phase(self, flops: float, values: float, kind: str = "matmul", steps: float = 1) -> float:
         """Estimated seconds of a phase of ``steps`` steps of ``kind`` (``"matmul"``, ``"einsum"``
@@ -90,8 +96,9 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
-    fp1, y1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
-    fp2, y2 = (fp1, y1) if p.x2 is None else _forward_counts(p.f, p.params, p.x2, p.kwargs2)
+    fp1, y1, conv1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    side2 = (fp1, y1, conv1) if p.x2 is None else None
+    fp2, y2, conv2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
     out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
     out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
     n1 = n2 = 1
@@ -103,4 +110,5 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     # tangents or cotangents (``y`` values per forward pass, from the traced program).
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
     table = active_table() if table is None else table
-    return Counts(itemsize, n_params, fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2, passes_y, table)
+    sides = (fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2)
+    return Counts(itemsize, n_params, *sides, passes_y, table, conv1, conv2)

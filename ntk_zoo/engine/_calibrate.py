@@ -81,6 +81,34 @@ def _matmul_rate(device, scale: int, budget_s: float) -> float:
     return (2.0 * n**3 + 2.0 * 8 * c * c * 9 * hw * hw) / (t_mm + t_conv)
 
 
+# Per-example convolution weight gradients (examples, side, channels in, out, outputs): the
+# Jacobians of a conv layer's kernel as Jacobian contraction builds them (a VJP per output
+# under ``vmap`` over examples), which XLA runs as grouped convolutions.
+_CONV_GRADS = ((8, 16, 16, 32, 8), (8, 8, 32, 64, 8), (4, 16, 3, 16, 8))
+
+
+def _conv_grad_rate(device, scale: int, budget_s: float) -> float:
+    flops = seconds = 0.0
+    dims = ("NHWC", "HWIO", "NHWC")
+    for n, side, c_in, c_out, o in _CONV_GRADS:
+        n, side = max(1, n // scale), max(4, side // max(1, scale // 2))
+        x = jax.device_put(jnp.ones((n, side, side, c_in), jnp.float32), device)
+        w = jax.device_put(jnp.ones((3, 3, c_in, c_out), jnp.float32), device)
+        g = jax.device_put(jnp.ones((n, o, side, side, c_out), jnp.float32), device)
+        conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
+
+        def grads(x, w, g, conv=conv):
+            def example(xi, gi):
+                _, vjp = jax.vjp(lambda w: conv(xi[None], w)[0], w)
+                return jax.vmap(lambda cotangent: vjp(cotangent)[0])(gi)
+
+            return jax.vmap(example)(x, g)
+
+        seconds += _seconds(grads, (x, w, g), budget_s / len(_CONV_GRADS))
+        flops += 2.0 * n * o * side * side * c_out * c_in * 9
+    return flops / seconds
+
+
 def _einsum_rate(device, scale: int, budget_s: float) -> float:
     flops = seconds = 0.0
     for b, m, k, n in _EINSUMS:
@@ -129,7 +157,9 @@ def calibrate(
     * ``einsum_flops``: batched ``(b, m, k) × (b, k, n)`` products with small output tiles
       (``m·n`` of 64 to 256), the sizes of the per-use einsums of structured derivatives;
     * ``memory_bytes``: an elementwise pass and a transpose, ``Σ bytes read and written / Σ s``;
-    * ``overhead_s``: a chain of dependent ``8×8`` products, seconds per product.
+    * ``overhead_s``: a chain of dependent ``8×8`` products, seconds per product;
+    * ``conv_grad_flops``: per-example weight gradients of 3×3 convolutions (a VJP per output
+      under ``vmap`` over examples, as Jacobian contraction builds a conv layer's Jacobians).
 
     Each is the median of repeated calls after one warm-up call. With ``save`` the table is
     written to the user cache (``ntk_zoo.core.cache_path(backend)``: ``$NTK_ZOO_CACHE_DIR``,
@@ -159,7 +189,7 @@ def calibrate(
     except RuntimeError as e:
         raise ValueError(f"backend={backend!r} is not available here ({e}).") from None
     scale = 1 if budget_s >= 5 else 4
-    share = budget_s / 4
+    share = budget_s / 5
     table = CostTable(
         backend,
         matmul_flops=_matmul_rate(device, scale, share),
@@ -168,6 +198,7 @@ def calibrate(
         overhead_s=max(0.0, _overhead(device, scale, share)),
         source="measured",
         machine=machine_info(backend),
+        conv_grad_flops=_conv_grad_rate(device, scale, share),
     )
     if save:
         path = cache_path(backend)

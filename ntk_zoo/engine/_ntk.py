@@ -155,6 +155,10 @@ class KernelFn:
             sig = _signature((x1, x2, params, split[0]), (split[1], self._options))
             if sig in self._programs:
                 return self._programs[sig][0]
+            choice, program = self._measured(x1, x2, params, kwargs)
+            if program is not None:  # the next call at these shapes runs it
+                self._programs[sig] = (choice, program)
+            return choice
         return self._measured(x1, x2, params, kwargs)[0]
 
     def replace(self, **changes: Any) -> KernelFn:
@@ -176,6 +180,17 @@ class KernelFn:
             setattr(new, k, canonicalize_method(v) if k == "method" else v)
         return new
 
+    def _running(self, method: Method, program: Any, x1, x2, params, kwargs: dict) -> KernelFn:
+        """A copy forced to ``method`` that runs ``program`` (that method's program compiled
+        while measuring, for these shapes) on arguments of these shapes, and compiles anew
+        for others."""
+        new = self.replace(method=method)
+        split = self._split(kwargs)
+        if program is not None and split is not None:
+            sig = _signature((x1, x2, params, split[0]), (split[1], new._options))
+            new._programs[sig] = (None, program)
+        return new
+
     def _settings(self) -> dict:
         return {
             "trace_axes": repr(self.trace_axes),
@@ -187,9 +202,15 @@ class KernelFn:
             "vector_products": repr(self.vector_products),
         }
 
-    def _measured(self, x1, x2, params, kwargs: dict) -> tuple[_cost.Choice, Any]:
+    def _measured(
+        self, x1, x2, params, kwargs: dict, feed: Callable | None = None
+    ) -> tuple[_cost.Choice, Any]:
         """The measured pick (wisdom, else timed now when the arguments are concrete, else the
-        estimate) and, when timed now, the winner's compiled program (else ``None``)."""
+        estimate) and, when timed now, the winner's compiled program (else ``None``).
+
+        ``feed(method)``, if given, returns ``((x1, x2, kwargs), keep)`` for each timing call:
+        arguments of the same shapes as these (another block of a whole-dataset kernel) and a
+        function receiving that call's kernel, so that timing computes real blocks."""
         problem = self._problem(x1, x2, params, kwargs)
         key = fingerprint(problem, self._settings()) if self.auto.wisdom else None
         entry = lookup(key) if key else None
@@ -205,7 +226,16 @@ class KernelFn:
         dynamic, static = split
         args = (x1, x2, params, dynamic)
         compile_method = lambda m: self._for_method(m).lower(*args, static, self._options).compile()
-        measured = measure(estimate, compile_method, lambda c: c(*args), self.auto)
+
+        def call(compiled: Any, method: Method) -> PyTree:
+            if feed is None:
+                return compiled(*args)
+            (a1, a2, kw), keep = feed(method)
+            out = compiled(a1, a2, params, self._split(kw)[0])
+            keep(out)
+            return out
+
+        measured = measure(estimate, compile_method, call, self.auto)
         choice, compiled, compile_s = measured
         if key is not None and choice.source == "measured":
             entry = {"method": choice.method.value, "times": choice.times, "costs": choice.costs}
@@ -256,6 +286,10 @@ class KernelFn:
         if split is None:  # unhashable non-array arguments: cannot be compile-time constants
             return self._compute(x1, x2, params, kwargs)
         dynamic, static = split
+        if self._programs and self.method is not Method.AUTO:  # compiled while measuring
+            sig = _signature((x1, x2, params, dynamic), (static, self._options))
+            if sig in self._programs:
+                return self._programs[sig][1](x1, x2, params, dynamic)
         if self.method is Method.AUTO and self.auto.measure:  # measured once per shapes
             sig = _signature((x1, x2, params, dynamic), (static, self._options))
             if sig not in self._programs:

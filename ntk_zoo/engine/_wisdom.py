@@ -40,11 +40,14 @@ class AutoOptions:
     """How ``method="auto"`` decides: by the cost model's estimate, or by measuring.
 
     Measuring (FFTW's ``MEASURE`` plans): the candidates are the methods whose estimated seconds
-    are within ``within`` times the lowest estimate, plus, for a program that will run ``runs``
-    times, each other method (cheapest estimate first) while the estimated cost of timing them
-    (a compile as long as the first candidates' slowest, and ``1 + repeats`` calls at their
-    estimates) stays within ``overhead`` × ``runs`` × the lowest estimate: an estimate wrong by
-    more than ``within`` is then still found where timing it is a small part of the job. Each
+    are within ``within`` times the lowest estimate (with ``runs > 1``, those after the best
+    estimate only where their compile and timing calls cost less than their expected saving
+    over the job, the estimate's error taken log-uniform within ``within``), plus, for a
+    program that will run ``runs`` times, each other method (cheapest estimate first) while the
+    estimated cost of timing them (a compile as long as the candidates' slowest, and
+    ``1 + repeats`` calls at their estimates) stays within ``overhead`` × ``runs`` × the
+    lowest estimate: an estimate wrong by more than ``within`` is then still found where
+    timing it is a small part of the job. Each
     candidate is compiled ahead of time for the real shapes
     (``jax.jit(...).lower(...).compile()``), dropped if XLA's ``memory_analysis()`` of its
     program (arguments + outputs + temporaries) exceeds ``memory_budget``, called once to warm

@@ -81,12 +81,15 @@ def jacobian_contraction(problem: Problem, forward: bool = False) -> list[PyTree
 
 def _cost(p: Problem, c: Counts) -> float:
     """Seconds of the Jacobians (a forward pass and ``o`` VJPs of about two passes per example,
-    at the matmul rate; writes ``n·o·p`` values), then of their contraction (``2·n1·n2·o²·p``
-    FLOPs reading both, one product per pair of leaves; a small einsum when the kernel block per
-    diagonal entry is small)."""
+    at the matmul rate, but for the convolutions' per-example weight gradients, grouped
+    convolutions at the table's ``conv_grad`` rate; writes ``n·o·p`` values), then of their
+    contraction (``2·n1·n2·o²·p`` FLOPs reading both, one product per pair of leaves; a small
+    einsum when the kernel block per diagonal entry is small)."""
     jac_values = sum(c.out1) * c.n_params + (0 if p.x2 is None else sum(c.out2) * c.n_params)
     jac_values += c.passes_y
     jac_flops = (1 + 2 * c.o1) * c.fp1 + (0 if p.x2 is None else (1 + 2 * c.o2) * c.fp2)
+    conv_grads = c.o1 * c.conv1 + (0 if p.x2 is None else c.o2 * c.conv2)
+    jac_flops -= conv_grads
     n_leaves = len(jax.tree.leaves(p.params))
     contraction = 0.0
     for a, b, ax, size1, size2 in zip(
@@ -100,7 +103,8 @@ def _cost(p: Problem, c: Counts) -> float:
         kind = contraction_kind(m, traced * c.n_params, n)
         read = (size1 if p.x2 is None else size1 + size2) * c.n_params  # J1 is J2 without x2
         contraction += c.phase(flops, read, kind, steps=n_leaves)
-    return c.phase(jac_flops, jac_values, "pass") + contraction
+    grads = c.phase(conv_grads, 0, "conv_grad", steps=0) if conv_grads else 0.0
+    return c.phase(jac_flops, jac_values, "pass") + grads + contraction
 
 
 JACOBIAN_CONTRACTION = NtkMethod(

@@ -235,11 +235,15 @@ class BatchedKernelFn:
         store = _planner.checkpoint(
             plan, settings.checkpoint_dir, destination.out, destination.accumulate_dtype
         )
-        plan = _planner.settle_method(plan, team, stats)
-        shapes = plan.block_shapes()
         in_file = store is not None and destination.kind == "file"  # the file is the checkpoint
-        reused = destination.blocks_in_file(plan, team, store, shapes) if in_file else set()
+        reused = set()
+        if in_file:
+            reused = destination.blocks_in_file(plan, team, store, plan.block_shapes())
         stats.loaded += len(reused)
+        saved = store.saved() if store is not None and not in_file else set()
+        pending = [t for t in plan.tasks() if t not in reused and t not in saved]
+        plan, ready = _planner.settle_method(plan, team, stats, pending)
+        shapes = plan.block_shapes()
         sink = destination.open(plan, team, shapes, resume=bool(reused))
         execute(
             plan,
@@ -252,6 +256,7 @@ class BatchedKernelFn:
             in_file=in_file,
             progress=settings.progress,
             stats=stats,
+            ready=ready,
         )
         return destination.deliver(plan, team, sink)
 

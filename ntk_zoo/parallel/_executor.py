@@ -38,17 +38,21 @@ def execute(
     in_file: bool,
     progress: bool,
     stats: Stats,
+    ready: dict[Task, list] | None = None,
 ) -> None:
     """Computes this process's share of ``tasks`` and puts every block it receives into ``sink``.
 
     ``shapes``: one block's output leaves (``Plan.block_shapes``); ``transfer``: who receives
     other processes' blocks (``Team.exchange``'s ``to``);
     ``in_file``: the sink's file is the checkpoint (blocks are synced, then marked in
-    ``store``), else ``store`` saves each block itself.
+    ``store``), else ``store`` saves each block itself; ``ready``: blocks computed already
+    (while ``auto`` measured), placed and saved like the others but not computed again.
     """
     from tqdm.auto import tqdm
 
     compute = _local_compute(plan, team)
+    if ready:
+        compute = _reusing(compute, dict(ready))
     owners = [team.owner(k) for k in range(len(tasks))]
     sees_all = transfer != "none"
     bar = tqdm(
@@ -105,6 +109,17 @@ def _finished(
         if store:
             store.save(task, leaves)
     return [fresh[t] if saved.get(t) is None else saved[t] for t in mine]
+
+
+def _reusing(compute: Callable, ready: dict[Task, list]) -> Callable:
+    """``compute``, handing back the blocks of ``ready`` instead of computing them."""
+
+    def reuse(todo: list[Task]) -> list[list]:
+        fresh = [t for t in todo if t not in ready]
+        done = dict(zip(fresh, compute(fresh))) if fresh else {}
+        return [ready.pop(t) if t in ready else done[t] for t in todo]
+
+    return reuse
 
 
 def _local_compute(plan: Plan, team: Team) -> Callable[[list[Task]], list[list]]:

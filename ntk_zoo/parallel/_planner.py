@@ -16,7 +16,7 @@ import jax
 
 from ntk_zoo.engine import KernelFn, Method
 from ntk_zoo.parallel import _memory
-from ntk_zoo.parallel._blocks import Layout, Plan, n_examples, pair_kwargs
+from ntk_zoo.parallel._blocks import Layout, Plan, Task, n_examples, pair_kwargs
 from ntk_zoo.parallel._checkpoint import BlockStore, fingerprint
 from ntk_zoo.parallel._sink import out_paths
 from ntk_zoo.parallel._stats import Stats
@@ -46,15 +46,24 @@ def block_size(
     return team.agree(size)  # every process must cut the same blocks
 
 
-def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
-    """The plan with the one method every block program runs: ``auto`` picks it at the block
-    shapes (measured on an off-diagonal block when there are several blocks, with ``runs`` the
-    block count, so that a long job also times the methods estimated far from the best), process
-    0 decides and the others follow."""
+def settle_method(
+    plan: Plan, team: Team, stats: Stats, pending: list[Task] | None = None
+) -> tuple[Plan, dict[Task, list]]:
+    """The plan with the one method every block program runs, and the blocks computed while
+    measuring (``{task: output leaves}``, to be placed rather than computed again).
+
+    ``auto`` picks the method at the block shapes: measured on off-diagonal blocks when there
+    are several blocks, with ``runs`` the block count (a long job also times the methods
+    estimated far from the best; a short one times only those that can repay their compile);
+    process 0 decides and the others follow. On one process without a mesh, each timing call
+    computes another block of ``pending`` (blocks still to compute) and keeps it, and the
+    winner's program compiled while measuring runs the other off-diagonal blocks (no second
+    compile). Every method is exact, so a block timed on another candidate agrees with the
+    winner's to rounding."""
     kernel_fn = plan.kernel_fn
     if kernel_fn.method is not Method.AUTO:
         stats.method, stats.method_source = kernel_fn.method.value, "given"
-        return plan
+        return plan, {}
     tasks = plan.tasks()
     picker = kernel_fn
     if len(tasks) > 1 and kernel_fn.auto.measure is not False:
@@ -63,17 +72,48 @@ def settle_method(plan: Plan, team: Team, stats: Stats) -> Plan:
             auto=dataclasses.replace(kernel_fn.auto, measure=True, runs=runs)
         )
     names = [m.value for m in Method]
-    code, times, excluded = 0, {}, {}
+    code, times, excluded, program, ready = 0, {}, {}, None, {}
+    off = [t for t in tasks if t[0] != t[1]]
     if not team.shared or team.process == team.processes[0]:
-        (b1, kw1), (b2, kw2) = plan.arguments(next((t for t in tasks if t[0] != t[1]), tasks[0]))
-        choice = picker.choose(b1, b2, plan.params, **pair_kwargs(kw1, kw2))
+        (b1, kw1), (b2, kw2) = plan.arguments(off[0] if off else tasks[0])
+        kwargs = pair_kwargs(kw1, kw2)
+        local = not team.shared and team.local_devices == [None]
+        if picker.auto.measure and local and off:
+            todo = [t for t in (off if pending is None else pending) if t[0] != t[1]]
+            feed = _feed(plan, todo, ready)
+            choice, program = picker._measured(b1, b2, plan.params, kwargs, feed=feed)
+        else:
+            choice = picker.choose(b1, b2, plan.params, **kwargs)
         code = len(SOURCES) * names.index(choice.method.value) + SOURCES.index(choice.source)
         times, excluded = dict(choice.times), dict(choice.excluded)
     code = team.agree(code)  # process 0's pick, as its block size
-    method = names[code // len(SOURCES)]
-    stats.method, stats.method_source = method, SOURCES[code % len(SOURCES)]
+    method = Method(names[code // len(SOURCES)])
+    stats.method, stats.method_source = method.value, SOURCES[code % len(SOURCES)]
     stats.method_times, stats.method_excluded = times, excluded
-    return dataclasses.replace(plan, kernel_fn=kernel_fn.replace(method=method))
+    stats.measured_blocks = len(ready)
+    if program is not None:
+        running = kernel_fn._running(method, program, b1, b2, plan.params, kwargs)
+    else:
+        running = kernel_fn.replace(method=method)
+    return dataclasses.replace(plan, kernel_fn=running), ready
+
+
+def _feed(plan: Plan, todo: list[Task], ready: dict[Task, list]):
+    """Arguments for each timing call: the next block of ``todo`` (its kernel kept in
+    ``ready``), or, once every block is done, the first one again (its result dropped)."""
+    order = iter(todo)
+
+    def feed(method: Method) -> tuple[tuple, Any]:
+        task = next(order, None)
+        (b1, kw1), (b2, kw2) = plan.arguments(todo[0] if task is None else task)
+        keep = (lambda out: None) if task is None else _keeper(ready, task)
+        return (b1, b2, pair_kwargs(kw1, kw2)), keep
+
+    return feed
+
+
+def _keeper(ready: dict[Task, list], task: Task):
+    return lambda out: ready.__setitem__(task, jax.tree.leaves(out))
 
 
 def checkpoint(

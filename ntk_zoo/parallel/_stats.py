@@ -20,7 +20,9 @@ class Stats:
     ``"estimate"``, ``"measured"``, ``"wisdom"``; ``auto`` measures when there is more than one
     block, unless ``AutoOptions(measure=False)``); ``method_times``: the measured seconds per
     block of each candidate timed (process 0 decides, the others follow);
-    ``method_excluded``: the methods ``auto`` did not time, with why (process 0). With
+    ``method_excluded``: the methods ``auto`` did not time, with why (process 0);
+    ``measured_blocks``: blocks computed by ``auto``'s timing calls and kept (one process
+    without a mesh), among ``computed``. With
     ``output_chunk``, the times, counts and bytes are summed over the pairs of chunks.
     """
 
@@ -36,10 +38,12 @@ class Stats:
     method_source: str = ""
     method_times: dict = field(default_factory=dict)
     method_excluded: dict = field(default_factory=dict)
+    measured_blocks: int = 0
 
     def add(self, other: Stats) -> None:
         """Adds ``other``'s times, counts and bytes (one pair of output chunks) to these."""
-        for name in ("compute_s", "gather_s", "place_s", "computed", "loaded", "received_bytes"):
+        counts = ("computed", "loaded", "received_bytes", "measured_blocks")
+        for name in ("compute_s", "gather_s", "place_s", *counts):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.block_size = self.block_size or other.block_size
         self.method = self.method or other.method

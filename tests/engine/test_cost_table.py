@@ -114,6 +114,7 @@ def test_calibrate_measures_and_caches_a_table_that_auto_then_uses():
     table = ntk_zoo.calibrate("cpu", budget_s=0.2)
     assert table.source == "measured" and table.backend == "cpu"
     assert table.matmul_flops > 0 and table.einsum_flops > 0 and table.memory_bytes > 0
+    assert table.conv_grad_flops > 0  # per-example conv weight gradients, measured too
     stored = CostTable.from_json(json.loads(cache_path("cpu").read_text()))
     assert stored == table and stored.machine == table.machine
     assert active_table("cpu") is table  # in this process at once
