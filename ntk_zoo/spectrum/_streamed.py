@@ -64,10 +64,19 @@ class RowStream:
         if rows is None:
             rows = int(memory_budget) // max(1, per_example)
         self.rows = max(1, min(n, rows))  # examples a read
-        self._buffer = np.empty((self.rows, *shape[1:]), self.dtype) if self.file else None
+        self._buffer: np.ndarray | None = None
+        # The float64 rows a read returns, reused: a fresh array a read cost a page fault per
+        # 4 KiB (a third of a pass's casting time on the 8,000-example kernel).
+        self._rows64: np.ndarray | None = None
+        self._diagonal: np.ndarray | None = None  # found by the first whole pass
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        """Examples ``start:stop`` as float64 rows ``((stop-start)·o, N)``."""
+        """Examples ``start:stop`` as float64 rows ``((stop-start)·o, N)``, in a buffer that the
+        next read overwrites."""
+        if self._rows64 is None:
+            self._rows64 = np.empty((self.rows * self.o, self.size))
+            if self.file:
+                self._buffer = np.empty((self.rows, *self.array.shape[1:]), self.dtype)
         if self.file is None:
             block = np.asarray(self.array[start:stop])
         else:
@@ -80,10 +89,19 @@ class RowStream:
                 )
             if got != block.nbytes:
                 raise OSError(f"{path}: short read ({got} of {block.nbytes} bytes).")
-        block = block.astype(np.float64)
-        if self.o == 1 and block.ndim == 2:
-            return block
-        return block.transpose(0, 2, 1, 3).reshape((stop - start) * self.o, self.size)
+        rows = (stop - start) * self.o
+        out = self._rows64[:rows]
+        if block.ndim == 2:
+            np.copyto(out, block)
+        else:  # (examples, n, o, o) → (examples, o, n, o): the cast and the reorder in one copy
+            np.copyto(
+                out.reshape(stop - start, self.o, self.n, self.o), block.transpose(0, 2, 1, 3)
+            )
+        return out
+
+    def release(self) -> None:
+        """Drop the read buffers (a later read allocates them again)."""
+        self._buffer = self._rows64 = None
 
     def spans(self) -> list[tuple[int, int]]:
         return [(s, min(s + self.rows, self.n)) for s in range(0, self.n, self.rows)]
@@ -98,12 +116,17 @@ class RowStream:
         """
         ahead = np.zeros_like(v)
         back = None if self.symmetric else np.zeros_like(v)
+        diagonal = np.empty(self.size) if self._diagonal is None else None
         for start, stop in self.spans():
             rows = self._read(start, stop)
             r = slice(start * self.o, stop * self.o)
             ahead[r] = rows @ v
             if back is not None:
                 back += rows.T @ v[r]
+            if diagonal is not None:
+                diagonal[r] = _diagonal_of(rows, r)
+        if diagonal is not None:
+            self._diagonal = diagonal
         if back is None:
             return ahead
         scale = float(np.abs(ahead).max()) or 1.0
@@ -111,13 +134,20 @@ class RowStream:
         return (ahead + back) / 2
 
     def diagonal(self) -> np.ndarray:
-        """The ``N`` diagonal entries, in float64."""
-        out = np.empty(self.size)
-        for start, stop in self.spans():
-            rows = self._read(start, stop)
-            r = np.arange(start * self.o, stop * self.o)
-            out[r] = rows[r - start * self.o, r]
-        return out
+        """The ``N`` diagonal entries, in float64 (kept from the first :meth:`matmat` pass, else
+        one pass of their own)."""
+        if self._diagonal is None:
+            out = np.empty(self.size)
+            for start, stop in self.spans():
+                r = slice(start * self.o, stop * self.o)
+                out[r] = _diagonal_of(self._read(start, stop), r)
+            self._diagonal = out
+        return self._diagonal
+
+
+def _diagonal_of(rows: np.ndarray, r: slice) -> np.ndarray:
+    """The diagonal entries of the rows ``r`` of the matrix, given those rows."""
+    return rows[:, r].diagonal().copy()
 
 
 def _backing_file(kernel: Any) -> tuple[str, int] | None:
@@ -229,8 +259,7 @@ def streamed_spectrum(
     q, r0 = np.linalg.qr(probes)
     q = q.T
     m, passes, scale = 0, 0, 0.0
-    diagonal = stream.diagonal()
-    trace = float(diagonal.sum())
+    previous: tuple[np.ndarray, float] | None = None  # the last pass's top Ritz values, erank
     while True:
         b = q.shape[0]
         basis[m : m + b] = q
@@ -240,18 +269,24 @@ def streamed_spectrum(
         fresh = basis[:m] @ images[m - b : m].T  # the new columns of Qᵀ K Q
         projected[:m, m - b : m] = fresh
         projected[m - b : m, :m] = fresh.T
-        ends, vecs = _banded_eigh(projected[:m, :m], 2 * width, select=True)
+        theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
+        ends, vecs = theta[[0, -1]], s[:, [0, -1]]
         scale = max(scale, float(np.abs(ends).max()))
         resid = [
             float(np.linalg.norm(v @ images[:m] - t * (v @ basis[:m])))
             for t, v in zip(ends, vecs.T)
         ]
-        # Both ends, even when shift-invert will replace λ_min: the effective rank's quadrature
-        # uses this basis (stopping at λ_max alone moved it 2 % on the tests' kernel).
-        converged = m == size or all(r <= tol * abs(t) for r, t in zip(resid, ends))
+        if m == size:
+            converged = True
+        elif invert and cap < size:  # (a basis that can fill the space is exact: fill it)
+            converged, previous = _settled(theta, s, r0, k, resid[1], tol, previous)
+        else:
+            converged = all(r <= tol * abs(t) for r, t in zip(resid, ends))
         if converged or m + 1 > cap:
             break
         q = _orthonormal_block(images[m - b : m], basis[:m], scale, rng)[: min(width, cap - m)]
+    diagonal = stream.diagonal()  # read by the first pass
+    trace = float(diagonal.sum())
     exhausted = m == size
     if not converged and not (invert and resid[1] <= tol * abs(ends[1])):
         lmin_note = "" if invert else f", lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g}"
@@ -262,7 +297,6 @@ def streamed_spectrum(
             "max_passes and memory_budget for more, or read the residuals as the accuracy.",
             stacklevel=3,
         )
-    theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
     if exhausted:
         resid = [0.0, 0.0]  # the basis is the whole space: Rayleigh–Ritz is the eigensolver
     descending = theta[::-1]
@@ -279,8 +313,10 @@ def streamed_spectrum(
     method, found = "lanczos", None
     if invert and not exhausted:  # (a full basis made Lanczos exact already)
         del basis, images
+        stream.release()
         found = si.shift_invert_lambda_min(
             stream,
+            diagonal=diagonal,
             memory_budget=budget,
             directory=si.factor_directory(kernel, factor_dir),
             tol=tol,
@@ -312,6 +348,37 @@ def streamed_spectrum(
         converged=bool(converged),
         **({"shift_invert": found} if found else {}),
     )
+
+
+def _settled(
+    theta: np.ndarray,
+    s: np.ndarray,
+    r0: np.ndarray,
+    k: int,
+    lmax_residual: float,
+    tol: float,
+    previous: tuple[np.ndarray, float] | None,
+) -> tuple[bool, tuple[np.ndarray, float]]:
+    """Whether Lanczos on ``K`` can stop when ``λ_min`` comes from shift-invert: ``λ_max``
+    converged (residual ``≤ tol·λ_max``), the ``k`` largest Ritz values moved by at most
+    ``√tol`` relatively in the last pass (the plot's and the report's top-k; they only grow,
+    by interlacing), and the effective rank's quadrature moved by at most 1 % of its standard
+    error (its Hutchinson sampling error, which more passes do not reduce). The passes that
+    the bottom end alone needed are skipped: on the 8,000-example NTK, 7 passes instead of 16.
+
+    Returns ``(settled, (top Ritz values, effective rank))`` for the next call.
+    """
+    top = theta[::-1][: min(k, theta.size)].copy()
+    erank, error = _effective_rank_estimate(theta, s[: r0.shape[0]], r0)
+    lmax = float(theta[-1])
+    settled = (
+        previous is not None
+        and lmax_residual <= tol * abs(lmax)
+        and previous[0].size == top.size
+        and bool(np.all(np.abs(top - previous[0]) <= math.sqrt(tol) * np.abs(top)))
+        and abs(erank - previous[1]) <= 0.01 * error
+    )
+    return settled, (top, erank)
 
 
 def _effective_rank_estimate(
