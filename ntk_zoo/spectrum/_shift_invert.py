@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from ntk_zoo.spectrum._threads import all_threads
+
 SHIFT_INVERT_FLOPS = 1e13  # N³/3 above which "auto" keeps Lanczos (N ≈ 31,000: minutes of BLAS)
 MAX_SHIFTS = 24  # restarts with a larger δ before giving up: 4²⁴·N·eps·max K_ii ≈ N·1e-1·max K_ii
 
@@ -128,7 +130,9 @@ def factorize(factor: TiledFactor, shift: float) -> tuple[int, float] | None:
         for i in range(j, factor.count):
             a = factor.read(i, j)
             if j:
-                a -= (panel if i == j else _panel(factor, i, j)) @ panel.T
+                other = panel if i == j else _panel(factor, i, j)
+                with all_threads():
+                    a -= other @ panel.T
             if i == j:
                 a[np.diag_indices_from(a)] += shift
                 try:

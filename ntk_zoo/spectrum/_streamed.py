@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ntk_zoo.spectrum._threads import few_threads
+
 STREAM_BUDGET = 64 << 20  # bytes of rows in flight, plus as much again for the Krylov basis
 
 
@@ -120,7 +122,7 @@ class RowStream:
         for start, stop in self.spans():
             rows = self._read(start, stop)
             r = slice(start * self.o, stop * self.o)
-            ahead[r] = rows @ v
+            ahead[r] = rows @ v  # (one BLAS thread: a few ms a product, see _threads.py)
             if back is not None:
                 back += rows.T @ v[r]
             if diagonal is not None:
@@ -234,120 +236,124 @@ def streamed_spectrum(
     from ntk_zoo.spectrum import _shift_invert as si
 
     check_lambda_min(lambda_min)
-    budget = STREAM_BUDGET if memory_budget is None else int(memory_budget)
-    stream = RowStream(kernel, budget)
-    size = stream.size
-    invert = False
-    if lambda_min == "shift_invert" or (
-        lambda_min == "auto" and size**3 / 3 <= si.SHIFT_INVERT_FLOPS
-    ):
-        directory = si.factor_directory(kernel, factor_dir)
-        why_not = si.can_shift_invert(size, si.tile_examples(stream, budget) * stream.o, directory)
-        if why_not and lambda_min == "shift_invert":
-            raise OSError(f"lambda_min='shift_invert': {why_not}; pass factor_dir= elsewhere.")
-        invert = why_not is None
-    rng = np.random.default_rng(key)
-    width = max(1, min(int(width), size))
-    cap = max(width, budget // (2 * 8 * size))  # basis and its images, float64
-    if max_passes is not None:
-        cap = min(cap, int(max_passes) * width)
-    cap = min(cap, size)
-    basis = np.empty((cap, size))  # rows: orthonormal vectors (contiguous slices)
-    images = np.empty((cap, size))  # rows: their products with K
-    projected = np.zeros((cap, cap))
-    probes = rng.choice([-1.0, 1.0], (size, width))
-    q, r0 = np.linalg.qr(probes)
-    q = q.T
-    m, passes, scale = 0, 0, 0.0
-    previous: tuple[np.ndarray, float] | None = None  # the last pass's top Ritz values, erank
-    while True:
-        b = q.shape[0]
-        basis[m : m + b] = q
-        images[m : m + b] = stream.matmat(q.T).T
-        m += b
-        passes += 1
-        fresh = basis[:m] @ images[m - b : m].T  # the new columns of Qᵀ K Q
-        projected[:m, m - b : m] = fresh
-        projected[m - b : m, :m] = fresh.T
-        theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
-        ends, vecs = theta[[0, -1]], s[:, [0, -1]]
-        scale = max(scale, float(np.abs(ends).max()))
-        resid = [
-            float(np.linalg.norm(v @ images[:m] - t * (v @ basis[:m])))
-            for t, v in zip(ends, vecs.T)
-        ]
-        if m == size:
-            converged = True
-        elif invert and cap < size:  # (a basis that can fill the space is exact: fill it)
-            converged, previous = _settled(theta, s, r0, k, resid[1], tol, previous)
-        else:
-            converged = all(r <= tol * abs(t) for r, t in zip(resid, ends))
-        if converged or m + 1 > cap:
-            break
-        q = _orthonormal_block(images[m - b : m], basis[:m], scale, rng)[: min(width, cap - m)]
-    diagonal = stream.diagonal()  # read by the first pass
-    trace = float(diagonal.sum())
-    exhausted = m == size
-    if not converged and not (invert and resid[1] <= tol * abs(ends[1])):
-        lmin_note = "" if invert else f", lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g}"
-        warnings.warn(
-            f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors: "
-            f"max_passes or all that memory_budget={budget} bytes holds) with relative residuals "
-            f"lambda_max {resid[1] / abs(ends[1]):.2g}{lmin_note} (tol={tol:g}): raise "
-            "max_passes and memory_budget for more, or read the residuals as the accuracy.",
-            stacklevel=3,
-        )
-    if exhausted:
-        resid = [0.0, 0.0]  # the basis is the whole space: Rayleigh–Ritz is the eigensolver
-    descending = theta[::-1]
-    lmax, lmin = float(descending[0]), float(descending[-1])
-    if exhausted:
-        positive = descending[descending > 0]
-        p = positive / positive.sum() if positive.size else positive
-        erank = float(np.exp(-(p * np.log(p)).sum())) if p.size else 0.0
-        erank_error = 0.0
-    else:
-        erank, erank_error = _effective_rank_estimate(theta, s[: r0.shape[0]], r0)
-    eigenvalues = descending[: min(k, m)].copy()
-    n_nonpositive = int((theta <= 0).sum())  # a lower bound, by interlacing
-    method, found = "lanczos", None
-    if invert and not exhausted:  # (a full basis made Lanczos exact already)
-        del basis, images
-        stream.release()
-        found = si.shift_invert_lambda_min(
-            stream,
-            diagonal=diagonal,
-            memory_budget=budget,
-            directory=si.factor_directory(kernel, factor_dir),
-            tol=tol,
-            key=key,
-        )
-        method, lmin, resid[0] = "shift_invert", found["lambda_min"], found["residual"]
-        n_nonpositive = max(n_nonpositive, int(lmin <= 0))
-        if not found["converged"]:
+    with few_threads():  # (see _threads.py)
+        budget = STREAM_BUDGET if memory_budget is None else int(memory_budget)
+        stream = RowStream(kernel, budget)
+        size = stream.size
+        invert = False
+        if lambda_min == "shift_invert" or (
+            lambda_min == "auto" and size**3 / 3 <= si.SHIFT_INVERT_FLOPS
+        ):
+            directory = si.factor_directory(kernel, factor_dir)
+            why_not = si.can_shift_invert(
+                size, si.tile_examples(stream, budget) * stream.o, directory
+            )
+            if why_not and lambda_min == "shift_invert":
+                raise OSError(f"lambda_min='shift_invert': {why_not}; pass factor_dir= elsewhere.")
+            invert = why_not is None
+        rng = np.random.default_rng(key)
+        width = max(1, min(int(width), size))
+        cap = max(width, budget // (2 * 8 * size))  # basis and its images, float64
+        if max_passes is not None:
+            cap = min(cap, int(max_passes) * width)
+        cap = min(cap, size)
+        basis = np.empty((cap, size))  # rows: orthonormal vectors (contiguous slices)
+        images = np.empty((cap, size))  # rows: their products with K
+        projected = np.zeros((cap, cap))
+        probes = rng.choice([-1.0, 1.0], (size, width))
+        q, r0 = np.linalg.qr(probes)
+        q = q.T
+        m, passes, scale = 0, 0, 0.0
+        previous: tuple[np.ndarray, float] | None = None  # the last pass's top Ritz values, erank
+        while True:
+            b = q.shape[0]
+            basis[m : m + b] = q
+            images[m : m + b] = stream.matmat(q.T).T
+            m += b
+            passes += 1
+            fresh = basis[:m] @ images[m - b : m].T  # the new columns of Qᵀ K Q
+            projected[:m, m - b : m] = fresh
+            projected[m - b : m, :m] = fresh.T
+            theta, s = _banded_eigh(projected[:m, :m], 2 * width, select=False)
+            ends, vecs = theta[[0, -1]], s[:, [0, -1]]
+            scale = max(scale, float(np.abs(ends).max()))
+            resid = [
+                float(np.linalg.norm(v @ images[:m] - t * (v @ basis[:m])))
+                for t, v in zip(ends, vecs.T)
+            ]
+            if m == size:
+                converged = True
+            elif invert and cap < size:  # (a basis that can fill the space is exact: fill it)
+                converged, previous = _settled(theta, s, r0, k, resid[1], tol, previous)
+            else:
+                converged = all(r <= tol * abs(t) for r, t in zip(resid, ends))
+            if converged or m + 1 > cap:
+                break
+            q = _orthonormal_block(images[m - b : m], basis[:m], scale, rng)[: min(width, cap - m)]
+        diagonal = stream.diagonal()  # read by the first pass
+        trace = float(diagonal.sum())
+        exhausted = m == size
+        if not converged and not (invert and resid[1] <= tol * abs(ends[1])):
+            lmin_note = "" if invert else f", lambda_min {resid[0] / max(abs(ends[0]), 1e-300):.2g}"
             warnings.warn(
-                f"The shift-invert Lanczos for lambda_min stopped after {found['solves']} "
-                f"solves short of tol={tol:g}; its residual against K is {resid[0]:.2g}.",
+                f"The streamed spectrum stopped after {passes} passes ({m} Krylov vectors: "
+                f"max_passes or all that memory_budget={budget} bytes holds) with relative "
+                f"residuals lambda_max {resid[1] / abs(ends[1]):.2g}{lmin_note} (tol={tol:g}): "
+                "raise max_passes and memory_budget for more, or read the residuals as the "
+                "accuracy.",
                 stacklevel=3,
             )
-    return dict(
-        eigenvalues=eigenvalues,
-        trace=trace,
-        lambda_max=lmax,
-        lambda_min=lmin,
-        condition_number=lmax / lmin if lmin > 0 else float("inf"),
-        effective_rank=erank,
-        n_nonpositive=n_nonpositive,
-        path="streamed",
-        lambda_min_method=method,
-        shift=found["shift"] if found else 0.0,
-        lambda_max_residual=resid[1],
-        lambda_min_residual=resid[0],
-        effective_rank_error=erank_error,
-        passes=passes,
-        converged=bool(converged),
-        **({"shift_invert": found} if found else {}),
-    )
+        if exhausted:
+            resid = [0.0, 0.0]  # the basis is the whole space: Rayleigh–Ritz is the eigensolver
+        descending = theta[::-1]
+        lmax, lmin = float(descending[0]), float(descending[-1])
+        if exhausted:
+            positive = descending[descending > 0]
+            p = positive / positive.sum() if positive.size else positive
+            erank = float(np.exp(-(p * np.log(p)).sum())) if p.size else 0.0
+            erank_error = 0.0
+        else:
+            erank, erank_error = _effective_rank_estimate(theta, s[: r0.shape[0]], r0)
+        eigenvalues = descending[: min(k, m)].copy()
+        n_nonpositive = int((theta <= 0).sum())  # a lower bound, by interlacing
+        method, found = "lanczos", None
+        if invert and not exhausted:  # (a full basis made Lanczos exact already)
+            del basis, images
+            stream.release()
+            found = si.shift_invert_lambda_min(
+                stream,
+                diagonal=diagonal,
+                memory_budget=budget,
+                directory=si.factor_directory(kernel, factor_dir),
+                tol=tol,
+                key=key,
+            )
+            method, lmin, resid[0] = "shift_invert", found["lambda_min"], found["residual"]
+            n_nonpositive = max(n_nonpositive, int(lmin <= 0))
+            if not found["converged"]:
+                warnings.warn(
+                    f"The shift-invert Lanczos for lambda_min stopped after {found['solves']} "
+                    f"solves short of tol={tol:g}; its residual against K is {resid[0]:.2g}.",
+                    stacklevel=3,
+                )
+        return dict(
+            eigenvalues=eigenvalues,
+            trace=trace,
+            lambda_max=lmax,
+            lambda_min=lmin,
+            condition_number=lmax / lmin if lmin > 0 else float("inf"),
+            effective_rank=erank,
+            n_nonpositive=n_nonpositive,
+            path="streamed",
+            lambda_min_method=method,
+            shift=found["shift"] if found else 0.0,
+            lambda_max_residual=resid[1],
+            lambda_min_residual=resid[0],
+            effective_rank_error=erank_error,
+            passes=passes,
+            converged=bool(converged),
+            **({"shift_invert": found} if found else {}),
+        )
 
 
 def _settled(
