@@ -1,16 +1,16 @@
 """Spectra of kernels too large to load: block Lanczos on row blocks streamed from the file.
 
 A kernel written by ``batched(..., out="kernel.npy")`` is read a bounded number of rows at a
-time (``os.preadv`` into one reused buffer, so neither the matrix nor its pages stay in this
-process's memory). Each pass over the file multiplies the symmetric part ``(K + Kᵀ)/2`` by a
-block of ``width`` vectors; the block Krylov basis (full reorthogonalisation) and its images
-are kept in float64, and Rayleigh–Ritz on that basis gives the extreme eigenvalues with their
-residual norms ``‖K y − θ y‖`` (an eigenvalue of ``K`` lies within that distance of ``θ``).
-The trace is exact (from the diagonal); the effective rank is exact when the basis fills the
-space, else a Hutchinson estimate with its standard error. ``λ_min``, at the bottom of a
-clustered spectrum where Lanczos on ``K`` is slow, comes from shift-invert on an out-of-core
-Cholesky factor (``_shift_invert.py``) unless the basis filled the space or the factorisation
-would cost too much.
+time (mapped read-only for one read, cast into one reused float64 buffer, so neither the matrix
+nor its pages stay in this process's memory). Each pass over the file multiplies the symmetric
+part ``(K + Kᵀ)/2`` by a block of ``width`` vectors; the block Krylov basis (full
+reorthogonalisation) and its images are kept in float64, and Rayleigh–Ritz on that basis gives
+the extreme eigenvalues with their residual norms ``‖K y − θ y‖`` (an eigenvalue of ``K`` lies
+within that distance of ``θ``). The trace is exact (from the diagonal); the effective rank is
+exact when the basis fills the space, else a Hutchinson estimate with its standard error.
+``λ_min``, at the bottom of a clustered spectrum where Lanczos on ``K`` is slow, comes from
+shift-invert on an out-of-core Cholesky factor (``_shift_invert.py``) unless the basis filled
+the space or the factorisation would cost too much.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ntk_zoo.spectrum._pages import map_pages
 from ntk_zoo.spectrum._threads import few_threads
 
 STREAM_BUDGET = 64 << 20  # bytes of rows in flight, plus as much again for the Krylov basis
@@ -66,7 +67,6 @@ class RowStream:
         if rows is None:
             rows = int(memory_budget) // max(1, per_example)
         self.rows = max(1, min(n, rows))  # examples a read
-        self._buffer: np.ndarray | None = None
         # The float64 rows a read returns, reused: a fresh array a read cost a page fault per
         # 4 KiB (a third of a pass's casting time on the 8,000-example kernel).
         self._rows64: np.ndarray | None = None
@@ -77,20 +77,17 @@ class RowStream:
         next read overwrites."""
         if self._rows64 is None:
             self._rows64 = np.empty((self.rows * self.o, self.size))
-            if self.file:
-                self._buffer = np.empty((self.rows, *self.array.shape[1:]), self.dtype)
         if self.file is None:
             block = np.asarray(self.array[start:stop])
-        else:
+        else:  # the page cache's rows, cast below without a copy first (see _pages.py)
             path, offset = self.file
-            block = self._buffer[: stop - start]
-            row_bytes = block[0].nbytes
-            with open(path, "rb", buffering=0) as f:
-                got = os.preadv(
-                    f.fileno(), [memoryview(block).cast("B")], offset + start * row_bytes
-                )
-            if got != block.nbytes:
-                raise OSError(f"{path}: short read ({got} of {block.nbytes} bytes).")
+            shape = (stop - start, *self.array.shape[1:])
+            row_bytes = self.dtype.itemsize * int(np.prod(shape[1:]))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                block = map_pages(fd, offset + start * row_bytes, shape, self.dtype)
+            finally:
+                os.close(fd)
         rows = (stop - start) * self.o
         out = self._rows64[:rows]
         if block.ndim == 2:
@@ -103,7 +100,7 @@ class RowStream:
 
     def release(self) -> None:
         """Drop the read buffers (a later read allocates them again)."""
-        self._buffer = self._rows64 = None
+        self._rows64 = None
 
     def spans(self) -> list[tuple[int, int]]:
         return [(s, min(s + self.rows, self.n)) for s in range(0, self.n, self.rows)]
