@@ -367,7 +367,7 @@ def _settled(
     ``√tol`` relatively in the last pass (the plot's and the report's top-k; they only grow,
     by interlacing), and the effective rank's quadrature moved by at most 1 % of its standard
     error (its Hutchinson sampling error, which more passes do not reduce). The passes that
-    the bottom end alone needed are skipped: on the 8,000-example NTK, 7 passes instead of 16.
+    the bottom end alone needed are skipped: on the 8,000-example NTK, 10 passes instead of 16.
 
     Returns ``(settled, (top Ritz values, effective rank))`` for the next call.
     """
