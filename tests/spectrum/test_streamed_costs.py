@@ -82,3 +82,17 @@ def test_blas_runs_on_one_thread_but_for_the_panel_products():
     assert threads() == before
     with _threads.all_threads():  # outside few_threads: nothing to give back
         assert threads() == before
+
+
+@pytest.mark.parametrize("o", [1, 3])
+def test_a_pass_in_cast_chunks_equals_the_product(tmp_path, monkeypatch, o):
+    """A pass casts a few examples at a time (CAST_CHUNK bytes): chunks that do not divide a
+    read, and logits reordered per chunk, give the same ``K v`` and diagonal."""
+    path, matrix = as_file(tmp_path, psd(60 * o, 1e-3), o=o)
+    monkeypatch.setattr(_streamed, "CAST_CHUNK", 3 * 8 * matrix.shape[0] * o)  # 3 examples
+    stream = _streamed.RowStream(np.load(path, mmap_mode="r"), 0, rows=7)  # reads of 7
+    v = np.random.default_rng(1).standard_normal((matrix.shape[0], 4))
+    for _ in range(2):  # the first pass (K v and Kᵀ v), then K v alone
+        np.testing.assert_allclose(stream.matmat(v), matrix @ v, rtol=1e-12, atol=1e-14)
+    assert stream.symmetric
+    np.testing.assert_array_equal(stream.diagonal(), np.diag(matrix))
