@@ -1,14 +1,23 @@
 """The full 1,797 x 1,797 digits kernel with `ntk_zoo.batched`, each case in a fresh process.
 
     python -m benchmarks whole-dataset [--n 1797] [--batch-size 256] [--quick]
-    python -m benchmarks whole-dataset --job [--n 8000] [--checkout DIR]
+    python -m benchmarks whole-dataset --job [--n 8000] [--checkout DIR] [--rounds R]
+    python -m benchmarks whole-dataset --spectrum kernel.npy [--checkout DIR] [--rounds R]
 
 ``--job``: the whole `ntk-zoo run --config configs/mlp.py:width=16` job on ``n`` examples of a
 user ``.npz`` (64 Gaussian features, seed 0) with ``--config.ntk.out=kernel.npy``, in a fresh
 process: job wall time against the report's kernel time, the spectrum and per-layer steps'
 times, the job's peak RSS (``RUSAGE_CHILDREN`` of a wrapper whose only child is the job) against
 the kernel's size, and the spectrum's path and residuals. ``--checkout`` runs another checkout's
-code (e.g. ``git worktree add /tmp/before main``) for a before/after table.
+code (e.g. ``git worktree add /tmp/before main``) for a before/after table; with ``--rounds``
+the checkouts alternate, round after round, and a last table gives each one's medians. ``other
+s`` is the job's wall time less the report's steps: start-up (imports), data, ``auto``'s choice,
+the report and the plot.
+
+``--spectrum FILE``: only ``ntk_zoo.spectrum(FILE, dense_limit=0)`` (the job's streamed path) on
+a kernel file the job wrote, in a fresh process of each checkout, alternating: wall and CPU
+seconds, the RSS it added, ``λ_max``, ``λ_min`` and the trace against a dense ``eigvalsh`` of
+the file (``--dense``: computed once in another process, 1 GB for 8,000 examples).
 
 Per model (the default MLP config and a WRN-10-1): wall time, peak host memory (max RSS of the
 subprocess), blocks per second, the same with checkpoint_dir (overhead ratio), kernel entries
@@ -131,25 +140,142 @@ def run_job(n: int, checkout: str) -> dict:
     return dict(wall=float(wall), peak_rss_mib=int(rss_kib) / 1024, report=report)
 
 
-def job_table(n: int, checkouts: list[str]) -> None:
+def job_table(n: int, checkouts: list[str], rounds: int = 1) -> None:
+    import statistics
+
     print(f"load before: {os.getloadavg()}")
     print(
-        "| code | job wall s | kernel s | spectrum s | per-layer s | job / kernel | peak RSS MiB "
-        "| kernel MiB | spectrum path | λ_max | λ_max residual | λ_min | λ_min residual | trace |"
+        "| round | code | job wall s | kernel s | spectrum s | per-layer s | other s "
+        "| job / kernel "
+        "| peak RSS MiB | kernel MiB | spectrum path | λ_max | λ_max residual | λ_min "
+        "| λ_min residual | trace | load (1 min) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for checkout in checkouts:
-        got = run_job(n, checkout)
-        r, t = got["report"], got["report"]["timings_s"]
-        spec = r.get("spectrum", {"path": "dense", "lambda_max_residual": 0.0})
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows: dict[str, list[dict]] = {c: [] for c in checkouts}
+    for i in range(rounds):
+        for checkout in checkouts:
+            got = run_job(n, checkout)
+            r, t = got["report"], got["report"]["timings_s"]
+            spec = r.get("spectrum", {"path": "dense", "lambda_max_residual": 0.0})
+            steps = sum(t.get(k, 0.0) for k in ("build", "kernel", "spectrum", "per_layer"))
+            row = dict(
+                wall=got["wall"],
+                kernel=t["kernel"],
+                spectrum=t.get("spectrum", float("nan")),
+                per_layer=t.get("per_layer", float("nan")),
+                other=got["wall"] - steps,
+                rss=got["peak_rss_mib"],
+            )
+            rows[checkout].append(row)
+            print(
+                f"| {i + 1} | {checkout} | {row['wall']:.1f} | {row['kernel']:.1f} | "
+                f"{row['spectrum']:.1f} | {row['per_layer']:.1f} | {row['other']:.1f} | "
+                f"{row['wall'] / row['kernel']:.2f} | {row['rss']:.0f} | "
+                f"{n * n * 4 / 2**20:.0f} | {spec['path']} | {r['lambda_max']:.6g} | "
+                f"{spec['lambda_max_residual']:.2g} | {r['lambda_min']:.10g} | "
+                f"{spec.get('lambda_min_residual', 0.0):.2g} | {r['trace']:.7g} | "
+                f"{os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+    if rounds > 1:
+        print("\nmedians over the rounds\n")
         print(
-            f"| {checkout} | {got['wall']:.1f} | {t['kernel']:.1f} | "
-            f"{t.get('spectrum', float('nan')):.1f} | {t.get('per_layer', float('nan')):.1f} | "
-            f"{got['wall'] / t['kernel']:.2f} | {got['peak_rss_mib']:.0f} | "
-            f"{n * n * 4 / 2**20:.0f} | {spec['path']} | {r['lambda_max']:.6g} | "
-            f"{spec['lambda_max_residual']:.2g} | {r['lambda_min']:.3g} | "
-            f"{spec.get('lambda_min_residual', 0.0):.2g} | {r['trace']:.7g} |",
-            flush=True,
+            "| code | job wall s | kernel s | spectrum s | per-layer s | other s | job / kernel |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for checkout, got in rows.items():
+            med = {k: statistics.median(r[k] for r in got) for k in got[0]}
+            ratio = statistics.median(r["wall"] / r["kernel"] for r in got)
+            print(
+                f"| {checkout} | {med['wall']:.1f} | {med['kernel']:.1f} | {med['spectrum']:.1f} "
+                f"| {med['per_layer']:.1f} | {med['other']:.1f} | {ratio:.2f} |"
+            )
+    print(f"load after: {os.getloadavg()}")
+
+
+_SPECTRUM_CHILD = """
+import json, resource, sys, time
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) << 10
+import numpy as np
+from ntk_zoo.spectrum import spectrum
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+usage = resource.getrusage(resource.RUSAGE_SELF)
+start = time.perf_counter()
+s = spectrum(sys.argv[1], dense_limit=0)
+wall = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+print(json.dumps(dict(wall=wall, cpu=cpu, added=status("VmHWM:") - before,
+    lambda_max=s.lambda_max, lambda_min=s.lambda_min, trace=s.trace,
+    effective_rank=s.effective_rank, effective_rank_error=s.effective_rank_error,
+    method=s.lambda_min_method)))
+"""
+
+
+def spectrum_table(path: str, checkouts: list[str], rounds: int, dense: bool) -> None:
+    """The streamed spectrum of ``path`` alone, each checkout in a fresh process, alternating."""
+    import json
+    import statistics
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ref = None
+    if dense:
+        code = (
+            "import sys, json, numpy as np; k = np.load(sys.argv[1]).astype(np.float64); "
+            "k = (k + k.T) / 2; w = np.linalg.eigvalsh(k); "
+            "print(json.dumps([float(w[-1]), float(w[0]), float(np.trace(k))]))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, path], capture_output=True, text=True, check=True
+        )
+        ref = json.loads(done.stdout)
+        print(f"dense eigvalsh: λ_max {ref[0]!r}, λ_min {ref[1]!r}, trace {ref[2]!r}")
+    size = int(np.prod(np.load(path, mmap_mode="r").shape))
+    print(f"kernel {path}: {size * 4 / 2**20:.0f} MiB of float32; load {os.getloadavg()}")
+    print(
+        "| round | code | wall s | CPU s | RSS added MiB | λ_max | λ_min | λ_min method "
+        "| effective rank | rel. λ_max | rel. λ_min | rel. trace | load (1 min) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    got: dict[str, list[dict]] = {c: [] for c in checkouts}
+    for i in range(rounds):
+        for checkout in checkouts:
+            done = subprocess.run(
+                [sys.executable, "-W", "ignore", "-c", _SPECTRUM_CHILD, os.path.abspath(path)],
+                cwd=checkout,
+                env={**os.environ, "PYTHONPATH": checkout},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            got[checkout].append(r)
+            rel = (
+                [abs(r[k] - v) / abs(v) for k, v in zip(("lambda_max", "lambda_min", "trace"), ref)]
+                if ref
+                else [float("nan")] * 3
+            )
+            print(
+                f"| {i + 1} | {checkout} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+                f"{r['added'] / 2**20:.0f} | {r['lambda_max']:.12g} | {r['lambda_min']:.12g} | "
+                f"{r['method']} | {r['effective_rank']:.3f} ± {r['effective_rank_error']:.3f} | "
+                f"{rel[0]:.2g} | {rel[1]:.2g} | {rel[2]:.2g} | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+    print("\n| code | median wall s | median CPU s | max RSS added MiB |")
+    print("|---|---|---|---|")
+    for checkout, rs in got.items():
+        print(
+            f"| {checkout} | {statistics.median(r['wall'] for r in rs):.2f} | "
+            f"{statistics.median(r['cpu'] for r in rs):.2f} | "
+            f"{max(r['added'] for r in rs) / 2**20:.0f} |"
         )
     print(f"load after: {os.getloadavg()}")
 
@@ -163,11 +289,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkout", action="append", help="--job: a checkout to run (repeatable; default this)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="--job/--spectrum: alternations")
+    parser.add_argument("--spectrum", help="a kernel .npy: time only its streamed spectrum")
+    parser.add_argument("--dense", action="store_true", help="--spectrum: against eigvalsh")
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.job:
         n = 8000 if args.n == 1797 else args.n
-        job_table(n, args.checkout or [_harness.ROOT])
+        job_table(n, args.checkout or [_harness.ROOT], args.rounds)
+        return
+    if args.spectrum:
+        spectrum_table(args.spectrum, args.checkout or [_harness.ROOT], args.rounds, args.dense)
         return
     if args.measure:
         family, n, batch, ckpt = args.measure
