@@ -257,12 +257,18 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], key: Any) 
     return [read(v) for v in jaxpr.outvars]
 
 
+def _key(leaves: Sequence[Any]) -> Any:
+    """An element of a param: a value known only when the program runs, and the same for every
+    example under ``vmap`` (the params are not batched); ``None`` if every param is empty."""
+    return next((jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if jnp.size(a)), None)
+
+
 def _opaque_indices(length: int, key: Any) -> list:
     """The integers ``0 .. length-1`` as values XLA cannot see through: the outputs of one
     ``sort`` keyed by ``key`` (a runtime value), each sorting a constant ``[i, i]``, so any order
     gives ``i`` back exactly. (An ``optimization_barrier`` would not do: XLA:CPU removes it and
     folds the constant.) See :func:`_slices`."""
-    keys = jnp.broadcast_to(lax.stop_gradient(key), (2,))
+    keys = jnp.broadcast_to(key, (2,))
     rows = [np.full((2,), i, np.int32) for i in range(length)]
     return [r[0] for r in lax.sort((keys, *rows), num_keys=1)[1:]]
 
@@ -320,8 +326,7 @@ def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def run(params: Any) -> Any:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(params)
         leaves = jax.tree.leaves(params)
-        # a param element: known only when the program runs, and not batched under ``vmap``
-        key = next((jnp.ravel(a)[0] for a in leaves if jnp.size(a)), None)
+        key = _key(leaves) if _has_scan(closed.jaxpr) else None
         outs = _evaluate(closed.jaxpr, closed.consts, leaves, key)
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
