@@ -259,8 +259,12 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], key: Any) 
 
 def _key(leaves: Sequence[Any]) -> Any:
     """An element of a param: a value known only when the program runs, and the same for every
-    example under ``vmap`` (the params are not batched); ``None`` if every param is empty."""
-    return next((jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if jnp.size(a)), None)
+    example under ``vmap`` (the params are not batched); ``None`` if no param is a non-empty
+    array of numbers (the slices are then static)."""
+    numeric = lambda a: any(jnp.issubdtype(jnp.result_type(a), t) for t in (jnp.number, bool))
+    return next(
+        (jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if numeric(a) and jnp.size(a)), None
+    )
 
 
 def _opaque_indices(length: int, key: Any) -> list:
@@ -320,8 +324,10 @@ def _unrolled_scan(eqn: Any, vals: list, key: Any) -> list:
 def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``fn`` with the ``scan``s of its program unrolled (the same values), so that its
     linearisation is the unrolled model's: the primal pass keeps no stacked residuals, and the
-    structured program compiles like the unrolled model's. Without scans, the program is
-    replayed as it is: ``fn`` (a framework's model code) is traced once, not twice."""
+    structured program compiles like the unrolled model's (each iteration reads its slices at
+    an index XLA cannot see, :func:`_slices`, so its kernels are the same as every other
+    iteration's). Without scans, the program is replayed as it is: ``fn`` (a framework's model
+    code) is traced once, not twice."""
 
     def run(params: Any) -> Any:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(params)
