@@ -284,7 +284,10 @@ def _slices(xs: tuple, i: int, index: Any) -> tuple:
     are identical, and XLA:CPU compiles each kernel once, as for the unrolled model's per-layer
     params (a static slice fused into them made one distinct kernel per iteration). Their
     tangents are the static slices ``t[i]`` that ``_roots`` splits a stacked param by."""
-    return tuple(lax.dynamic_index_in_dim(x, index, 0, keepdims=False) for x in xs)
+    return tuple(
+        lax.dynamic_index_in_dim(x, index, 0, keepdims=False, allow_negative_indices=False)
+        for x in xs
+    )
 
 
 def _slices_jvp(i: int, primals: tuple, tangents: tuple) -> tuple:
