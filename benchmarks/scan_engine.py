@@ -5,9 +5,10 @@ unrolled (a Python loop over per-layer params): steady time and compile time, si
 
 Both models have the same parameters (the scanned one stacks them along a leading layer axis)
 and give the same kernel; each is jitted with ``vmap_axes=0`` and full logit blocks
-(``trace_axes=()``). Compile time is ``lower().compile()``; steady time is the median over
+(``trace_axes=()``). Compile time is ``trace().lower().compile()``; steady time is the median over
 alternating rounds (one call of each model per round, so load hits both alike). Also times
-Jacobian contraction on each, for the SD/JC ratio.
+Jacobian contraction on each, for the SD/JC ratio. The compile time is also split into its
+phases: tracing the kernel function (``jit(...).trace``), lowering, and XLA's compile.
 """
 
 from __future__ import annotations
@@ -91,10 +92,15 @@ def _inputs(kind: str, n: int, width: int, tokens: int):
 
 
 def _compiled(f, params, x, method: str):
+    """The compiled kernel function and the seconds of its trace, lower and XLA compile."""
     kernel_fn = ntk_zoo.ntk_fn(f, method=method, vmap_axes=0, trace_axes=())
-    start = time.perf_counter()
-    compiled = jax.jit(kernel_fn).lower(x, None, params).compile()
-    return compiled, time.perf_counter() - start
+    t0 = time.perf_counter()
+    traced = jax.jit(kernel_fn).trace(x, None, params)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
 
 def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dict]:
@@ -103,9 +109,9 @@ def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dic
     cases = {}
     for method in methods:
         for name, f, p in (("scan", scanned, sp), ("unrolled", unrolled, up)):
-            compiled, compile_s = _compiled(f, p, x, method)
+            compiled, phases = _compiled(f, p, x, method)
             jax.block_until_ready(compiled(x, None, p))
-            cases[name, method] = (compiled, p, compile_s, [])
+            cases[name, method] = (compiled, p, phases, [])
     for _ in range(rounds):
         for compiled, p, _, times in cases.values():
             start = time.perf_counter()
@@ -118,10 +124,15 @@ def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dic
             "written": name,
             "method": method,
             "steady_s": statistics.median(times),
-            "compile_s": compile_s,
+            "compile_s": sum(phases),
+            "phases_s": phases,
         }
-        for (name, method), (_, _, compile_s, times) in cases.items()
+        for (name, method), (_, _, phases, times) in cases.items()
     ]
+
+
+def _phases(row: dict) -> str:
+    return " / ".join(f"{t:.2f}" for t in row["phases_s"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,9 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks")
     print(
         "| model | depth | method | scan steady s | unrolled steady s | scan/unrolled "
-        "| scan compile s | unrolled compile s |"
+        "| scan compile s | unrolled compile s | trace / lower / XLA compile s (scan; unrolled) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind in args.models.split(","):
         width, outputs, n, tokens = sizes[kind]
         for depth in map(int, args.depths.split(",")):
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {kind} (w={width}, N={n}, O={outputs}) | {depth} | {method} "
                     f"| {s['steady_s']:.4f} | {u['steady_s']:.4f} "
                     f"| {s['steady_s'] / u['steady_s']:.2f} | {s['compile_s']:.2f} "
-                    f"| {u['compile_s']:.2f} |",
+                    f"| {u['compile_s']:.2f} | {_phases(s)}; {_phases(u)} |",
                     flush=True,
                 )
 

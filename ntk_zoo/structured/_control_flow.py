@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ntk_zoo import _compat
 from ntk_zoo.structured._ir import _CALLS, EXPANDERS, Const, Eqn, Operand
@@ -232,9 +233,10 @@ def _has_scan(jaxpr: Any) -> bool:
     )
 
 
-def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list:
+def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], key: Any) -> list:
     """Evaluates ``jaxpr`` (in the current trace) with every ``scan`` it holds unrolled, also
-    inside the calls it inlines (``jit``, ``remat``: the calls that hold a scan)."""
+    inside the calls it inlines (``jit``, ``remat``: the calls that hold a scan). ``key``: a
+    value known only when the program runs (:func:`_opaque_indices`)."""
     env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
     read = lambda v: v.val if isinstance(v, _compat.Literal) else env[v]
     for eqn in jaxpr.eqns:
@@ -242,11 +244,11 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list:
         name = eqn.primitive.name
         body = eqn.params.get(_CALLS.get(name, ""))
         if name == "scan" and not _too_long("scan", int(eqn.params["length"]), eqn.params["jaxpr"]):
-            outs = _unrolled_scan(eqn, vals)
+            outs = _unrolled_scan(eqn, vals, key)
         elif body is not None and name not in _KEPT_CALLS and _has_scan(body):
             inner = body.jaxpr if isinstance(body, _compat.ClosedJaxpr) else body
             inner_consts = body.consts if isinstance(body, _compat.ClosedJaxpr) else ()
-            outs = _evaluate(inner, inner_consts, vals)
+            outs = _evaluate(inner, inner_consts, vals, key)
         else:
             outs = _compat.bind_eqn(eqn, *vals)
         for v, o in zip(eqn.outvars, outs):
@@ -255,19 +257,63 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list:
     return [read(v) for v in jaxpr.outvars]
 
 
-def _unrolled_scan(eqn: Any, vals: list) -> list:
+def _key(leaves: Sequence[Any]) -> Any:
+    """An element of a param: a value known only when the program runs, and the same for every
+    example under ``vmap`` (the params are not batched); ``None`` if no param is a non-empty
+    array of numbers (the slices are then static)."""
+    numeric = lambda a: any(jnp.issubdtype(jnp.result_type(a), t) for t in (jnp.number, bool))
+    return next(
+        (jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if numeric(a) and jnp.size(a)), None
+    )
+
+
+def _opaque_indices(length: int, key: Any) -> list:
+    """The integers ``0 .. length-1`` as values XLA cannot see through: the outputs of one
+    ``sort`` keyed by ``key`` (a runtime value), each sorting a constant ``[i, i]``, so any order
+    gives ``i`` back exactly. (An ``optimization_barrier`` would not do: XLA:CPU removes it and
+    folds the constant.) See :func:`_slices`."""
+    keys = jnp.broadcast_to(key, (2,))
+    rows = [np.full((2,), i, np.int32) for i in range(length)]
+    return [r[0] for r in lax.sort((keys, *rows), num_keys=1)[1:]]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _slices(xs: tuple, i: int, index: Any) -> tuple:
+    """``x[i]`` of each of ``xs`` for the primal: a ``dynamic_slice`` at ``index`` (``== i``,
+    opaque to XLA), so that the fusions of every iteration read their slice through an operand,
+    are identical, and XLA:CPU compiles each kernel once, as for the unrolled model's per-layer
+    params (a static slice fused into them made one distinct kernel per iteration). Their
+    tangents are the static slices ``t[i]`` that ``_roots`` splits a stacked param by."""
+    return tuple(
+        lax.dynamic_index_in_dim(x, index, 0, keepdims=False, allow_negative_indices=False)
+        for x in xs
+    )
+
+
+def _slices_jvp(i: int, primals: tuple, tangents: tuple) -> tuple:
+    (xs, index), (ts, _) = primals, tangents
+    outs = _slices(xs, i, index)
+    zero = lambda t, o: SymbolicZero(t.aval.update(shape=o.shape))  # an input without tangent
+    return outs, tuple(
+        zero(t, o) if isinstance(t, SymbolicZero) else lax.index_in_dim(t, i, 0, keepdims=False)
+        for t, o in zip(ts, outs)
+    )
+
+
+_slices.defjvp(_slices_jvp, symbolic_zeros=True)
+
+
+def _unrolled_scan(eqn: Any, vals: list, key: Any) -> list:
     p = eqn.params
     length, n_consts, n_carry = int(p["length"]), p["num_consts"], p["num_carry"]
     body = p["jaxpr"]
     consts, carry = vals[:n_consts], vals[n_consts : n_consts + n_carry]
     xs = vals[n_consts + n_carry :]
+    indices = _opaque_indices(length, key) if key is not None and xs else range(length)
     per_step: list = [None] * length
     for i in reversed(range(length)) if p["reverse"] else range(length):
-        outs = _evaluate(
-            body.jaxpr,
-            body.consts,
-            [*consts, *carry, *(lax.index_in_dim(x, i, 0, keepdims=False) for x in xs)],
-        )
+        x_i = _slices(tuple(xs), i, indices[i])
+        outs = _evaluate(body.jaxpr, body.consts, [*consts, *carry, *x_i], key)
         carry, per_step[i] = outs[:n_carry], outs[n_carry:]
     ys = []
     for k, v in enumerate(eqn.outvars[n_carry:]):
@@ -281,12 +327,16 @@ def _unrolled_scan(eqn: Any, vals: list) -> list:
 def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``fn`` with the ``scan``s of its program unrolled (the same values), so that its
     linearisation is the unrolled model's: the primal pass keeps no stacked residuals, and the
-    structured program compiles like the unrolled model's. Without scans, the program is
-    replayed as it is: ``fn`` (a framework's model code) is traced once, not twice."""
+    structured program compiles like the unrolled model's (each iteration reads its slices at
+    an index XLA cannot see, :func:`_slices`, so its kernels are the same as every other
+    iteration's). Without scans, the program is replayed as it is: ``fn`` (a framework's model
+    code) is traced once, not twice."""
 
     def run(params: Any) -> Any:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(params)
-        outs = _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(params))
+        leaves = jax.tree.leaves(params)
+        key = _key(leaves) if _has_scan(closed.jaxpr) else None
+        outs = _evaluate(closed.jaxpr, closed.consts, leaves, key)
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
     return run

@@ -6,6 +6,7 @@ kernel is one entry (the sum over its layers); the scanned models use no fallbac
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import jax
@@ -235,3 +236,48 @@ def test_an_untaken_branch_whose_derivative_is_nan_leaves_the_kernel_exact(vmap_
     got = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=vmap_axes)(x1, x2, params)
     assert np.isfinite(np.asarray(got)).all()
     assert rel_error(got, oracle_ntk(f, x1, x2, params)) <= EXACT
+
+
+def _distinct_kernels(compiled: str) -> int:
+    """The fused computations that the entry of an XLA:CPU program calls, counted once per
+    distinct body (names and metadata aside): XLA:CPU compiles one kernel per distinct body."""
+    bodies = {}
+    for block in re.split(r"\n(?=%\S+ |ENTRY )", compiled):
+        name = re.match(r"%(\S+) ", block)
+        if name:
+            body = re.sub(r", metadata=\{[^}]*\}", "", block.split("{", 1)[1])
+            bodies[name.group(1)] = re.sub(r"%[\w.\-]+", "%v", body)
+    entry = compiled[compiled.index("ENTRY") :]
+    return len({bodies[c] for c in re.findall(r"calls=%([\w.\-]+)", entry)})
+
+
+def test_a_scanned_stack_compiles_each_kernel_once_as_the_unrolled_one_does():
+    # The unrolled scan reads layer l's slice of a stacked param at an index XLA cannot see, so
+    # the fusions of every layer are identical and compile once, as the unrolled model's do; a
+    # static slice W[l] fused into them made each layer's kernels distinct (depth x as many).
+    depth, width = 6, 8
+    rng = np.random.default_rng(0)
+    stacked = {
+        "W": rng.standard_normal((depth, width, width)),
+        "b": rng.standard_normal((depth, width)),
+    }
+    layer = lambda h, w, b: h + jnp.tanh(h @ w + b) * jnp.cos(b)
+
+    def scanned(p, x):
+        return lax.scan(lambda h, wb: (layer(h, *wb), None), x, (p["W"], p["b"]))[0]
+
+    def unrolled(p, x):
+        for w, b in p:
+            x = layer(x, w, b)
+        return x
+
+    per_layer = [(stacked["W"][i], stacked["b"][i]) for i in range(depth)]
+    x = rng.standard_normal((3, width))
+    counts = {}
+    for name, g, params in (("scanned", scanned, stacked), ("unrolled", unrolled, per_layer)):
+        f = _batched(g)
+        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
+        compiled = jax.jit(kernel_fn).lower(x, None, params).compile().as_text()
+        counts[name] = _distinct_kernels(compiled)
+    # a few more: the one sort that makes the indices, a dynamic_slice per stacked leaf's shape
+    assert counts["scanned"] <= counts["unrolled"] + 4, counts
