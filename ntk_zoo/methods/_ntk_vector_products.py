@@ -28,7 +28,12 @@ mirror. With the transposed form (params dominate, so each recomputed VJP is cos
 chunks, each chunk one ``vmap``) so that a chunk's VJP results and JVP activation tangents stay
 within :data:`BASIS_BYTES` bytes, or ``VectorProductOptions.basis_bytes`` (one column is never
 split); when all columns fit, it is a single ``vmap``. The kernel is the same either way: each
-column is computed exactly once. ``VectorProductOptions`` may also force the form and the
+column is computed exactly once. A symmetric kernel's chunk is sized for one block program (``m``
+examples' VJP results, ``m·m`` pairs' tangents), since each block is its own program. Chunk only
+when needed: on XLA:CPU the ``lax.map`` costs far more than its memory saving suggests (the conv
+net with 100 logits, N=16: a chunk sized for all ``n·n`` pairs split its 100 columns into 2 steps,
+and the per-example weight gradients inside the loop body lost their fast convolution layout,
+``f01b_i01o->01bf``; 3-4x slower than one ``vmap``, and 0.53-0.56x neural-tangents). ``VectorProductOptions`` may also force the form and the
 number of symmetric blocks.
 """
 
@@ -283,6 +288,9 @@ def _plan(p: Problem, sum_params: bool, paired: bool) -> _Plan:
     p_values = c.n_params if sum_params else max(math.prod(np.shape(a)) for a in leaves)
     n_u = c.n1 if paired else c.n2
     n_pairs = c.n1 if paired else c.n1 * c.n2
+    k, m = _symmetric_blocks(p, form)
+    if not paired and k > 1:  # each block program: m examples' VJPs, m·m pairs' JVPs
+        n_u, n_pairs = m, m * m
     per_column = c.itemsize * (n_u * p_values + n_pairs * y_pass)
     budget = p.option(VectorProductOptions).basis_bytes or BASIS_BYTES
     return _Plan(form, max(1, int(budget // max(per_column, 1))))
