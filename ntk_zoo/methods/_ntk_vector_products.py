@@ -33,8 +33,8 @@ examples' VJP results, ``m·m`` pairs' tangents), since each block is its own pr
 when needed: on XLA:CPU the ``lax.map`` costs far more than its memory saving suggests (the conv
 net with 100 logits, N=16: a chunk sized for all ``n·n`` pairs split its 100 columns into 2 steps,
 and the per-example weight gradients inside the loop body lost their fast convolution layout,
-``f01b_i01o->01bf``; 3-4x slower than one ``vmap``, and 0.53-0.56x neural-tangents). ``VectorProductOptions`` may also force the form and the
-number of symmetric blocks.
+``f01b_i01o->01bf``; 3-4x slower than one ``vmap``, and 0.53-0.56x neural-tangents).
+``VectorProductOptions`` may also force the form and the number of symmetric blocks.
 """
 
 from __future__ import annotations
