@@ -39,10 +39,10 @@ weight gradients of a VJP lose their fast convolution layout inside ``lax.map``'
 outside). The conv net with 100 logits at N=16 had its chunk sized for all ``n·n`` pairs, not
 one block's, so its 100 columns ran as a 2-step ``lax.map``: 0.53-0.56x neural-tangents' VP,
 which never chunks. Measured side by side on it at N=8, 2-core CPU under load 21 (so ratios
-only): one ``vmap`` 6.38 s, a 4-step ``lax.map`` of VJPs and JVPs 25.9 s, the VJPs at once and a
-4-step ``lax.map`` of the JVPs 6.39 s. Unrolled chunks (a Python loop, with or without an optimization
-barrier between them) are as fast but XLA schedules them together: 0.41 GiB of temporaries
-against 0.43 GiB for one ``vmap`` (0.045 GiB for ``lax.map``), so they bound nothing.
+only): one ``vmap`` 6.38 s, a 4-step ``lax.map`` of VJPs and JVPs 25.9 s, the VJPs at once
+and a 4-step ``lax.map`` of the JVPs 6.39 s. Unrolled chunks (a Python loop, with or without an
+optimization barrier between them) are as fast but XLA schedules them together: 0.41 GiB of
+temporaries against 0.43 GiB for one ``vmap`` (0.045 GiB for ``lax.map``): they bound nothing.
 ``VectorProductOptions`` may also force the form and the number of symmetric blocks.
 """
 
