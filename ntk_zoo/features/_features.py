@@ -13,6 +13,7 @@ import numpy as np
 from ntk_zoo.core import PureFn, as_pure_fn, canonicalize_vmap_axes, transformed_problem
 from ntk_zoo.features._projection import check_projection, leaf_key, project_leaf
 from ntk_zoo.features._stream import stream
+from ntk_zoo.structured import kronecker_features
 
 PyTree = Any
 
@@ -52,6 +53,12 @@ def _jacobians(problem: Any) -> list[PyTree]:
 
 def features_of(problem: Any, key: jax.Array, dim: int, projection: str) -> PyTree:
     """``J P / √dim`` of every output leaf of ``problem`` (its ``x1``), per example."""
+    if projection == "structured":
+        dense = lambda rows, k: project_leaf(rows, k, dim, "gaussian")
+        out = kronecker_features(problem, key, dim, dense)
+        if out is not None:
+            return jax.tree.unflatten(problem.fx_treedef, out)
+        projection = "gaussian"  # the factors could not be recorded: every leaf dense
     out = []
     for jac in _jacobians(problem):
         leaves = jax.tree.leaves(jac)

@@ -16,6 +16,9 @@ from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop 
 from ntk_zoo.structured import rules as rules  # registers the built-in rules
 from ntk_zoo.structured._cost import STRUCTURED_DERIVATIVES as STRUCTURED_DERIVATIVES
 from ntk_zoo.structured._derivatives import structured_derivatives as structured_derivatives
+from ntk_zoo.structured._kronecker import KroneckerSplit as KroneckerSplit
+from ntk_zoo.structured._kronecker import kronecker_features as kronecker_features
+from ntk_zoo.structured._kronecker import kronecker_split as kronecker_split
 from ntk_zoo.structured._options import StructuredOptions as StructuredOptions
 from ntk_zoo.structured._registry import RULES as RULES
 from ntk_zoo.structured._registry import VIEWS as VIEWS
@@ -23,11 +26,14 @@ from ntk_zoo.structured._registry import register as register
 from ntk_zoo.structured._structure import Structure as Structure
 
 __all__ = [
+    "KroneckerSplit",
     "RULES",
     "STRUCTURED_DERIVATIVES",
     "VIEWS",
     "Structure",
     "StructuredOptions",
+    "kronecker_features",
+    "kronecker_split",
     "register",
     "rules",
     "structured_derivatives",
