@@ -54,8 +54,7 @@ def _jacobians(problem: Any) -> list[PyTree]:
 def features_of(problem: Any, key: jax.Array, dim: int, projection: str) -> PyTree:
     """``J P / √dim`` of every output leaf of ``problem`` (its ``x1``), per example."""
     if projection == "structured":
-        dense = lambda rows, k: project_leaf(rows, k, dim, "gaussian")
-        out = kronecker_features(problem, key, dim, dense)
+        out = kronecker_features(problem, key, dim)
         if out is not None:
             return jax.tree.unflatten(problem.fx_treedef, out)
         projection = "gaussian"  # the factors could not be recorded: every leaf dense
