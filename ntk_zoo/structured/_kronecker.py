@@ -202,7 +202,7 @@ def count_sketch(rows: jax.Array, key: jax.Array, dim: int) -> jax.Array:
     m, s = rows.shape
     column = jax.random.randint(jax.random.fold_in(key, 2), (s,), 0, dim)
     sign = jax.random.rademacher(jax.random.fold_in(key, 3), (s,), rows.dtype)
-    return jnp.zeros((m, dim), rows.dtype).at[:, column].add(rows * sign)
+    return jnp.zeros((m, dim), rows.dtype).at[:, column].add(rows * sign[None])
 
 
 def _jacobian(problem: Problem, leaf: Leaf, a: LeafFactors, j: int) -> jax.Array:
