@@ -12,7 +12,7 @@ from jax import lax
 
 import ntk_zoo
 from ntk_zoo.structured import kronecker_split
-from tests.cases import CASES, Case, add_bias
+from tests.cases import CASES, Case, add_bias, zoo_case
 from tests.oracle import oracle_ntk
 
 CASE = {c.name: c for c in CASES}
@@ -99,7 +99,16 @@ def _exact(case, cotangents):
 
 @pytest.mark.parametrize("cotangents", ["pntk", None])
 @pytest.mark.parametrize(
-    ("name", "dim"), [("wide", 64), ("mlp", 7), ("convnet", 24), ("mixed", 7), ("mixed", 24)]
+    ("name", "dim"),
+    [
+        ("wide", 64),
+        ("mlp", 7),
+        ("convnet", 24),
+        ("mixed", 7),
+        ("mixed", 24),
+        ("vit-linen", 16),  # the zoo's ViT: DenseGeneral kernels over several axes
+        ("wrn-linen", 16),
+    ],
 )
 def test_unbiased_within_seeded_bound(name, dim, cotangents):
     """The mean of ``Φ Φᵀ`` over 200 keys is within 5 standard errors (the spread over the
@@ -107,7 +116,7 @@ def test_unbiased_within_seeded_bound(name, dim, cotangents):
     wrong scale (a factor 1.5 on the kernel) in every diagonal entry. At ``dim=7`` the dense
     and convolution leaves take two random factors (the grid's first 7 of 3×3 columns); at
     ``dim=24`` most keep one side exact (``test_split``)."""
-    case, keys = CASE[name], 200
+    case, keys = CASE[name] if name in CASE else zoo_case(name), 200
     exact = _exact(case, cotangents)
     est = np.stack(
         [
