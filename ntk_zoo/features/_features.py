@@ -185,6 +185,10 @@ def gradient_features(
       ...     f, params, x, dim=64, key=jax.random.key(0), cotangents="pntk", vmap_axes=0)
       >>> phi.shape, ntk_zoo.kernel_from_features(phi).shape
       ((4, 64), (4, 4))
+      >>> phi = ntk_zoo.gradient_features(  # x @ w and h @ v by P_in ⊗ P_out
+      ...     f, params, x, dim=64, key=jax.random.key(0), projection="structured", vmap_axes=0)
+      >>> phi.shape
+      (4, 2, 64)
     """
     dim = check_dim(dim)
     key = check_key(key)

@@ -88,6 +88,13 @@ def kronecker_split(d_in: int, d_out: int, dim: int) -> KroneckerSplit:
     classifier's ten logits, a first layer on small inputs). A gradient of rank ``r > 1`` (``t``
     positions) is estimated with a smaller relative variance, towards the dense one as its
     singular values flatten.
+
+    Example:
+      >>> from ntk_zoo.structured import kronecker_split
+      >>> kronecker_split(384, 1152, 4096)[:4]  # a ViT-S MLP layer: √dim random columns each
+      (64, 64, None, 4096)
+      >>> kronecker_split(384, 10, 4096)[:4]  # ten logits: kept exact, 409 random inputs
+      (409, 10, 'out', 4090)
     """
     k_in = math.isqrt(dim - 1) + 1 if dim > 1 else 1
     k_out = -(-dim // k_in)
