@@ -10,6 +10,9 @@ per group of uses with one ``∂f/∂y``) how to contract, ``_contraction`` cont
 through a ``_contractor`` (in the order ``_plan`` picks) that runs it or prices it; ``_cost``
 estimates the method for ``method="auto"`` with the pricing one (``STRUCTURED_DERIVATIVES``, the
 method's entry in the engine's registry). :class:`StructuredOptions` force its choices.
+``_kronecker`` reuses the recorded factors for ``gradient_features(projection="structured")``:
+:func:`kronecker_features` projects each dense and convolution leaf by ``P_in ⊗ P_out``
+through its inputs and output cotangents, split per leaf by :func:`kronecker_split`.
 """
 
 from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop expanders)
