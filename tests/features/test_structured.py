@@ -225,3 +225,29 @@ def test_unknown_projection_names_structured():
         ntk_zoo.gradient_features(
             case.f, case.params, case.x1, dim=4, key=KEY, vmap_axes=0, projection="kron"
         )
+
+
+def test_preconditioned_unbiased():
+    """``preconditioner=D``: ``E[Φ Φᵀ] = J D Jᵀ`` (the params reach their layers scaled by
+    ``√D``, elementwise)."""
+    case, keys = CASE["mlp"], 200
+    pre = jax.tree.map(lambda p: 0.5 + np.abs(p), case.params)
+    exact = np.asarray(
+        ntk_zoo.ntk_fn(case.f, vmap_axes=0, cotangents="pntk", preconditioner=pre)(
+            case.x1, None, case.params
+        )
+    )
+    est = np.stack(
+        [
+            np.asarray(
+                ntk_zoo.kernel_from_features(
+                    _features(
+                        case, dim=24, key=jax.random.key(k), cotangents="pntk", preconditioner=pre
+                    )
+                )
+            )
+            for k in range(keys)
+        ]
+    )
+    mean, error = est.mean(0), est.std(0) / np.sqrt(keys)
+    assert np.all(np.abs(mean - exact) <= 5 * error + 1e-12 * np.abs(exact).max())
