@@ -1,7 +1,7 @@
 """Kernels at scale: the pNTK against the full kernel, projected features against per-example
 gradients, and the projected kernel's error against ``dim``.
 
-    python -m benchmarks features [--quick] [--n N] [--repeats R]
+    python -m benchmarks features [--quick] [--n N] [--repeats R] [--tables ...]
 
 Three tables (issue 22's targets):
 
@@ -9,11 +9,16 @@ Three tables (issue 22's targets):
    the same method and against "full kernel, then contract" on the zoo's ViT-S/16 and WRN-16-4
    (10 logits, 32×32×3 images). Target: pNTK ≤ 1.5/O of the full kernel's time, ≥ 5× faster
    than full-then-contract.
-2. ``gradient_features(dim=4096, cotangents="pntk")`` on ViT-S/16 against
-   ``jax.vmap(jax.grad)`` of the same scalar output, in examples per second. Target: within 2×.
-3. The relative Frobenius error of ``ΦΦᵀ`` against the exact pNTK for ``dim`` 256 … 16384 on
+2. The relative Frobenius error of ``ΦΦᵀ`` against the exact pNTK for ``dim`` 256 … 16384 on
    an MLP (64-256-256-10, 32 examples), beside the Gaussian prediction ``√(Σ(K_ii K_jj +
-   K_ij²))/(‖K‖√dim)``. Target: shrinking like ``1/√dim``.
+   K_ij²))/(‖K‖√dim)``, by the Gaussian and the structured projection. Target: shrinking
+   like ``1/√dim``.
+3. ``gradient_features(dim=4096, cotangents="pntk", projection="structured")`` on ViT-S/16
+   against ``jax.vmap(jax.grad)`` of the same scalar output, in examples per second. Target:
+   within 2×.
+4. ``"structured"`` against ``"gaussian"`` on a small MLP and ViT (``--projection-models``;
+   the dense projection draws ``p·dim`` numbers per call, too many for the zoo models on a
+   CPU). Target: structured faster.
 
 All timings in one process, side by side in alternating rounds (medians of ``--repeats``),
 after a compile call each; the machine's load is printed with the tables.
@@ -83,27 +88,51 @@ def pntk_table(models: list[str], n: int, repeats: int) -> list[str]:
     return rows
 
 
-def features_table(n: int, dim: int, repeats: int, name: str = "vit-S/16") -> list[str]:
-    model = bench_models.build(name, o=10, n=n)
-    f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
-    key = jax.random.key(0)
-    scalar = lambda p, xi: f(p, xi[None])[0].sum() / np.sqrt(10)  # the pNTK's scalar output
-    grads = jax.jit(jax.vmap(jax.grad(scalar), in_axes=(None, 0)))
+def _model(name: str, n: int):
+    """A model of the suite by name; ``mlp-64-256-256`` gives the MLP of those widths."""
+    if name.startswith("mlp-"):
+        widths = tuple(int(w) for w in name.split("-")[1:])
+        return bench_models.build("mlp", o=10, n=n, widths=widths)
+    return bench_models.build(name, o=10, n=n)
+
+
+def features_table(
+    models: list[str], n: int, dim: int, repeats: int, projections: tuple[str, ...]
+) -> list[str]:
+    """Examples per second of ``gradient_features(cotangents="pntk")`` by each projection
+    against ``jax.vmap(jax.grad)`` of the same scalar output, timed side by side."""
     rows = [
         "| model | params | N | dim | projection | vmap(grad) (ex/s) | features (ex/s) "
-        "| ratio | target |",
+        "| features / vmap(grad) time | target |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for projection in ("gaussian", "rademacher"):
-        feats = lambda projection=projection: ntk_zoo.gradient_features(
-            f, params, x, dim=dim, key=key, cotangents="pntk", vmap_axes=0, projection=projection
-        )
-        t = _timed({"grad": lambda: grads(params, x), "features": feats}, repeats)
-        rows.append(
-            f"| {name} | {bench_models.n_params(params):,} | {n} | {dim} | {projection} | "
-            f"{n / t['grad']:.2f} | {n / t['features']:.2f} | "
-            f"{t['features'] / t['grad']:.1f}× slower | ≤ 2× |"
-        )
+    key = jax.random.key(0)
+    for name in models:
+        model = _model(name, n)
+        f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+        scalar = lambda p, xi, f=f: f(p, xi[None])[0].sum() / np.sqrt(10)  # the pNTK's scalar
+        grads = jax.jit(jax.vmap(jax.grad(scalar), in_axes=(None, 0)))
+        fns = {"grad": lambda grads=grads, p=params, x=x: grads(p, x)}
+        for projection in projections:
+            fns[projection] = lambda projection=projection, f=f, p=params, x=x: (
+                ntk_zoo.gradient_features(
+                    f,
+                    p,
+                    x,
+                    dim=dim,
+                    key=key,
+                    cotangents="pntk",
+                    vmap_axes=0,
+                    projection=projection,
+                )
+            )
+        t = _timed(fns, repeats)
+        for projection in projections:
+            rows.append(
+                f"| {name} | {bench_models.n_params(params):,} | {n} | {dim} | {projection} | "
+                f"{n / t['grad']:.2f} | {n / t[projection]:.2f} | "
+                f"{t[projection] / t['grad']:.2f} | ≤ 2 |"
+            )
     return rows
 
 
@@ -112,17 +141,29 @@ def error_table(dims: list[int], n: int = 32) -> list[str]:
     f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
     exact = ntk_zoo.ntk_fn(f, cotangents="pntk", vmap_axes=0)(x, None, params)
     rows = [
-        "| dim | relative Frobenius error | Gaussian prediction | error·√dim |",
-        "| --- | --- | --- | --- |",
+        "| dim | relative Frobenius error | Gaussian prediction | error·√dim "
+        "| structured: error | structured: error·√dim |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for dim in dims:
         phi = ntk_zoo.gradient_features(
             f, params, x, dim=dim, key=jax.random.key(1), cotangents="pntk", vmap_axes=0
         )
         e = ntk_zoo.feature_error(phi, exact)
+        phi = ntk_zoo.gradient_features(
+            f,
+            params,
+            x,
+            dim=dim,
+            key=jax.random.key(1),
+            cotangents="pntk",
+            vmap_axes=0,
+            projection="structured",
+        )
+        s = ntk_zoo.feature_error(phi, exact).relative_frobenius
         rows.append(
             f"| {dim} | {e.relative_frobenius:.4f} | {e.expected:.4f} | "
-            f"{e.relative_frobenius * np.sqrt(dim):.2f} |"
+            f"{e.relative_frobenius * np.sqrt(dim):.2f} | {s:.4f} | {s * np.sqrt(dim):.2f} |"
         )
     return rows
 
@@ -132,14 +173,33 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--n", type=int, default=4, help="examples for the zoo models")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dim", type=int, default=4096, help="features of table 2")
-    parser.add_argument("--features-n", type=int, default=8, help="examples of table 2")
+    parser.add_argument("--dim", type=int, default=4096, help="features of tables 3 and 4")
+    parser.add_argument("--features-n", type=int, default=8, help="examples of tables 3 and 4")
+    parser.add_argument(
+        "--tables",
+        default="pntk,error,features,projections",
+        help="which tables, comma-separated: pntk, error, features (structured against "
+        "vmap(grad) on the first zoo model), projections (structured against gaussian on "
+        "--projection-models)",
+    )
+    parser.add_argument(
+        "--features-models", default="", help="models of the features table (default: ViT-S/16)"
+    )
+    parser.add_argument(
+        "--projection-models",
+        default="mlp-64-256-256,vit",
+        help="models of the structured-against-gaussian table (a dense projection of every "
+        "param: keep them small)",
+    )
     args = parser.parse_args(argv)
+    tables = set(args.tables.split(","))
     if args.quick:
         models, n, dim, dims = ["vit"], 2, 256, [256, 1024]
     else:
         models, n, dim = ["vit-S/16", "wrn-16-4"], args.n, args.dim
         dims = [256, 1024, 4096, 16384]
+    n_features = n if args.quick else args.features_n
+    feature_models = args.features_models.split(",") if args.features_models else models[:1]
     lines: list[str] = []
 
     def emit(*new: str) -> None:  # each table as soon as it is measured
@@ -147,13 +207,30 @@ def main(argv: list[str] | None = None) -> str:
         print("\n".join(new), flush=True)
 
     emit(f"backend {jax.default_backend()}, jax {jax.__version__}; {_load()} (before)", "")
-    emit("### pNTK against the full kernel (structured derivatives)", "")
-    emit(*pntk_table(models, n, args.repeats), "", f"{_load()}", "")
-    emit("### Projected pNTK error against dim (MLP, 32 examples)", "")
-    emit(*error_table(dims), "", f"{_load()}", "")
-    emit("### gradient_features against per-example gradients", "")
-    n_features = n if args.quick else args.features_n
-    emit(*features_table(n_features, dim, args.repeats, models[0]), "", f"{_load()} (after)")
+    if "pntk" in tables:
+        emit("### pNTK against the full kernel (structured derivatives)", "")
+        emit(*pntk_table(models, n, args.repeats), "", f"{_load()}", "")
+    if "error" in tables:
+        emit("### Projected pNTK error against dim (MLP, 32 examples)", "")
+        emit(*error_table(dims), "", f"{_load()}", "")
+    if "features" in tables:
+        emit("### gradient_features (structured) against per-example gradients", "")
+        emit(
+            *features_table(feature_models, n_features, dim, args.repeats, ("structured",)),
+            "",
+            f"{_load()}",
+            "",
+        )
+    if "projections" in tables:
+        emit("### structured against gaussian projections", "")
+        projection_models = args.projection_models.split(",")
+        emit(
+            *features_table(
+                projection_models, n_features, dim, args.repeats, ("structured", "gaussian")
+            ),
+            "",
+            f"{_load()} (after)",
+        )
     return "\n".join(lines)
 
 

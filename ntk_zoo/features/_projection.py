@@ -19,14 +19,15 @@ from jax import lax
 
 ROW_BLOCK = 1 << 16
 COLUMN_BLOCK = 256
-PROJECTIONS = ("gaussian", "rademacher")
+PROJECTIONS = ("gaussian", "rademacher", "structured")
 
 
 def check_projection(projection: str) -> None:
     if projection not in PROJECTIONS:
         raise ValueError(
             f"projection={projection!r}; choose one of {PROJECTIONS} (dense projections with "
-            "unit-variance entries, generated block by block)."
+            "unit-variance entries generated block by block, or Kronecker products per dense "
+            "and convolution layer)."
         )
 
 

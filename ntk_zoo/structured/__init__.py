@@ -10,12 +10,18 @@ per group of uses with one ``∂f/∂y``) how to contract, ``_contraction`` cont
 through a ``_contractor`` (in the order ``_plan`` picks) that runs it or prices it; ``_cost``
 estimates the method for ``method="auto"`` with the pricing one (``STRUCTURED_DERIVATIVES``, the
 method's entry in the engine's registry). :class:`StructuredOptions` force its choices.
+``_kronecker`` reuses the recorded factors for ``gradient_features(projection="structured")``:
+:func:`kronecker_features` projects each dense and convolution leaf by ``P_in ⊗ P_out``
+through its inputs and output cotangents, split per leaf by :func:`kronecker_split`.
 """
 
 from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop expanders)
 from ntk_zoo.structured import rules as rules  # registers the built-in rules
 from ntk_zoo.structured._cost import STRUCTURED_DERIVATIVES as STRUCTURED_DERIVATIVES
 from ntk_zoo.structured._derivatives import structured_derivatives as structured_derivatives
+from ntk_zoo.structured._kronecker import KroneckerSplit as KroneckerSplit
+from ntk_zoo.structured._kronecker import kronecker_features as kronecker_features
+from ntk_zoo.structured._kronecker import kronecker_split as kronecker_split
 from ntk_zoo.structured._options import StructuredOptions as StructuredOptions
 from ntk_zoo.structured._registry import RULES as RULES
 from ntk_zoo.structured._registry import VIEWS as VIEWS
@@ -23,11 +29,14 @@ from ntk_zoo.structured._registry import register as register
 from ntk_zoo.structured._structure import Structure as Structure
 
 __all__ = [
+    "KroneckerSplit",
     "RULES",
     "STRUCTURED_DERIVATIVES",
     "VIEWS",
     "Structure",
     "StructuredOptions",
+    "kronecker_features",
+    "kronecker_split",
     "register",
     "rules",
     "structured_derivatives",

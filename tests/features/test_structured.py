@@ -1,0 +1,253 @@
+"""gradient_features(projection="structured"): Kronecker ``P_in ⊗ P_out`` per dense and
+convolution leaf (through the layer's inputs and output cotangents), the other leaves sketched
+from their Jacobians. Unbiased against the float64 oracle within a seeded statistical bound,
+the same features in any batch, shapes, streamed files, no per-example gradient of a
+Kronecker leaf, and the split of ``dim``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import ntk_zoo
+from ntk_zoo.structured import kronecker_split
+from tests.cases import CASES, Case, add_bias, zoo_case
+from tests.oracle import oracle_ntk
+
+CASE = {c.name: c for c in CASES}
+KEY = jax.random.key(3)
+
+
+def _scaled(h, s):
+    return h * jnp.expand_dims(s, tuple(range(h.ndim - s.ndim)))
+
+
+def mixed(params, x):
+    """A convolution, elementwise params, a per-head (batched) product, a dense layer used
+    twice (tied) and a head: Kronecker leaves beside leaves that fall back."""
+    h = lax.conv_general_dilated(
+        x, params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    h = jnp.tanh(add_bias(_scaled(h, params["scale"]), params["shift"]))
+    n, a, b, c = h.shape
+    h = h.reshape(n, a * b, 2, c // 2).transpose(0, 2, 1, 3)  # (n, heads, positions, c/2)
+    h = jnp.tanh(jnp.einsum("nhtc,hcd->nhtd", h, params["per_head"]))  # W batched: a diagonal
+    h = h.mean(2).reshape(n, -1)
+    h = jnp.tanh(h @ params["tied"])
+    h = jnp.tanh(h @ params["tied"])
+    return add_bias(h @ params["head"], params["bias"])
+
+
+def _normal(seed, *shape, scale=1.0):
+    return scale * np.random.default_rng(seed).standard_normal(shape)
+
+
+MIXED = Case(
+    "mixed",
+    mixed,
+    {
+        "conv": _normal(0, 3, 3, 2, 4, scale=0.5),
+        "scale": 1 + _normal(1, 4, scale=0.1),
+        "shift": _normal(2, 4, scale=0.1),
+        "per_head": _normal(3, 2, 2, 3, scale=0.7),
+        "tied": _normal(4, 6, 6, scale=0.5),
+        "head": _normal(5, 6, 3, scale=0.5),
+        "bias": _normal(6, 3, scale=0.1),
+    },
+    _normal(10, 3, 4, 4, 2),
+    _normal(11, 2, 4, 4, 2),
+)
+CASE["mixed"] = MIXED
+
+
+def wide(params, x):
+    h = jnp.tanh(x @ params["w0"])
+    return jnp.tanh(h @ params["w1"]) @ params["head"]
+
+
+# Layers wide enough for two random factors at dim=64 (each side > 2·√64), no fallback leaves:
+# a wrong scale of the Kronecker features moves the whole kernel.
+WIDE = Case(
+    "wide",
+    wide,
+    {
+        "w0": _normal(0, 20, 24, scale=0.3),
+        "w1": _normal(1, 24, 20, scale=0.3),
+        "head": _normal(2, 20, 3, scale=0.3),
+    },
+    _normal(10, 3, 20),
+    _normal(11, 2, 20),
+)
+CASE["wide"] = WIDE
+
+
+def _features(case, x=None, **kw):
+    kw.setdefault("vmap_axes", case.vmap_axes)
+    x = case.x1 if x is None else x
+    return ntk_zoo.gradient_features(
+        case.f, case.params, x, projection="structured", **{"key": KEY, **kw}
+    )
+
+
+def _exact(case, cotangents):
+    full = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=())  # (n, n, O, O)
+    if cotangents == "pntk":
+        return np.asarray(full).sum((2, 3)) / full.shape[-1]
+    return np.asarray(full)
+
+
+@pytest.mark.parametrize("cotangents", ["pntk", None])
+@pytest.mark.parametrize(
+    ("name", "dim"),
+    [
+        ("wide", 64),
+        ("mlp", 7),
+        ("convnet", 24),
+        ("mixed", 7),
+        ("mixed", 24),
+        ("vit-linen", 16),  # the zoo's ViT: DenseGeneral kernels over several axes
+        ("wrn-linen", 16),
+    ],
+)
+def test_unbiased_within_seeded_bound(name, dim, cotangents):
+    """The mean of ``Φ Φᵀ`` over 200 keys is within 5 standard errors (the spread over the
+    keys) of the oracle's kernel, entry by entry, and the bound is tight enough to see a
+    wrong scale (a factor 1.5 on the kernel) in every diagonal entry. At ``dim=7`` the dense
+    and convolution leaves take two random factors (the grid's first 7 of 3×3 columns); at
+    ``dim=24`` most keep one side exact (``test_split``)."""
+    case, keys = CASE[name] if name in CASE else zoo_case(name), 200
+    exact = _exact(case, cotangents)
+    est = np.stack(
+        [
+            np.asarray(
+                ntk_zoo.kernel_from_features(
+                    _features(case, dim=dim, key=jax.random.key(k), cotangents=cotangents)
+                )
+            )
+            for k in range(keys)
+        ]
+    )
+    assert est.shape[1:] == exact.shape
+    mean, error = est.mean(0), est.std(0) / np.sqrt(keys)
+    assert np.all(np.abs(mean - exact) <= 5 * error + 1e-12 * np.abs(exact).max())
+    diag = "ii->i" if exact.ndim == 2 else "iiaa->ia"  # Θ(x_i, x_i) of each output
+    assert np.all(5 * np.einsum(diag, error) < 0.5 * np.einsum(diag, exact))
+    assert np.abs(est[0] - exact).max() > 0  # a sketch, not the kernel itself
+
+
+def test_same_features_in_any_batch():
+    case = MIXED
+    whole = _features(case, dim=50, cotangents="pntk")
+    part = _features(case, x=case.x1[1:], dim=50, cotangents="pntk")
+    np.testing.assert_allclose(part, whole[1:], rtol=1e-12, atol=1e-14)
+    again = _features(case, x=jnp.concatenate([case.x2, case.x1]), dim=50, cotangents="pntk")
+    np.testing.assert_allclose(again[2:], whole, rtol=1e-12, atol=1e-14)
+
+
+def test_shapes():
+    mlp, tree = CASE["mlp"], CASE["pytree_out"]
+    assert _features(mlp, dim=7, cotangents="pntk").shape == (3, 7)
+    assert _features(mlp, dim=7).shape == (3, 3, 7)
+    assert _features(MIXED, dim=5).shape == (3, 3, 5)
+    got = jax.tree.map(jnp.shape, _features(tree, dim=5))
+    assert got == {"logits": (3, 2, 5), "aux": [(3, 4, 2, 5)]}
+
+
+def test_without_vmap_axes_the_batch_is_one_example():
+    """A plain ``f`` (no ``vmap_axes``): the whole batch's Jacobian, positions include the
+    examples; still unbiased (the mean over keys against the oracle)."""
+    case, keys = CASE["mlp"], 150
+    exact = _exact(case, None)
+    est = np.stack(
+        [
+            np.asarray(
+                ntk_zoo.kernel_from_features(
+                    _features(case, dim=16, key=jax.random.key(k), vmap_axes=None)
+                )
+            )
+            for k in range(keys)
+        ]
+    )
+    mean, error = est.mean(0), est.std(0) / np.sqrt(keys)
+    assert np.all(np.abs(mean - exact) <= 5 * error + 1e-12)
+
+
+def test_streamed_file_equals_in_memory(tmp_path):
+    x = jnp.concatenate([MIXED.x1, MIXED.x2])  # 5 examples: blocks of 2, 2, 1
+    run = lambda **kw: _features(MIXED, x=x, dim=30, cotangents="pntk", **kw)
+    memory = np.asarray(run())
+    np.testing.assert_allclose(run(batch_size=2), memory, rtol=1e-12, atol=1e-14)
+    path = str(tmp_path / "features.npy")
+    np.testing.assert_allclose(run(batch_size=2, out=path), memory, rtol=1e-12, atol=1e-14)
+
+
+def test_kronecker_leaf_never_forms_its_gradient():
+    """A 100M-param dense layer and a 9.4M-param 3×3 convolution, dim=8192: the compiled
+    programs hold neither leaf's per-example gradient (400 MB, 38 MB) nor a block of a dense
+    ``P`` (64 MB), only ``P_in``, ``P_out`` and the projected factors (checked without
+    running them)."""
+    dense = lambda p, x: x @ p
+    conv = lambda p, x: lax.conv_general_dilated(
+        x, p, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ).sum((1, 2))
+    for f, p, x, bound in [
+        (dense, (10_000, 10_000), (2, 10_000), 2**25),
+        (conv, (3, 3, 1024, 1024), (2, 4, 4, 1024), 2**24),
+    ]:
+        run = lambda p, x, f=f: ntk_zoo.gradient_features(
+            f, p, x, dim=8192, key=KEY, cotangents="pntk", vmap_axes=0, projection="structured"
+        )
+        shapes = (jax.ShapeDtypeStruct(p, jnp.float32), jax.ShapeDtypeStruct(x, jnp.float32))
+        memory = jax.jit(run).lower(*shapes).compile().memory_analysis()
+        assert memory.temp_size_in_bytes < bound, (p, memory.temp_size_in_bytes)
+
+
+@pytest.mark.parametrize(
+    ("d_in", "d_out", "dim", "want"),
+    [
+        (384, 1152, 4096, (64, 64, None, 4096)),  # both random: √dim each
+        (384, 10, 4096, (409, 10, "out", 4090)),  # ten logits kept exact
+        (4, 6, 4096, (4, 1024, "in", 4096)),  # a tiny first layer: its input exact
+        (1000, 1000, 4099, (65, 64, None, 4099)),  # a prime dim: the grid's first 4099
+        (5, 7, 1, (1, 1, None, 1)),
+    ],
+)
+def test_split(d_in, d_out, dim, want):
+    s = kronecker_split(d_in, d_out, dim)
+    assert (s.k_in, s.k_out, s.exact, s.columns) == want
+    assert s.columns <= dim <= s.k_in * s.k_out or s.exact
+
+
+def test_unknown_projection_names_structured():
+    case = CASE["mlp"]
+    with pytest.raises(ValueError, match="structured"):
+        ntk_zoo.gradient_features(
+            case.f, case.params, case.x1, dim=4, key=KEY, vmap_axes=0, projection="kron"
+        )
+
+
+def test_preconditioned_unbiased():
+    """``preconditioner=D``: ``E[Φ Φᵀ] = J D Jᵀ`` (the params reach their layers scaled by
+    ``√D``, elementwise)."""
+    case, keys = CASE["mlp"], 200
+    pre = jax.tree.map(lambda p: 0.5 + np.abs(p), case.params)
+    exact = np.asarray(
+        ntk_zoo.ntk_fn(case.f, vmap_axes=0, cotangents="pntk", preconditioner=pre)(
+            case.x1, None, case.params
+        )
+    )
+    est = np.stack(
+        [
+            np.asarray(
+                ntk_zoo.kernel_from_features(
+                    _features(
+                        case, dim=24, key=jax.random.key(k), cotangents="pntk", preconditioner=pre
+                    )
+                )
+            )
+            for k in range(keys)
+        ]
+    )
+    mean, error = est.mean(0), est.std(0) / np.sqrt(keys)
+    assert np.all(np.abs(mean - exact) <= 5 * error + 1e-12 * np.abs(exact).max())
