@@ -141,8 +141,9 @@ def _sum_own(arr: jax.Array, labels: Labels, other: set[int], keep: set[int]):
 
 
 class RunningContractor:
-    """Runs each einsum with ``jnp.einsum`` along the path of least estimated time (``_plan``,
-    on the active cost table); a use's Jacobian factor is taken as formed where it was."""
+    """Runs each einsum pairwise along the path of least estimated time (``_plan``, on the
+    active cost table), each pair one matrix product (:func:`run_path`); a use's Jacobian
+    factor is taken as formed where it was."""
 
     def contract(self, einsum: Einsum) -> jax.Array:
         path, _ = plan(einsum.subscripts, einsum.shapes, tuple(einsum.out), einsum.itemsize())
