@@ -76,6 +76,16 @@ def side_steps(
         yield merged, seconds
 
 
+# The kernel blocks (einsum outputs) up to which the running contractor lays out each pair's
+# operands itself (:func:`run_path`); larger ones go to ``jnp.einsum`` whole, XLA choosing the
+# layouts. Measured on the 2-core CPU (float32, one process, alternating, load 2-3): laying out
+# made SD 1.13-1.3x faster on the conv and ViT cells with 8 logits (kernel blocks of 128² to
+# 256²), but 1.12-1.19x slower on the conv with 100 logits (1600², cell 7), where the products
+# are large enough that XLA's own canonical layouts run faster (cause not isolated: each einsum
+# timed alone was not slower but one, by 1.4x).
+LAYOUT_OUT = 2**18
+
+
 def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array:
     """The einsum of ``operands`` into ``out``, pairwise along ``path`` (opt_einsum's format),
     each pair as one matrix product (:func:`pair_product`)."""
@@ -147,6 +157,12 @@ class RunningContractor:
 
     def contract(self, einsum: Einsum) -> jax.Array:
         path, _ = plan(einsum.subscripts, einsum.shapes, tuple(einsum.out), einsum.itemsize())
+        sizes = einsum.sizes()
+        if math.prod(sizes[x] for x in einsum.out) > LAYOUT_OUT:  # see LAYOUT_OUT
+            args = []
+            for arr, labels in einsum.operands:
+                args += [arr, labels]
+            return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
         return run_path(einsum.operands, einsum.out, path)
 
     def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
