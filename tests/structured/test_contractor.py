@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntk_zoo.structured import _contractor
 from ntk_zoo.structured._contractor import RUNNING, Einsum, pair_product, run_path
 
 # (labels of a, labels of b, kept labels): the shapes come from SIZES
@@ -99,3 +100,19 @@ def test_a_factor_times_itself_is_laid_out_once():
         assert dots[0].params["dimension_numbers"] == (((2,), (2,)), ((0,), (0,)))
         left, right = (_source(jaxpr, v) for v in dots[0].invars)
         assert left == right
+
+
+def test_a_large_kernel_block_is_left_to_einsum(monkeypatch):
+    # above LAYOUT_OUT values the einsum goes to jnp.einsum whole (XLA lays it out), same values
+    j = _array((0, 1, 2, 3), 0)
+
+    def gram(a):
+        return RUNNING.contract(
+            Einsum([(a, [0, 1, 2, 3]), (a, [4, 5, 2, 3])], [0, 4, 1, 5], (1, 2))
+        )
+
+    small = gram(j)
+    monkeypatch.setattr(_contractor, "LAYOUT_OUT", 0)
+    _, dots = _dots(gram, j)
+    assert [v.aval.ndim for v in dots[0].invars] == [4, 4]
+    np.testing.assert_allclose(np.asarray(gram(j)), np.asarray(small), rtol=1e-12)
