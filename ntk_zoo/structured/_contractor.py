@@ -76,16 +76,94 @@ def side_steps(
         yield merged, seconds
 
 
+# The kernel blocks (einsum outputs) up to which the running contractor lays out each pair's
+# operands itself (:func:`run_path`); larger ones go to ``jnp.einsum`` whole, XLA choosing the
+# layouts. Measured on the 2-core CPU (float32, one process, alternating, load 2-3): laying out
+# made SD 1.13-1.3x faster on the conv and ViT cells with 8 logits (kernel blocks of 128² to
+# 256²), but 1.12-1.19x slower on the conv with 100 logits (1600², cell 7), where the products
+# are large enough that XLA's own canonical layouts run faster (cause not isolated: each einsum
+# timed alone was not slower but one, by 1.4x).
+LAYOUT_OUT = 2**18
+
+
+def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array:
+    """The einsum of ``operands`` into ``out``, pairwise along ``path`` (opt_einsum's format),
+    each pair as one matrix product (:func:`pair_product`)."""
+    ops = [(arr, list(labels)) for arr, labels in operands]
+    for step in path:
+        if len(step) == 1:
+            continue
+        i, j = sorted(step)
+        (a, la), (b, lb) = ops[i], ops[j]
+        ops = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+        keep = set(out).union(*(labels for _, labels in ops))
+        ops.append(pair_product(a, la, b, lb, keep))
+    (arr, labels), *rest = ops
+    assert not rest, "the path leaves more than one operand"
+    return jnp.einsum(arr, labels, list(out), precision=lax.Precision.HIGHEST)
+
+
+def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[int]):
+    """``a`` (labels ``la``) contracted with ``b`` (``lb``), keeping the labels in ``keep``:
+    ``(array, labels)``, labels ordered as batch (in both, kept), ``a``'s own, ``b``'s own.
+
+    Both operands are laid out as ``(batch, free, contracted)`` matrices, the contracted axes
+    minor and in the same order on both sides, before one batched ``dot_general`` over their last
+    axes (as Jacobian contraction does). Left to ``jnp.einsum``, a product over several
+    contracted axes reaches XLA as a ``dot_general`` that XLA:CPU canonicalises to
+    ``(m, k) × (k, n)``: the right operand is copied into a transposed layout, so a leaf's dense
+    factor contracted with itself (``x2=None``) is copied twice (see ARCHITECTURE.md). Here the two
+    sides' layouts are the same transpose of the same array, which XLA computes once, and the
+    product ``A Aᵀ`` needs no further copy. Exact: the same sums, in another order."""
+    if len(set(la)) < len(la) or len(set(lb)) < len(lb):  # a diagonal within one operand
+        res = [x for x in dict.fromkeys(la + lb) if x in keep]
+        return jnp.einsum(a, la, b, lb, res, precision=lax.Precision.HIGHEST), res
+    a, la = _sum_own(a, la, set(lb), keep)
+    b, lb = _sum_own(b, lb, set(la), keep)
+    sa, sb = set(la), set(lb)
+    batch = [x for x in la if x in sb and x in keep]
+    summed = [x for x in la if x in sb and x not in keep]
+    free_a = [x for x in la if x not in sb]
+    free_b = [x for x in lb if x not in sa]
+    sizes = dict(zip(la, a.shape)) | dict(zip(lb, b.shape))
+    n = lambda labels: math.prod(sizes[x] for x in labels)
+
+    def matrix(arr, labels, free):
+        order = [labels.index(x) for x in batch + free + summed]
+        return arr.transpose(order).reshape(n(batch), n(free), n(summed))
+
+    product = lax.dot_general(
+        matrix(a, la, free_a),
+        matrix(b, lb, free_b),
+        (((2,), (2,)), ((0,), (0,))),
+        precision=lax.Precision.HIGHEST,
+    )
+    res = batch + free_a + free_b
+    return product.reshape([sizes[x] for x in res]), res
+
+
+def _sum_own(arr: jax.Array, labels: Labels, other: set[int], keep: set[int]):
+    """``arr`` summed over its labels that are neither in the other operand nor kept."""
+    own = [k for k, x in enumerate(labels) if x not in other and x not in keep]
+    if not own:
+        return arr, list(labels)
+    return arr.sum(axis=tuple(own)), [x for x in labels if x in other or x in keep]
+
+
 class RunningContractor:
-    """Runs each einsum with ``jnp.einsum`` along the path of least estimated time (``_plan``,
-    on the active cost table); a use's Jacobian factor is taken as formed where it was."""
+    """Runs each einsum pairwise along the path of least estimated time (``_plan``, on the
+    active cost table), each pair one matrix product (:func:`run_path`); a use's Jacobian
+    factor is taken as formed where it was."""
 
     def contract(self, einsum: Einsum) -> jax.Array:
         path, _ = plan(einsum.subscripts, einsum.shapes, tuple(einsum.out), einsum.itemsize())
-        args = []
-        for arr, labels in einsum.operands:
-            args += [arr, labels]
-        return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
+        sizes = einsum.sizes()
+        if math.prod(sizes[x] for x in einsum.out) > LAYOUT_OUT:  # see LAYOUT_OUT
+            args = []
+            for arr, labels in einsum.operands:
+                args += [arr, labels]
+            return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
+        return run_path(einsum.operands, einsum.out, path)
 
     def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
         return self.contract(einsum) if formed is None else formed

@@ -1,0 +1,118 @@
+"""How the running contractor carries out an einsum of structured derivatives: pairwise along
+its planned path, each pair as one batched matrix product over ``(batch, free, contracted)``
+layouts with the contracted axes minor on both sides (``_contractor.pair_product``), so that
+XLA:CPU does not copy the right operand into a transposed layout, and a factor contracted with
+itself (``x2=None``) is laid out once. Exact against ``numpy.einsum`` for every kind of label
+(batch, free, contracted, summed in one operand only, a diagonal within one operand)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_zoo.structured import _contractor
+from ntk_zoo.structured._contractor import RUNNING, Einsum, pair_product, run_path
+
+# (labels of a, labels of b, kept labels): the shapes come from SIZES
+PAIRS = (
+    ((0, 1, 2, 3), (4, 5, 2, 3), (0, 1, 4, 5)),  # a dense factor's Gram: two contracted axes
+    ((0, 1, 2), (0, 3, 2), (0, 1, 3)),  # a batch axis (traced / diagonal outputs)
+    ((0, 1, 2, 6), (3, 2), (0, 1, 3)),  # 6: in `a` only and not kept, summed first
+    ((0, 1), (2, 3), (0, 1, 2, 3)),  # nothing contracted: an outer product
+    ((0, 1), (0, 1), ()),  # everything contracted: a scalar
+    ((0, 1, 1), (1, 2), (0, 2)),  # a diagonal within `a`: the einsum itself
+)
+SIZES = {0: 2, 1: 3, 2: 4, 3: 5, 4: 3, 5: 2, 6: 3}
+
+
+def _array(labels, seed):
+    shape = [SIZES[x] for x in labels]
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+@pytest.mark.parametrize("la, lb, keep", PAIRS)
+def test_pair_product_equals_einsum(la, lb, keep):
+    a, b = _array(la, 0), _array(lb, 1)
+    got, labels = pair_product(a, list(la), b, list(lb), set(keep))
+    assert sorted(labels) == sorted(keep)
+    want = np.einsum(np.asarray(a), list(la), np.asarray(b), list(lb), list(labels))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_run_path_equals_einsum_on_three_operands():
+    subs = [(0, 1, 2), (2, 3), (3, 4)]
+    ops = [(_array(s, k), list(s)) for k, s in enumerate(subs)]
+    got = run_path(ops, [4, 0, 1], [(1, 2), (0, 1)])
+    want = np.einsum(*[x for a, s in ops for x in (np.asarray(a), s)], [4, 0, 1])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def _dots(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return jaxpr, [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+
+
+def test_a_product_over_several_axes_is_one_matrix_product_over_the_last():
+    # J[n, o, w1, w2] J[m, p, w1, w2]: jnp.einsum would give XLA a dot_general over two axes
+    # of rank-4 operands, which XLA:CPU canonicalises by copying the right one transposed
+    j1, j2 = _array((0, 1, 2, 3), 0), _array((4, 5, 2, 3), 1)
+    einsum = Einsum([(j1, [0, 1, 2, 3]), (j2, [4, 5, 2, 3])], [0, 4, 1, 5], (1, 2))
+    _, dots = _dots(
+        lambda a, b: RUNNING.contract(
+            einsum._replace(operands=[(a, [0, 1, 2, 3]), (b, [4, 5, 2, 3])])
+        ),
+        j1,
+        j2,
+    )
+    assert len(dots) == 1
+    (contract, batch) = dots[0].params["dimension_numbers"]
+    assert contract == ((2,), (2,)) and batch == ((0,), (0,))
+    assert [v.aval.ndim for v in dots[0].invars] == [3, 3]
+
+
+def _source(jaxpr, var):
+    """The input ``var`` is computed from through layout ops, and those ops' (name, params)."""
+    producers = {v: e for e in jaxpr.eqns for v in e.outvars}
+    chain = []
+    while var in producers and producers[var].primitive.name in ("transpose", "reshape"):
+        eqn = producers[var]
+        chain.append(
+            (eqn.primitive.name, tuple(sorted((k, str(p)) for k, p in eqn.params.items())))
+        )
+        var = eqn.invars[0]
+    return var, chain
+
+
+def test_a_factor_times_itself_is_laid_out_once():
+    # x2=None: both sides are the same array; their layouts are the same ops on it (XLA computes
+    # them once), whatever the order of the output's labels, and the product contracts the last
+    # axis of both (A Aᵀ: XLA:CPU copies neither)
+    j = _array((0, 1, 2, 3), 0)
+    for out in ([0, 4, 1, 5], [4, 5, 0, 1]):
+
+        def gram(a, out=out):
+            return RUNNING.contract(Einsum([(a, [0, 1, 2, 3]), (a, [4, 5, 2, 3])], out, (1, 2)))
+
+        jaxpr, dots = _dots(gram, j)
+        assert len(dots) == 1
+        assert dots[0].params["dimension_numbers"] == (((2,), (2,)), ((0,), (0,)))
+        left, right = (_source(jaxpr, v) for v in dots[0].invars)
+        assert left == right
+
+
+def test_a_large_kernel_block_is_left_to_einsum(monkeypatch):
+    # above LAYOUT_OUT values the einsum goes to jnp.einsum whole (XLA lays it out), same values
+    j = _array((0, 1, 2, 3), 0)
+
+    def gram(a):
+        return RUNNING.contract(
+            Einsum([(a, [0, 1, 2, 3]), (a, [4, 5, 2, 3])], [0, 4, 1, 5], (1, 2))
+        )
+
+    small = gram(j)
+    monkeypatch.setattr(_contractor, "LAYOUT_OUT", 0)
+    _, dots = _dots(gram, j)
+    assert [v.aval.ndim for v in dots[0].invars] == [4, 4]
+    np.testing.assert_allclose(np.asarray(gram(j)), np.asarray(small), rtol=1e-12)
