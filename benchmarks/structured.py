@@ -233,12 +233,13 @@ def print_cell(number: int, cell: Cell, res: dict, baseline: bool) -> list:
             if b["notes"]:
                 r["notes"] += ("; " if r["notes"] else "") + "baseline: " + b["notes"]
         print(row + f" {r['notes']} |", flush=True)
-    for (side, _), r in res.items():
+    for (side, m), r in res.items():
         r.pop("kernel", None)
         records.append(
             {
                 "cell": number,
                 "side": side,
+                "method": m,
                 "model": cell.model,
                 "o": cell.o,
                 "n": cell.n,
