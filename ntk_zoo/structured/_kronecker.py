@@ -226,6 +226,9 @@ def _features(problem, key, dim, arrays: list[LeafFactors], leaves: list[Leaf]):
     return out
 
 
+DRAW_BLOCK = 1 << 20  # elements drawn at once by one group (several leaves, or one larger)
+
+
 class _Draws:
     """The random arrays of every leaf, drawn together: each level of ``fold_in`` for all
     leaves at once, and one draw per (kind, dtype, size) ``jax.vmap``-ed over the leaves (and
@@ -270,10 +273,15 @@ class _Draws:
             if size is None:
                 size = max(math.prod(self.requests[handles[t]][1]) for t in members)
             draw = partial(_draw, kind=kind, shape=(size,), dtype=dtype, arg=arg)
-            values = jax.vmap(draw)(keys[np.asarray(members)])
-            for row, t in enumerate(members):
-                shape = self.requests[handles[t]][1]
-                self.values[handles[t]] = values[row, : math.prod(shape)].reshape(shape)
+            per = max(DRAW_BLOCK // size, 1)  # bounds the draws' temporaries, as leaf by leaf
+            for start in range(0, len(members), per):
+                self._store(draw, keys, handles, members[start : start + per])
+
+    def _store(self, draw, keys, handles, members) -> None:
+        values = jax.vmap(draw)(keys[np.asarray(members)])
+        for row, t in enumerate(members):
+            shape = self.requests[handles[t]][1]
+            self.values[handles[t]] = values[row, : math.prod(shape)].reshape(shape)
 
     def __getitem__(self, handle: tuple) -> jax.Array:
         return self.values[handle]
