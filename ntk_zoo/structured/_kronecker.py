@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ntk_zoo.core import Problem
 from ntk_zoo.structured._contractor import RUNNING
@@ -226,7 +227,7 @@ def _features(problem, key, dim, arrays: list[LeafFactors], leaves: list[Leaf]):
     return out
 
 
-DRAW_BLOCK = 1 << 20  # elements drawn at once by one group (several leaves, or one larger)
+DRAW_BLOCK = 1 << 20  # elements drawn at once (several leaves, or one larger)
 
 
 class _Draws:
@@ -257,12 +258,13 @@ class _Draws:
     def draw(self) -> None:
         if not self.requests:
             return
-        owners, parts = (np.asarray(v, np.uint32) for v in zip(*self.owner_parts))
         handles = list(self.requests)
-        by_owner = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self.key, owners)
-        leaf_keys = jax.vmap(jax.random.fold_in)(by_owner, parts)
-        slots, folds = (np.asarray(v) for v in zip(*handles))
-        keys = jax.vmap(jax.random.fold_in)(leaf_keys[slots], folds.astype(np.uint32))
+        # fold_in(fold_in(fold_in(key, owner), part), fold) of every request: the three levels
+        # one loop over one vmapped hash
+        data = np.asarray([(*self.owner_parts[slot], fold) for slot, fold in handles], np.uint32)
+        fold_in = jax.vmap(jax.random.fold_in)
+        start = jnp.broadcast_to(self.key, (len(handles),))
+        keys = lax.scan(lambda k, d: (fold_in(k, d), None), start, data.T)[0]
         prefix = jax.config.jax_threefry_partitionable
         groups: dict[tuple, list[int]] = {}
         for t, handle in enumerate(handles):
@@ -273,12 +275,20 @@ class _Draws:
             if size is None:
                 size = max(math.prod(self.requests[handles[t]][1]) for t in members)
             draw = partial(_draw, kind=kind, shape=(size,), dtype=dtype, arg=arg)
-            per = max(DRAW_BLOCK // size, 1)  # bounds the draws' temporaries, as leaf by leaf
-            for start in range(0, len(members), per):
-                self._store(draw, keys, handles, members[start : start + per])
+            self._store(draw, size, keys, handles, members)
 
-    def _store(self, draw, keys, handles, members) -> None:
-        values = jax.vmap(draw)(keys[np.asarray(members)])
+    def _store(self, draw, size: int, keys, handles, members: list[int]) -> None:
+        # at most DRAW_BLOCK elements drawn at once (the temporaries of drawing leaf by leaf):
+        # the blocks of a larger group are one loop, one hash to compile
+        per = max(DRAW_BLOCK // size, 1)
+        index = np.asarray(members)
+        if len(members) <= per:
+            values = jax.vmap(draw)(keys[index])
+        else:
+            blocks = -(-len(members) // per)
+            index = np.concatenate([index, np.full(blocks * per - len(members), index[0])])
+            values = lax.map(jax.vmap(draw), keys[index].reshape(blocks, per))
+            values = values.reshape(blocks * per, size)
         for row, t in enumerate(members):
             shape = self.requests[handles[t]][1]
             self.values[handles[t]] = values[row, : math.prod(shape)].reshape(shape)

@@ -288,13 +288,16 @@ def test_draws_together_equal_leaf_by_leaf(name, dim, monkeypatch):
     np.testing.assert_allclose(together, leaf_by_leaf, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("block", [None, 16])  # 16: the same-size normals in a loop of blocks
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_draws_equal_leaf_by_leaf(dtype):
+def test_draws_equal_leaf_by_leaf(dtype, block, monkeypatch):
     """Normals of several sizes and shapes (``P_in``, ``P_out`` of one leaf sharing a draw),
     sketch columns and signs of several sizes (prefixes of one draw), and a leaf's second
     part: the values drawn from each leaf's own key — the hashes bitwise (columns, signs),
     the normals to a rounding of ``erf_inv`` (XLA vectorises it differently)."""
     kronecker, reference = _reference_draws()
+    if block is not None:
+        monkeypatch.setattr(kronecker, "DRAW_BLOCK", block)
     requests = [
         (0, 0, "normal", (5, 3), dtype, None),
         (0, 1, "normal", (3, 5), dtype, None),
