@@ -136,6 +136,46 @@ def features_table(
     return rows
 
 
+def compile_table(models: list[str], n: int, dim: int) -> list[str]:
+    """The first call's cost of ``gradient_features(projection="structured")``, split into
+    tracing, ``lower`` and XLA's ``compile`` (with the optimised program's HLO instructions and
+    fusions), against ``jax.vmap(jax.grad)``'s ``lower`` + ``compile``."""
+    rows = [
+        "| model | params | N | dim | trace (s) | lower (s) | compile (s) | HLO ops | fusions "
+        "| vmap(grad) lower + compile (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    key = jax.random.key(0)
+    for name in models:
+        model = _model(name, n)
+        f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+        program = jax.jit(
+            lambda p, x, key, f=f: ntk_zoo.gradient_features(
+                f, p, x, dim=dim, key=key, cotangents="pntk", vmap_axes=0, projection="structured"
+            )
+        )
+        start = time.perf_counter()
+        traced = program.trace(params, x, key)
+        traced_at = time.perf_counter()
+        lowered = traced.lower()
+        lowered_at = time.perf_counter()
+        text = lowered.compile().as_text()
+        compiled_at = time.perf_counter()
+        ops = sum(" = " in line for line in text.splitlines())
+        fusions = sum(" fusion(" in line for line in text.splitlines())
+        scalar = lambda p, xi, f=f: f(p, xi[None])[0].sum() / np.sqrt(10)
+        grads = jax.jit(jax.vmap(jax.grad(scalar), in_axes=(None, 0)))
+        grad_start = time.perf_counter()
+        grads.lower(params, x).compile()
+        grad_time = time.perf_counter() - grad_start
+        rows.append(
+            f"| {name} | {bench_models.n_params(params):,} | {n} | {dim} | "
+            f"{traced_at - start:.1f} | {lowered_at - traced_at:.1f} | "
+            f"{compiled_at - lowered_at:.1f} | {ops:,} | {fusions:,} | {grad_time:.1f} |"
+        )
+    return rows
+
+
 def error_table(dims: list[int], n: int = 32) -> list[str]:
     model = bench_models.build("mlp", o=10, n=n, widths=(64, 256, 256))
     f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
@@ -180,7 +220,8 @@ def main(argv: list[str] | None = None) -> str:
         default="pntk,error,features,projections",
         help="which tables, comma-separated: pntk, error, features (structured against "
         "vmap(grad) on the first zoo model), projections (structured against gaussian on "
-        "--projection-models)",
+        "--projection-models), compile (the structured program's trace / lower / compile "
+        "split on --features-models, not in the default set)",
     )
     parser.add_argument(
         "--features-models", default="", help="models of the features table (default: ViT-S/16)"
@@ -221,6 +262,9 @@ def main(argv: list[str] | None = None) -> str:
             f"{_load()}",
             "",
         )
+    if "compile" in tables:
+        emit("### gradient_features (structured): the first call's compile split", "")
+        emit(*compile_table(feature_models, n_features, dim), "", f"{_load()}", "")
     if "projections" in tables:
         emit("### structured against gaussian projections", "")
         projection_models = args.projection_models.split(",")

@@ -30,10 +30,13 @@ the variance.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from ntk_zoo.core import Problem
 from ntk_zoo.structured._contractor import RUNNING
@@ -175,26 +178,131 @@ def _lead_shapes(problem: Problem) -> list[tuple[int, ...]]:
 def _features(problem, key, dim, arrays: list[LeafFactors], leaves: list[Leaf]):
     vmapped = problem.vmap is not None
     part = [sum(leaf.owner == other.owner for other in leaves[:i]) for i, leaf in enumerate(leaves)]
-    out = []
+    live = [i for i, leaf in enumerate(leaves) if leaf.uses]
+    draws = _Draws(key, [(leaves[i].owner, part[i]) for i in live])
+    # pass 1: what each leaf draws (and the fallback leaves' Jacobians); pass 2, after every
+    # draw of one shape is made at once: the features
+    plans = []
     for j, lead in enumerate(_lead_shapes(problem)):
-        total = jnp.zeros((*lead, dim), problem.dtype)
-        for i, (leaf, a) in enumerate(zip(leaves, arrays)):
-            if not leaf.uses:
-                continue
-            k = jax.random.fold_in(jax.random.fold_in(key, leaf.owner), part[i])
+        for slot, i in enumerate(live):
+            leaf, a = leaves[i], arrays[i]
             axes = kronecker_axes(leaf)
             if axes is None:
                 jac = _jacobian(problem, leaf, a, j)
                 rows = jac.reshape(math.prod(lead), math.prod(leaf.shape))
-                phi = count_sketch(rows, k, dim).reshape(*lead, dim)
+                s = rows.shape[1]
+                column = draws.request(slot, 2, "randint", (s,), jnp.int32, dim)
+                sign = draws.request(slot, 3, "rademacher", (s,), rows.dtype)
+                plans.append((j, i, (rows, column, sign)))
             else:
-                phi = _kronecker(leaf, a, j, axes, k, dim, vmapped)
+                split, d_in, d_out = _split(leaf, axes, dim)
+                dtype = a.uses[0].g[j].dtype
+                p_in = p_out = None
+                if split.exact != "in":
+                    p_in = draws.request(slot, 0, "normal", (d_in, split.k_in), dtype)
+                if split.exact != "out":
+                    p_out = draws.request(slot, 1, "normal", (d_out, split.k_out), dtype)
+                plans.append((j, i, (split, d_in, d_out, p_in, p_out)))
+    draws.draw()
+    out = []
+    for j, lead in enumerate(_lead_shapes(problem)):
+        total = jnp.zeros((*lead, dim), problem.dtype)
+        for pj, i, plan in plans:
+            if pj != j:
+                continue
+            leaf, a = leaves[i], arrays[i]
+            if len(plan) == 3:  # a sketched leaf
+                rows, column, sign = plan
+                phi = _sketch(rows, draws[column], draws[sign], dim).reshape(*lead, dim)
+            else:
+                split, d_in, d_out, p_in, p_out = plan
+                p_in = None if p_in is None else draws[p_in]
+                p_out = None if p_out is None else draws[p_out]
+                phi = _kronecker(leaf, a, j, split, d_in, d_out, p_in, p_out, dim, vmapped)
             if a.scale is not None:
                 s = a.scale.astype(phi.dtype)
                 phi = phi * s.reshape(s.shape + (1,) * (phi.ndim - s.ndim))
             total = total + phi.astype(total.dtype)
         out.append(total)
     return out
+
+
+DRAW_BLOCK = 1 << 20  # elements drawn at once (several leaves, or one larger)
+
+
+class _Draws:
+    """The random arrays of every leaf, drawn together: each level of ``fold_in`` for all
+    leaves at once, and one draw per (kind, dtype, size) ``jax.vmap``-ed over the leaves (and
+    sides) that need it, each drawn flat and reshaped.
+
+    The values are exactly those of drawing leaf by leaf: ``vmap`` of a key's hash is the same
+    hash, elementwise, and a draw's values depend on its size, not its shape. With
+    ``jax_threefry_partitionable`` (JAX's default) element ``i`` of a draw depends on ``i``
+    only, so the sketches' small draws (columns, signs) are one draw of the largest size,
+    each leaf taking its prefix. Why: XLA inlines every ``threefry`` call as its own loop of
+    fused kernels, and drawn leaf by leaf (keys, ``P_in``, ``P_out``, columns, signs) they
+    were most of the compile time (ARCHITECTURE.md, "Structured projections").
+    """
+
+    def __init__(self, key: jax.Array, owner_parts: list[tuple[int, int]]):
+        self.key = key
+        self.owner_parts = owner_parts
+        self.requests: dict[tuple, tuple] = {}  # (slot, fold) -> (kind, shape, dtype, arg)
+        self.values: dict[tuple, jax.Array] = {}
+
+    def request(self, slot: int, fold: int, kind: str, shape: tuple, dtype, arg=None) -> tuple:
+        """A handle to ``kind``'s draw of ``shape`` from ``fold_in(key of slot, fold)``."""
+        self.requests[(slot, fold)] = (kind, tuple(shape), jnp.dtype(dtype), arg)
+        return (slot, fold)
+
+    def draw(self) -> None:
+        if not self.requests:
+            return
+        handles = list(self.requests)
+        # fold_in(fold_in(fold_in(key, owner), part), fold) of every request: the three levels
+        # one loop over one vmapped hash
+        data = np.asarray([(*self.owner_parts[slot], fold) for slot, fold in handles], np.uint32)
+        fold_in = jax.vmap(jax.random.fold_in)
+        start = jnp.broadcast_to(self.key, (len(handles),))
+        keys = lax.scan(lambda k, d: (fold_in(k, d), None), start, data.T)[0]
+        prefix = jax.config.jax_threefry_partitionable
+        groups: dict[tuple, list[int]] = {}
+        for t, handle in enumerate(handles):
+            kind, shape, dtype, arg = self.requests[handle]
+            size = math.prod(shape) if kind == "normal" or not prefix else None
+            groups.setdefault((kind, dtype, arg, size), []).append(t)
+        for (kind, dtype, arg, size), members in groups.items():
+            if size is None:
+                size = max(math.prod(self.requests[handles[t]][1]) for t in members)
+            draw = partial(_draw, kind=kind, shape=(size,), dtype=dtype, arg=arg)
+            self._store(draw, size, keys, handles, members)
+
+    def _store(self, draw, size: int, keys, handles, members: list[int]) -> None:
+        # at most DRAW_BLOCK elements drawn at once (the temporaries of drawing leaf by leaf):
+        # the blocks of a larger group are one loop, one hash to compile
+        per = max(DRAW_BLOCK // size, 1)
+        index = np.asarray(members)
+        if len(members) <= per:
+            values = jax.vmap(draw)(keys[index])
+        else:
+            blocks = -(-len(members) // per)
+            index = np.concatenate([index, np.full(blocks * per - len(members), index[0])])
+            values = lax.map(jax.vmap(draw), keys[index].reshape(blocks, per))
+            values = values.reshape(blocks * per, size)
+        for row, t in enumerate(members):
+            shape = self.requests[handles[t]][1]
+            self.values[handles[t]] = values[row, : math.prod(shape)].reshape(shape)
+
+    def __getitem__(self, handle: tuple) -> jax.Array:
+        return self.values[handle]
+
+
+def _draw(key, kind, shape, dtype, arg):
+    if kind == "normal":
+        return jax.random.normal(key, shape, dtype)
+    if kind == "randint":
+        return jax.random.randint(key, shape, 0, arg)
+    return jax.random.rademacher(key, shape, dtype)
 
 
 def count_sketch(rows: jax.Array, key: jax.Array, dim: int) -> jax.Array:
@@ -206,10 +314,14 @@ def count_sketch(rows: jax.Array, key: jax.Array, dim: int) -> jax.Array:
     scatter-add of the ``s`` elements per example and ``2s`` draws per call, against
     ``2·s·dim`` FLOPs per example and ``s·dim`` draws for the dense projection. Unscaled.
     """
-    m, s = rows.shape
+    s = rows.shape[1]
     column = jax.random.randint(jax.random.fold_in(key, 2), (s,), 0, dim)
     sign = jax.random.rademacher(jax.random.fold_in(key, 3), (s,), rows.dtype)
-    return jnp.zeros((m, dim), rows.dtype).at[:, column].add(rows * sign[None])
+    return _sketch(rows, column, sign, dim)
+
+
+def _sketch(rows: jax.Array, column: jax.Array, sign: jax.Array, dim: int) -> jax.Array:
+    return jnp.zeros((rows.shape[0], dim), rows.dtype).at[:, column].add(rows * sign[None])
 
 
 def _jacobian(problem: Problem, leaf: Leaf, a: LeafFactors, j: int) -> jax.Array:
@@ -236,19 +348,16 @@ def _jacobian(problem: Problem, leaf: Leaf, a: LeafFactors, j: int) -> jax.Array
     return total
 
 
-def _kronecker(leaf: Leaf, a: LeafFactors, j: int, axes: tuple, key, dim: int, vmapped: bool):
-    """``vec(G)ᵀ (P_in ⊗ P_out)`` of one leaf (or part), scaled, padded to ``dim`` columns."""
+def _split(leaf: Leaf, axes: tuple, dim: int) -> tuple[KroneckerSplit, int, int]:
     ins, outs = axes
     d_in = math.prod(leaf.shape[b] for b in ins)
     d_out = math.prod(leaf.shape[b] for b in outs)
-    split = kronecker_split(d_in, d_out, dim)
-    dtype = a.uses[0].g[j].dtype
-    p_in = None
-    if split.exact != "in":
-        p_in = jax.random.normal(jax.random.fold_in(key, 0), (d_in, split.k_in), dtype)
-    p_out = None
-    if split.exact != "out":
-        p_out = jax.random.normal(jax.random.fold_in(key, 1), (d_out, split.k_out), dtype)
+    return kronecker_split(d_in, d_out, dim), d_in, d_out
+
+
+def _kronecker(leaf: Leaf, a: LeafFactors, j: int, split, d_in, d_out, p_in, p_out, dim, vmapped):
+    """``vec(G)ᵀ (P_in ⊗ P_out)`` of one leaf (or part), scaled, padded to ``dim`` columns
+    (``P_in``/``P_out`` ``None`` for a side kept exact)."""
     nb = 1 if vmapped else 0
     total = None
     for use, arrays in zip(leaf.uses, a.uses):

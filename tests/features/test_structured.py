@@ -251,3 +251,98 @@ def test_preconditioned_unbiased():
     )
     mean, error = est.mean(0), est.std(0) / np.sqrt(keys)
     assert np.all(np.abs(mean - exact) <= 5 * error + 1e-12 * np.abs(exact).max())
+
+
+def _reference_draws():
+    """``_Draws`` drawing leaf by leaf, by the documented key scheme: leaf ``l``'s part ``q``'s
+    ``P_in``, ``P_out``, sketch columns and signs from ``fold_in(fold_in(fold_in(key, l), q),
+    0..3)``."""
+    from ntk_zoo.structured import _kronecker
+
+    class LeafByLeaf(_kronecker._Draws):
+        def draw(self):
+            for (slot, fold), (kind, shape, dtype, arg) in self.requests.items():
+                owner, part = self.owner_parts[slot]
+                k = jax.random.fold_in(jax.random.fold_in(self.key, owner), part)
+                k = jax.random.fold_in(k, fold)
+                self.values[(slot, fold)] = _kronecker._draw(k, kind, shape, dtype, arg)
+
+    return _kronecker, LeafByLeaf
+
+
+@pytest.mark.parametrize(("name", "dim"), [("mixed", 7), ("mixed", 24), ("vit-linen", 16)])
+def test_draws_together_equal_leaf_by_leaf(name, dim, monkeypatch):
+    """All leaves' keys and projections drawn at once (one draw per size, the sketches' as
+    prefixes of one) give the features of drawing each leaf's from its own key (to float
+    rounding)."""
+    from ntk_zoo.features import _features as features_module
+
+    case = CASE[name] if name in CASE else zoo_case(name)
+    monkeypatch.setattr(features_module, "_PROGRAMS", {})
+    together = np.asarray(_features(case, dim=dim))
+    kronecker, reference = _reference_draws()
+    monkeypatch.setattr(kronecker, "_Draws", reference)
+    monkeypatch.setattr(features_module, "_PROGRAMS", {})
+    leaf_by_leaf = np.asarray(_features(case, dim=dim))
+    # the same draws; XLA may fuse the products that use them differently (float rounding)
+    np.testing.assert_allclose(together, leaf_by_leaf, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("block", [None, 16])  # 16: the same-size normals in a loop of blocks
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_draws_equal_leaf_by_leaf(dtype, block, monkeypatch):
+    """Normals of several sizes and shapes (``P_in``, ``P_out`` of one leaf sharing a draw),
+    sketch columns and signs of several sizes (prefixes of one draw), and a leaf's second
+    part: the values drawn from each leaf's own key — the hashes bitwise (columns, signs),
+    the normals to a rounding of ``erf_inv`` (XLA vectorises it differently)."""
+    kronecker, reference = _reference_draws()
+    if block is not None:
+        monkeypatch.setattr(kronecker, "DRAW_BLOCK", block)
+    requests = [
+        (0, 0, "normal", (5, 3), dtype, None),
+        (0, 1, "normal", (3, 5), dtype, None),
+        (1, 0, "normal", (7, 2), dtype, None),
+        (2, 2, "randint", (4,), jnp.int32, 24),
+        (2, 3, "rademacher", (4,), dtype, None),
+        (3, 2, "randint", (9,), jnp.int32, 24),
+        (3, 3, "rademacher", (9,), dtype, None),
+    ]
+    owner_parts = [(0, 0), (2, 0), (2, 1), (5, 0)]
+
+    def values(cls, key):
+        draws = cls(key, owner_parts)
+        handles = [draws.request(*r) for r in requests]
+        draws.draw()
+        return [draws[h] for h in handles]
+
+    got = jax.jit(lambda key: values(kronecker._Draws, key))(KEY)
+    want = jax.jit(lambda key: values(reference, key))(KEY)
+    eps = np.finfo(dtype).eps
+    for g, w, r in zip(got, want, requests):
+        assert g.shape == w.shape == r[3] and g.dtype == w.dtype
+        if r[2] == "normal":
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=4 * eps, atol=4 * eps)
+        else:
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def _random_eqns(depth: int) -> int:
+    from ntk_zoo._compat import iter_eqns
+
+    def f(params, x):
+        for w, b in params:
+            x = jnp.tanh(add_bias(x @ w, b))
+        return x
+
+    params = [(jnp.ones((6, 6)), jnp.zeros(6)) for _ in range(depth)]
+    run = lambda p, x: ntk_zoo.gradient_features(
+        f, p, x, dim=16, key=KEY, vmap_axes=0, projection="structured"
+    )
+    jaxpr = jax.make_jaxpr(run)(params, jnp.ones((2, 6)))
+    return sum(eqn.primitive.name.startswith("random_") for eqn, _ in iter_eqns(jaxpr))
+
+
+def test_draws_do_not_grow_with_depth():
+    """The program draws each size once for all leaves (every PRNG hash is compiled as its own
+    loop of kernels: drawn leaf by leaf they made compiling a ViT-S take 13 minutes)."""
+    assert _random_eqns(2) == _random_eqns(6)
