@@ -82,7 +82,10 @@ def side_steps(
 # made SD 1.13-1.3x faster on the conv and ViT cells with 8 logits (kernel blocks of 128² to
 # 256²), but 1.12-1.19x slower on the conv with 100 logits (1600², cell 7), where the products
 # are large enough that XLA's own canonical layouts run faster (cause not isolated: each einsum
-# timed alone was not slower but one, by 1.4x).
+# timed alone was not slower but one, by 1.4x). The lead's quiet re-check (2026-12-06, one
+# process, LAYOUT_OUT against -1 alternating, medians): conv O=8 N=32 1.17x faster, ViT O=8
+# N=16 even, ViT-S/16 N=16 1.05x faster, but WRN-16-4 N=16 1.06x and WRN-28-10 N=8 1.11x
+# slower; a rule that separates them (operand sizes?) is open (issue 20).
 LAYOUT_OUT = 2**18
 
 
