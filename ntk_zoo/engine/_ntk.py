@@ -286,19 +286,17 @@ class KernelFn:
         if split is None:  # unhashable non-array arguments: cannot be compile-time constants
             return self._compute(x1, x2, params, kwargs)
         dynamic, static = split
-        if self._programs and self.method is not Method.AUTO:  # compiled while measuring
+        measuring = self.method is Method.AUTO and self.auto.measure
+        if measuring or self._programs:  # programs compiled while measuring, by shapes
             sig = _signature((x1, x2, params, dynamic), (static, self._options))
-            if sig in self._programs:
-                return self._programs[sig][1](x1, x2, params, dynamic)
-        if self.method is Method.AUTO and self.auto.measure:  # measured once per shapes
-            sig = _signature((x1, x2, params, dynamic), (static, self._options))
-            if sig not in self._programs:
+            if measuring and sig not in self._programs:  # measured once per shapes
                 choice, program = self._measured(x1, x2, params, kwargs)
                 if program is None:
                     run = self._for_method(choice.method)
                     program = run.lower(x1, x2, params, dynamic, static, self._options).compile()
                 self._programs[sig] = (choice, program)
-            return self._programs[sig][1](x1, x2, params, dynamic)
+            if sig in self._programs:
+                return self._programs[sig][1](x1, x2, params, dynamic)
         return self._jitted(x1, x2, params, dynamic, static, self._options)
 
     @functools.cached_property
