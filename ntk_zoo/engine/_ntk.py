@@ -153,7 +153,7 @@ class KernelFn:
         split = self._split(kwargs)
         if split is not None:  # already measured (and compiled) at these shapes
             sig = _signature((x1, x2, params, split[0]), (split[1], self._options))
-            if sig in self._programs:
+            if self._programs.get(sig, (None,))[0] is not None:
                 return self._programs[sig][0]
             choice, program = self._measured(x1, x2, params, kwargs)
             if program is not None:  # the next call at these shapes runs it
