@@ -66,6 +66,11 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
         traced = _traced(run, program, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
     values = sum(n for _, n in pricing.factors.values()) + c.passes_y
     seconds = c.phase(factor_flops, values, "pass") + pricing.seconds
+    # Each convolution's patches, extracted per side by its rule (a grouped convolution that
+    # runs far below the memory rate: ``core.PATCHES_SHARE``); as an operand, each was counted
+    # above only as values written.
+    patches = c.patches1 + (0 if p.x2 is None else c.patches2)
+    seconds += c.phase(0, patches, "patches", steps=0) if patches else 0.0
     if traced is None:
         return seconds, None
 
