@@ -200,12 +200,14 @@ class PricingContractor:
     runs it (:class:`RunningContractor`, so that the priced trace is the method's program), else
     returns zeros of its shape. A use's Jacobian factor is priced as its einsum, whether it is
     formed by the primitive's transpose or not. ``same`` (``x2=None``): a step of side 2 alone
-    repeats side 1's and is not counted."""
+    repeats side 1's and is not counted. ``produced`` holds what it returned (a use's Jacobian
+    factor among them): their writes are counted in the steps that priced them."""
 
     def __init__(self, table: CostTable, itemsize: int, same: bool, compute: bool):
         self.table, self.itemsize, self.same, self.compute = table, itemsize, same, compute
         self.seconds = 0.0  # every einsum step
         self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
+        self.produced: dict[int, Any] = {}  # per result returned (kept alive): the result
 
     def price(self, einsum: Einsum) -> None:
         subs, out = einsum.subscripts, tuple(einsum.out)
@@ -220,12 +222,16 @@ class PricingContractor:
     def contract(self, einsum: Einsum) -> jax.Array:
         self.price(einsum)
         if self.compute:
-            return RUNNING.contract(einsum)
-        sizes = einsum.sizes()
-        return jnp.zeros([sizes[i] for i in einsum.out], einsum.operands[0][0].dtype)
+            result = RUNNING.contract(einsum)
+        else:
+            sizes = einsum.sizes()
+            result = jnp.zeros([sizes[i] for i in einsum.out], einsum.operands[0][0].dtype)
+        self.produced[id(result)] = result
+        return result
 
     def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
         if formed is None:
             return self.contract(einsum)
         self.price(einsum)
+        self.produced[id(formed)] = formed
         return formed
