@@ -18,6 +18,20 @@
    ``python -m benchmarks structured``), it puts the measured steady times beside the
    estimates: the fastest method, the pick's time over the fastest (a hit is within 10%),
    whether the estimated order of the methods is the measured one, and the hit rate.
+3. ``--held-out``: the same check on the held-out models of ``python -m benchmarks gpu``
+   (``gpu.HELD_OUT_CELLS``, which the table was not fitted on) instead of the grid.
+
+Recorded times to score against, without timing anything (the estimates are deterministic for a
+given table): ``benchmarks/results/grid-recorded.json`` (the grid's quiet per-cell times of
+``results/structured.md``, cells 1-17 at load 0.3 and 18-24 at 75424c5) and
+``benchmarks/results/held-out-recorded.json`` (the lead's quiet held-out run in
+``results/auto.md``, 2026-12-06); called as below, nothing is written to
+``results/calibrate.md`` (``python -m benchmarks calibrate`` rewrites it)::
+
+    python -c "from benchmarks import calibrate; calibrate.main(['--table', 'shipped',
+      '--check', '--measured', 'benchmarks/results/grid-recorded.json'])"
+    python -c "from benchmarks import calibrate; calibrate.main(['--table', 'shipped',
+      '--check', '--held-out', '--measured', 'benchmarks/results/held-out-recorded.json'])"
 """
 
 from __future__ import annotations
@@ -85,7 +99,22 @@ def grid(models: list[str], n: int) -> list[tuple]:
     return [(m, o, n, t, ()) for m in models for o in (8, 100) for t in ((), (-1,))]
 
 
-def check(models: list[str], n: int, measured: str | None) -> None:
+def held_out() -> list[tuple]:
+    """The held-out cells of ``benchmarks.gpu`` as (model, O, N, trace_axes, widths)."""
+    from benchmarks import gpu
+
+    return [(m, o, n, tuple(t), ()) for m, o, n, t in gpu.HELD_OUT_CELLS]
+
+
+def _build(model: str, o: int, n: int, widths: tuple) -> bench_models.Model:
+    from benchmarks import gpu
+
+    if model in gpu.HELD_OUT:
+        return gpu.HELD_OUT[model](o, n)
+    return bench_models.build(model, o=o, n=n, widths=widths)
+
+
+def check(models: list[str], n: int, measured: str | None, only: list | None = None) -> None:
     times: dict = {}
     if measured:
         with open(measured) as fh:
@@ -95,15 +124,16 @@ def check(models: list[str], n: int, measured: str | None) -> None:
                 key = (r["model"], r["o"], r["n"], tuple(r["trace_axes"]))
                 if r.get("steady_s") is not None:
                     times.setdefault(key, {})[r["method"]] = r["steady_s"]
-    print("\nThe cost model alone on the grid (estimated seconds; nothing computed)")
+    where = "grid" if only is None else "held-out cells"
+    print(f"\nThe cost model alone on the {where} (estimated seconds; nothing computed)")
     print(
         "| model | O | N | trace_axes | est. JC | est. VP | est. SD | pick | measured JC / VP / SD "
         "| fastest | pick / fastest | same order |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     hits = cells = same = 0
-    for model, o, n_, trace_axes, widths in grid(models, n):
-        m = bench_models.build(model, o=o, n=n_, widths=widths)
+    for model, o, n_, trace_axes, widths in grid(models, n) if only is None else only:
+        m = _build(model, o, n_, widths)
         fn = ntk_zoo.ntk_fn(m.f, trace_axes=trace_axes, vmap_axes=0)
         method, costs = fn.choose(m.x, None, m.params)
         est = " | ".join(f"{costs[b]:.3g}" for b in BASE)
@@ -147,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--table", help="check with this table (a row's JSON file, or 'shipped') without measuring"
     )
+    parser.add_argument(
+        "--held-out", action="store_true", help="check on gpu.HELD_OUT_CELLS instead of the grid"
+    )
     args = parser.parse_args(argv)
     backend = jax.default_backend()
     print(f"backend: {backend} ({jax.devices()[0].device_kind}); jax {jax.__version__}\n")
@@ -161,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
             write(table)
     use_table(table)
     if args.check:
-        check(args.models.split(","), args.n, args.measured)
+        cells = held_out() if args.held_out else None
+        check(args.models.split(","), args.n, args.measured, cells)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from ntk_zoo.core._axes import to_layout as to_layout
 from ntk_zoo.core._axes import trace_size as trace_size
 from ntk_zoo.core._blocks import pad_rows as pad_rows
 from ntk_zoo.core._calibration import CONV_GRAD_SHARE as CONV_GRAD_SHARE
+from ntk_zoo.core._calibration import NARROW_SHARE as NARROW_SHARE
+from ntk_zoo.core._calibration import PATCHES_SHARE as PATCHES_SHARE
 from ntk_zoo.core._calibration import CostTable as CostTable
 from ntk_zoo.core._calibration import active_table as active_table
 from ntk_zoo.core._calibration import cache_path as cache_path
@@ -67,6 +69,8 @@ from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
 
 __all__ = [
     "CONV_GRAD_SHARE",
+    "NARROW_SHARE",
+    "PATCHES_SHARE",
     "Axes",
     "Contraction",
     "CostTable",

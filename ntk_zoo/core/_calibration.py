@@ -42,7 +42,20 @@ SCHEMA = 1
 # "einsum" step (small batched), not a "matmul": too little work per tile to reach the peak.
 SMALL_TILE = 1024
 SMALL_WORK = 1 << 18
-KINDS = ("matmul", "einsum", "memory", "pass", "conv_grad")
+# A larger product whose output tile is still below NARROW_TILE values (a Gram of a few hundred
+# kernel rows, n·o, over all of one leaf's params: Jacobian contraction's products and structured
+# derivatives' dense-factor Grams) is a "narrow" step, run at NARROW_SHARE of the matmul rate.
+# Measured on the 2-core XLA:CPU (one process, CPU time against the calibration's 1024³ matmul,
+# issue 21): Grams 128×16384 0.37, 160×16384 0.44, 160×32768 0.40, 256×16384 0.60, 160×4608
+# 0.49 of it; 1600×4608 1.00.
+NARROW_TILE = 1 << 17
+NARROW_SHARE = 0.44
+# Extracting a convolution's patches (``lax.conv_general_dilated_patches``: a grouped
+# convolution with a one-hot kernel, what structured derivatives' convolution rule builds)
+# writes its values at PATCHES_SHARE of the memory rate: 0.86-1.11 GB/s of CPU time on the
+# 2-core XLA:CPU, one thread, 3x3 windows, 3-32 channels (issue 21), against 5.2 GB/s.
+PATCHES_SHARE = 0.2
+KINDS = ("matmul", "einsum", "memory", "pass", "conv_grad", "narrow", "patches")
 # The per-example convolution weight gradients' rate as a share of the matmul rate where the
 # table does not say (a row from before it was measured): 2-core XLA:CPU, 16x16 to 32x32
 # images, 3-64 channels, 8-16 outputs: 6-23 GFLOP/s against 70-180 (BENCHMARKS.md, "auto").
@@ -104,16 +117,22 @@ class CostTable:
         of the two terms for ``kind="pass"``).
 
         ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate, ``"conv_grad"`` at
-        :attr:`conv_grad_rate`.
+        :attr:`conv_grad_rate`, ``"narrow"`` (a product with a small output tile, see
+        :func:`contraction_kind`) at :data:`NARROW_SHARE` of the matmul rate; ``"patches"``
+        (a convolution's patches extracted) moves its bytes at :data:`PATCHES_SHARE` of the
+        memory rate.
         """
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not a kind of step; choose one of {KINDS}.")
         rate = self.einsum_flops if kind == "einsum" else self.matmul_flops
         if kind == "conv_grad":
             rate = self.conv_grad_rate
+        if kind == "narrow":
+            rate = NARROW_SHARE * self.matmul_flops
         if kind == "pass":
             return steps * self.overhead_s + flops / rate + nbytes / self.memory_bytes
-        return steps * self.overhead_s + max(flops / rate, nbytes / self.memory_bytes)
+        bandwidth = self.memory_bytes * (PATCHES_SHARE if kind == "patches" else 1.0)
+        return steps * self.overhead_s + max(flops / rate, nbytes / bandwidth)
 
     @property
     def conv_grad_rate(self) -> float:
@@ -254,13 +273,17 @@ def reset_tables() -> None:
 def contraction_kind(m: float, k: float, n: float) -> str:
     """The kind of a contraction of an ``m×k`` by a ``k×n`` block (per batch element):
     ``"memory"`` without a contracted axis, ``"einsum"`` for an output tile below
-    :data:`SMALL_TILE` with under :data:`SMALL_WORK` multiply-adds, else ``"matmul"``.
+    :data:`SMALL_TILE` with under :data:`SMALL_WORK` multiply-adds, ``"narrow"`` for an output
+    tile below :data:`NARROW_TILE`, else ``"matmul"``.
 
     Example:
       >>> from ntk_zoo.core import contraction_kind
-      >>> [contraction_kind(*mkn) for mkn in [(16, 64, 16), (16, 10**6, 16), (64, 64, 64)]]
-      ['einsum', 'matmul', 'matmul']
+      >>> mkns = [(16, 64, 16), (16, 10**6, 16), (160, 16384, 160), (1024, 1024, 1024)]
+      >>> [contraction_kind(*mkn) for mkn in mkns]
+      ['einsum', 'narrow', 'narrow', 'matmul']
     """
     if k <= 1:
         return "memory"
-    return "einsum" if m * n < SMALL_TILE and m * k * n < SMALL_WORK else "matmul"
+    if m * n < SMALL_TILE and m * k * n < SMALL_WORK:
+        return "einsum"
+    return "narrow" if m * n < NARROW_TILE else "matmul"

@@ -37,17 +37,27 @@ def _eqn_flops(eqn: Any) -> float:
     return float(sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars))
 
 
-def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, float, float]:
-    """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, and the
-    FLOPs of its convolutions."""
+def _patches(eqn: Any) -> float:
+    """Values of a convolution's patches (every output position × input channel × window
+    offset: what ``lax.conv_general_dilated_patches`` writes for it)."""
+    lhs, rhs, out = (v.aval.shape for v in (*eqn.invars[:2], eqn.outvars[0]))
+    lhs_spec, rhs_spec, out_spec = eqn.params["dimension_numbers"]
+    window = math.prod(rhs[d] for d in rhs_spec[2:])
+    return math.prod(out) // out[out_spec[1]] * lhs[lhs_spec[1]] * window
+
+
+def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, ...]:
+    """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, the FLOPs
+    of its convolutions, and the values of their patches."""
     jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
-    flops = values = conv = 0.0
+    flops = values = conv = patches = 0.0
     for eqn, k in _compat.iter_eqns(jaxpr):
         flops += _eqn_flops(eqn) * k
         if eqn.primitive.name == "conv_general_dilated":
             conv += _eqn_flops(eqn) * k
+            patches += _patches(eqn) * k
         values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
-    return flops, values, conv
+    return flops, values, conv, patches
 
 
 def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
@@ -63,7 +73,9 @@ class Counts(NamedTuple):
     outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
     network writes (``o·y`` per side); ``table``: the machine's rates (``None``: the active table
     of the default backend); ``conv1``, ``conv2``: the FLOPs of the convolutions among ``fp``
-    (a per-example weight gradient of one costs as many, at the table's ``conv_grad`` rate).
+    (a per-example weight gradient of one costs as many, at the table's ``conv_grad`` rate);
+    ``patches1``, ``patches2``: the values of the convolutions' patches (what structured
+    derivatives' convolution rule extracts, see :data:`ntk_zoo.core.PATCHES_SHARE`).
     """
 
     itemsize: int
@@ -82,6 +94,8 @@ class Counts(NamedTuple):
     table: CostTable | None = None
     conv1: float = 0.0
     conv2: float = 0.0
+    patches1: float = 0.0
+    patches2: float = 0.0
 
     def phase(self, flops: float, values: float, kind: str = "matmul", steps: float = 1) -> float:
         """Estimated seconds of a phase of ``steps`` steps of ``kind`` (``"matmul"``, ``"einsum"``
@@ -96,9 +110,9 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
-    fp1, y1, conv1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
-    side2 = (fp1, y1, conv1) if p.x2 is None else None
-    fp2, y2, conv2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
+    fp1, y1, conv1, patches1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    side2 = (fp1, y1, conv1, patches1) if p.x2 is None else None
+    fp2, y2, conv2, patches2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
     out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
     out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
     n1 = n2 = 1
@@ -111,4 +125,4 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
     table = active_table() if table is None else table
     sides = (fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2)
-    return Counts(itemsize, n_params, *sides, passes_y, table, conv1, conv2)
+    return Counts(itemsize, n_params, *sides, passes_y, table, conv1, conv2, patches1, patches2)

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ntk_zoo.core import CostTable
-from ntk_zoo.structured._plan import plan, timed_steps
+from ntk_zoo.core import CostTable, active_table
+from ntk_zoo.structured._plan import plan, step_seconds
 
 Labels = list[int]
 
@@ -65,15 +65,34 @@ def side_steps(
     einsum: Einsum,
     itemsize: int,
     table: CostTable | None = None,
+    same: bool = False,
 ) -> Iterator[tuple[set[int], float]]:
     """Each pairwise step of ``einsum`` on ``path``: the sides its result depends on, and its
-    estimated seconds on ``table`` (default: the active one)."""
+    estimated seconds on ``table`` (default: the active one). With ``same`` (``x2=None``), a
+    step that contracts a side-1 operand with side 2's copy of it (the same arrays, combined
+    the same way: a factor's Gram with itself) reads and lays out that array once."""
+    table = active_table() if table is None else table
+    out, sizes = tuple(einsum.out), einsum.sizes()
+    ops = [tuple(s) for s in einsum.subscripts]
     owners = [{x} if x else {1, 2} for x in einsum.sides]
-    steps = timed_steps(path, einsum.subscripts, tuple(einsum.out), einsum.sizes(), itemsize, table)
-    for i, j, seconds in steps:
+    sources = [(id(a),) for a, _ in einsum.operands]  # the arrays each operand is computed from
+    for step in path:
+        if len(step) == 1:
+            continue
+        i, j = sorted(step)
+        rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+        keep = set(out).union(*rest) if rest else set(out)
+        mirror = same and {frozenset(owners[i]), frozenset(owners[j])} == {ONE, TWO}
+        shared = mirror and sources[i] == sources[j]
+        result, seconds = step_seconds(ops[i], ops[j], keep, sizes, itemsize, table, shared)
         merged = owners[i] | owners[j]
-        owners = [*owners[:i], *owners[i + 1 : j], *owners[j + 1 :], merged]
+        drop = lambda xs, i=i, j=j: [*xs[:i], *xs[i + 1 : j], *xs[j + 1 :]]
+        ops, owners = [*rest, result], [*drop(owners), merged]
+        sources = [*drop(sources), tuple(sorted(sources[i] + sources[j]))]
         yield merged, seconds
+
+
+ONE, TWO = frozenset({1}), frozenset({2})
 
 
 # The kernel blocks (einsum outputs) up to which the running contractor lays out each pair's
@@ -181,17 +200,19 @@ class PricingContractor:
     runs it (:class:`RunningContractor`, so that the priced trace is the method's program), else
     returns zeros of its shape. A use's Jacobian factor is priced as its einsum, whether it is
     formed by the primitive's transpose or not. ``same`` (``x2=None``): a step of side 2 alone
-    repeats side 1's and is not counted."""
+    repeats side 1's and is not counted. ``produced`` holds what it returned (a use's Jacobian
+    factor among them): their writes are counted in the steps that priced them."""
 
     def __init__(self, table: CostTable, itemsize: int, same: bool, compute: bool):
         self.table, self.itemsize, self.same, self.compute = table, itemsize, same, compute
         self.seconds = 0.0  # every einsum step
         self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
+        self.produced: dict[int, Any] = {}  # per result returned (kept alive): the result
 
     def price(self, einsum: Einsum) -> None:
         subs, out = einsum.subscripts, tuple(einsum.out)
         path, _ = plan(subs, einsum.shapes, out, self.itemsize, self.table)
-        for merged, seconds in side_steps(path, einsum, self.itemsize, self.table):
+        for merged, seconds in side_steps(path, einsum, self.itemsize, self.table, self.same):
             if merged == {2} and self.same:
                 continue  # the same as side 1's step
             self.seconds += seconds
@@ -201,12 +222,16 @@ class PricingContractor:
     def contract(self, einsum: Einsum) -> jax.Array:
         self.price(einsum)
         if self.compute:
-            return RUNNING.contract(einsum)
-        sizes = einsum.sizes()
-        return jnp.zeros([sizes[i] for i in einsum.out], einsum.operands[0][0].dtype)
+            result = RUNNING.contract(einsum)
+        else:
+            sizes = einsum.sizes()
+            result = jnp.zeros([sizes[i] for i in einsum.out], einsum.operands[0][0].dtype)
+        self.produced[id(result)] = result
+        return result
 
     def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
         if formed is None:
             return self.contract(einsum)
         self.price(einsum)
+        self.produced[id(formed)] = formed
         return formed

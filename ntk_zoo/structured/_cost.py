@@ -64,8 +64,17 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
     with _warnings.deferred() as warned, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = _traced(run, program, p.params, p.x1, p.x2, p.kwargs1, p.kwargs2)
-    values = sum(n for _, n in pricing.factors.values()) + c.passes_y
+    # the values of the einsums' inputs that the pass writes: not those an einsum step (which
+    # counts its own result's write) produced, e.g. a dense Jacobian factor before its Gram
+    produced = pricing.produced
+    values = sum(n for key, (_, n) in pricing.factors.items() if key not in produced)
+    values += c.passes_y
     seconds = c.phase(factor_flops, values, "pass") + pricing.seconds
+    # Each convolution's patches, extracted per side by its rule (a grouped convolution that
+    # runs far below the memory rate: ``core.PATCHES_SHARE``); as an operand, each was counted
+    # above only as values written.
+    patches = c.patches1 + (0 if p.x2 is None else c.patches2)
+    seconds += c.phase(0, patches, "patches", steps=0) if patches else 0.0
     if traced is None:
         return seconds, None
 

@@ -22,14 +22,18 @@ Labels = tuple[int, ...]
 _EXHAUSTIVE = 6  # operands up to which every pairwise order is tried
 
 
-def _step(a: Labels, b: Labels, keep: set[int], sizes: dict[int, int]):
+def _step(a: Labels, b: Labels, keep: set[int], sizes: dict[int, int], shared: bool = False):
     """Contracting ``a`` with ``b``: the result's labels, its FLOPs and the values it moves
-    (operands read and laid out for the product, result written)."""
+    (operands read and laid out for the product, result written). ``shared``: ``a`` and ``b``
+    are one array under two labellings (a factor's Gram with itself when ``x2=None``)."""
     result = tuple(label for label in dict.fromkeys(a + b) if label in keep)
     flops = 2.0 * math.prod(sizes[label] for label in set(a) | set(b))
     # Both operands are read, copied into the (batch, m, k) layout a matrix product takes (read
-    # and written once more), and the result is written.
-    moved = sum(3 * math.prod(sizes[label] for label in x) for x in (a, b))
+    # and written once more), and the result is written. One array on both sides is read and
+    # laid out once: XLA computes the same transpose of the same array once, and ``A Aᵀ`` takes
+    # no further copy (``_contractor.pair_product``; Jacobian contraction's estimate reads its
+    # Jacobian once for the same product).
+    moved = sum(3 * math.prod(sizes[label] for label in x) for x in ((a,) if shared else (a, b)))
     moved += math.prod(sizes[label] for label in result)
     return result, flops, moved
 
@@ -44,10 +48,17 @@ def step_kind(a: Labels, b: Labels, result: Labels, sizes: dict) -> str:
 
 
 def step_seconds(
-    a: Labels, b: Labels, keep: set[int], sizes: dict, itemsize: int, table: CostTable
+    a: Labels,
+    b: Labels,
+    keep: set[int],
+    sizes: dict,
+    itemsize: int,
+    table: CostTable,
+    shared: bool = False,
 ) -> tuple[Labels, float]:
-    """Contracting ``a`` with ``b``: the result's labels and the step's estimated seconds."""
-    result, flops, moved = _step(a, b, keep, sizes)
+    """Contracting ``a`` with ``b``: the result's labels and the step's estimated seconds
+    (``shared``: one array on both sides, see :func:`_step`)."""
+    result, flops, moved = _step(a, b, keep, sizes, shared)
     kind = step_kind(a, b, result, sizes)
     return result, table.seconds(flops, moved * itemsize, kind)
 
