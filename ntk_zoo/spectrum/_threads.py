@@ -13,9 +13,8 @@ a second core pays on a quiet machine. Under load they too lose (load 8.5: the f
 43 s of wall and 14.7 s of CPU with BLAS's 2 threads, 9.4 s and 4.8 s with one);
 ``OPENBLAS_NUM_THREADS=1`` is the user's switch for a shared machine.
 
-``threadpoolctl`` does the switching where it is installed (the ``cli`` extra brings it, through
-scikit-learn); without it BLAS keeps its default everywhere, which is correct, only slower under
-load.
+``threadpoolctl`` does the switching where it is installed (the ``cli`` extra declares it);
+without it BLAS keeps its default everywhere, which is correct, only slower under load.
 """
 
 from __future__ import annotations
