@@ -189,6 +189,10 @@ def test_row_blocks_equal_one_block(tmp_path, capsys):
     timed, excluded = set(report["method_times"]), set(report["method_excluded"])
     assert timed | excluded == set(RUNNABLE) and not timed & excluded
     assert all(report["method_excluded"].values())
+    # The reason says how the method was picked, with the times (not the estimate's words).
+    assert "timed" in report["method_reason"] and report["method"] in report["method_reason"]
+    if report["method_source"] == "measured":  # the timing calls' blocks were kept
+        assert 1 <= report["measured_blocks"] <= 3  # 3 row blocks: 3 off the diagonal
 
 
 @pytest.mark.parametrize(

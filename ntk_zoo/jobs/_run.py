@@ -134,28 +134,33 @@ def run_experiment(config: Any, workdir: str, *, progress: bool = True) -> dict[
     estimates = ", ".join(f"{k}={v:.3g}" for k, v in costs.items())
     stats = getattr(whole, "stats", None)  # batched: what its block programs ran
     if stats is None or not stats.method:  # one whole-batch kernel: the probe's pick ran
-        ran, source, times, excluded = (
+        ran, source, times, excluded, kept = (
             str(method_used),
             "estimate" if config.ntk.method == "auto" else "given",
             {},
             {},
+            0,
         )
     else:
         ran, source = stats.method, stats.method_source
         times, excluded = dict(stats.method_times), dict(stats.method_excluded)
+        kept = stats.measured_blocks
+    timed = ", ".join(f"{k}={v:.3g} s" for k, v in times.items())
+    reason = {
+        "given": "chosen in the config",
+        "measured": f"auto timed the candidates on a real block ({timed}) and kept the fastest",
+        "wisdom": f"auto reused the pick timed on an earlier run ({timed})",
+    }.get(source, f"auto picked the lowest estimated cost: {estimates}")
     report = {
         "config": config.to_dict(),
         "data": {"n": int(x.shape[0]), "example_shape": list(x.shape[1:])},
         "method": ran,
-        "method_reason": (
-            f"auto picked the lowest estimated cost: {estimates}"
-            if config.ntk.method == "auto"
-            else "chosen in the config"
-        ),
+        "method_reason": reason,
         "method_costs": costs,
         "method_source": source,  # given, estimate, measured or wisdom
         "method_times": times,  # measured seconds per block of each candidate
         "method_excluded": excluded,  # the methods auto did not time, with why
+        "measured_blocks": kept,  # blocks auto's timing calls computed and the kernel kept
         **({"probe_method": str(method_used)} if ran != str(method_used) else {}),
         "timings_s": {
             "build": build_s,
