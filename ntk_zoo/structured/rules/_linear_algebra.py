@@ -52,8 +52,11 @@ def _patches(
     rhs_dilation: tuple[int, ...],
     lhs_spec: tuple[int, ...],
 ) -> Any:
-    """The convolution's input patches, ``(batch, *out spatial, in-channel, *filter spatial)``:
-    the input padded (and dilated) once, then one strided slice per filter offset.
+    """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
+    the input padded (and dilated) once, then one strided slice per filter offset, each a
+    contiguous block of channels (the filter axes before the channel axis: stacked the other
+    way, every element is a strided write, and the stack cost WRN-16-4's pNTK as much as the
+    grouped convolution below).
 
     Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
     gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
@@ -84,9 +87,8 @@ def _patches(
                 (1, *strides, 1),
             )
         )
-    # features ordered (in-channel, *filter spatial), as conv_general_dilated_patches has them
-    patches = jnp.stack(slices, axis=-1)
-    return patches.reshape(*patches.shape[:-1], *filter_shape)
+    patches = jnp.stack(slices, axis=-2)  # (N, *out, filter offsets, C)
+    return patches.reshape(*patches.shape[:-2], *filter_shape, patches.shape[-1])
 
 
 @register("conv_general_dilated")
@@ -113,7 +115,7 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     batch, *spatial = patches.shape[: 1 + n_spatial]
     c_in = lhs.shape[lhs_spec[1]]
     dense_y = (out_spec[0], *out_spec[2:])
-    dense_w = (rhs_spec[1], *rhs_spec[2:])
+    dense_w = (*rhs_spec[2:], rhs_spec[1])  # the patches' order: filter spatial, in-channel
     c_out = w.shape[rhs_spec[0]]
     fg, bg = p["feature_group_count"], p["batch_group_count"]
     dtype = eqn.outputs[0].dtype
@@ -127,10 +129,11 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     groups = fg if fg > 1 else bg
     group_of = jnp.arange(c_out) // (c_out // groups)  # group of each output channel
     if fg > 1:  # in-channels split in groups: output channel o sees group(o)'s channels
-        grouped = patches.reshape(batch, *spatial, groups, c_in // groups, *filter_shape)
-        d = jnp.take(grouped, group_of, axis=1 + n_spatial)
+        grouped = patches.reshape(batch, *spatial, *filter_shape, groups, c_in // groups)
+        d = jnp.take(grouped, group_of, axis=1 + 2 * n_spatial)
+        d = jnp.moveaxis(d, 1 + 2 * n_spatial, 1 + n_spatial)  # (N, *out, c_out, *filter, c)
     else:  # batch split in groups: output channel o sees group(o)'s examples
-        grouped = patches.reshape(groups, batch // groups, *spatial, c_in, *filter_shape)
+        grouped = patches.reshape(groups, batch // groups, *spatial, *filter_shape, c_in)
         d = jnp.moveaxis(jnp.take(grouped, group_of, axis=0), 0, 1 + n_spatial)
     return Structure(
         diag=((out_spec[1], rhs_spec[0]),),
