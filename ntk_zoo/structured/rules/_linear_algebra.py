@@ -55,8 +55,8 @@ def _patches(
     """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
     the input padded (and dilated) once, then one strided slice per filter offset, each a
     contiguous block of channels (the filter axes before the channel axis: stacked the other
-    way, every element is a strided write, and the stack cost WRN-16-4's pNTK as much as the
-    grouped convolution below).
+    way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as much
+    as the convolution it replaces).
 
     Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
     gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
