@@ -88,6 +88,41 @@ def pntk_table(models: list[str], n: int, repeats: int) -> list[str]:
     return rows
 
 
+def pntk_floor_table(models: list[str], n: int, repeats: int) -> list[str]:
+    """What the pNTK cannot go below: one forward pass and one cotangent pass of the pNTK's
+    scalar (``jax.grad`` with respect to the inputs: every activation's cotangent, no param
+    gradient), beside the full kernel and the pNTK by structured derivatives, timed side by
+    side. The pNTK's part that shrinks with ``O`` is its time above ``fwd+bwd``."""
+    rows = [
+        "| model | N | full SD (s) | pNTK SD (s) | forward (s) | forward + cotangent pass (s) "
+        "| pNTK / full | forward / full | (forward + cotangent pass) / full |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    sd = "structured_derivatives"
+    for name in models:
+        model = bench_models.build(name, o=10, n=n)
+        f, params, x = model.f, model.params, jnp.asarray(model.x, jnp.float32)
+        full = jax.jit(ntk_zoo.ntk_fn(f, method=sd, trace_axes=(), vmap_axes=0))
+        pntk = jax.jit(ntk_zoo.ntk_fn(f, method=sd, cotangents="pntk", vmap_axes=0))
+        fwd = jax.jit(f)
+        fb = jax.jit(jax.grad(lambda x, p, f=f: f(p, x).sum() / np.sqrt(10)))
+        t = _timed(
+            {
+                "full": lambda full=full, x=x, p=params: full(x, None, p),
+                "pntk": lambda pntk=pntk, x=x, p=params: pntk(x, None, p),
+                "fwd": lambda fwd=fwd, x=x, p=params: fwd(p, x),
+                "fb": lambda fb=fb, x=x, p=params: fb(x, p),
+            },
+            repeats,
+        )
+        rows.append(
+            f"| {name} | {n} | {t['full']:.3f} | {t['pntk']:.3f} | {t['fwd']:.3f} | "
+            f"{t['fb']:.3f} | {t['pntk'] / t['full']:.3f} | {t['fwd'] / t['full']:.3f} | "
+            f"{t['fb'] / t['full']:.3f} |"
+        )
+    return rows
+
+
 def _model(name: str, n: int):
     """A model of the suite by name; ``mlp-64-256-256`` gives the MLP of those widths."""
     if name.startswith("mlp-"):
@@ -221,7 +256,8 @@ def main(argv: list[str] | None = None) -> str:
         help="which tables, comma-separated: pntk, error, features (structured against "
         "vmap(grad) on the first zoo model), projections (structured against gaussian on "
         "--projection-models), compile (the structured program's trace / lower / compile "
-        "split on --features-models, not in the default set)",
+        "split on --features-models), floor (the pNTK beside one forward and one cotangent "
+        "pass); the last two not in the default set",
     )
     parser.add_argument(
         "--features-models", default="", help="models of the features table (default: ViT-S/16)"
@@ -251,6 +287,9 @@ def main(argv: list[str] | None = None) -> str:
     if "pntk" in tables:
         emit("### pNTK against the full kernel (structured derivatives)", "")
         emit(*pntk_table(models, n, args.repeats), "", f"{_load()}", "")
+    if "floor" in tables:
+        emit("### The pNTK's floor: one forward and one cotangent pass", "")
+        emit(*pntk_floor_table(models, n, args.repeats), "", f"{_load()}", "")
     if "error" in tables:
         emit("### Projected pNTK error against dim (MLP, 32 examples)", "")
         emit(*error_table(dims), "", f"{_load()}", "")

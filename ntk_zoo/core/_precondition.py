@@ -68,6 +68,9 @@ class Preconditioned(NamedTuple):
     params: list[jax.Array]
     kept: tuple[int, ...]
     treedef: Any
+    # positions in ``params`` (the kept leaves) whose D is elementwise (an array, not a scalar):
+    # ``f_D`` scales them elementwise, which structured derivatives record as a diagonal use
+    elementwise: tuple[int, ...] = ()
 
     def restore(self, per_param: PyTree) -> PyTree:
         """A per-param kernel tree over ``params`` (a list) as one over all the leaves, the
@@ -170,4 +173,5 @@ def precondition(f: Callable[..., PyTree], preconditioner: Any, params: PyTree) 
             full[i] = qi if s is None else p + jnp.asarray(s, p.dtype) * (qi - p)
         return f(jax.tree.unflatten(treedef, full), x, **kwargs)
 
-    return Preconditioned(f_d, [leaves[i] for i in kept], tuple(kept), treedef)
+    elementwise = tuple(k for k, s in enumerate(scales) if s is not None and np.ndim(s))
+    return Preconditioned(f_d, [leaves[i] for i in kept], tuple(kept), treedef, elementwise)

@@ -10,10 +10,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntk_zoo.core import PureFn, as_pure_fn, canonicalize_vmap_axes, transformed_problem
+from ntk_zoo.core import (
+    PureFn,
+    as_pure_fn,
+    canonicalize_vmap_axes,
+    precondition,
+    transformed_problem,
+)
 from ntk_zoo.features._projection import check_projection, leaf_key, project_leaf
 from ntk_zoo.features._stream import stream
 from ntk_zoo.structured import kronecker_features
+from ntk_zoo.structured._warnings import warn_once
 
 PyTree = Any
 
@@ -51,10 +58,30 @@ def _jacobians(problem: Any) -> list[PyTree]:
     return problem.fx_treedef.flatten_up_to(jac)  # batch axis 0 of every output, as given
 
 
-def features_of(problem: Any, key: jax.Array, dim: int, projection: str) -> PyTree:
-    """``J P / √dim`` of every output leaf of ``problem`` (its ``x1``), per example."""
+def features_of(
+    problem: Any, key: jax.Array, dim: int, projection: str, elementwise: dict | None = None
+) -> PyTree:
+    """``J P / √dim`` of every output leaf of ``problem`` (its ``x1``), per example.
+
+    ``elementwise``: the param leaves of ``problem`` (index: path) scaled by an elementwise
+    preconditioner; those the structured projection sketches instead of projecting by
+    ``P_in ⊗ P_out`` are named in a one-time warning."""
     if projection == "structured":
-        out = kronecker_features(problem, key, dim)
+        sketched: set[int] = set()
+        out = kronecker_features(problem, key, dim, sketched)
+        lost = [path for i, path in (elementwise or {}).items() if i in sketched]
+        if out is not None and lost:
+            warn_once(
+                ("elementwise preconditioner, structured features", tuple(lost)),
+                'gradient_features(projection="structured"): the preconditioner is elementwise '
+                f"(an array) on {', '.join(lost[:4])}{' …' if len(lost) > 4 else ''}; such a "
+                "leaf is scaled elementwise, which hides its layer's structure, so it takes "
+                "the CountSketch of its per-example gradient instead of the Kronecker "
+                "projection P_in ⊗ P_out (still unbiased, but that gradient is formed: slower "
+                "and more memory on large layers). A scalar D per leaf (or a mask) keeps the "
+                "Kronecker projection.",
+                stacklevel=6,
+            )
         if out is not None:
             return jax.tree.unflatten(problem.fx_treedef, out)
         projection = "gaussian"  # the factors could not be recorded: every leaf dense
@@ -86,7 +113,16 @@ def features_program(
         problem, _ = transformed_problem(
             pure.apply, x, None, params, kwargs, (), (), vmap, cotangents, preconditioner
         )
-        return features_of(problem, key, dim, projection)
+        elementwise = None
+        if projection == "structured" and preconditioner is not None:
+            pre = precondition(pure.apply, preconditioner, params)
+            paths = jax.tree_util.tree_flatten_with_path(params)[0]
+            # a leaf of fewer than two axes is never projected by P_in ⊗ P_out (it has no
+            # "in" and "out" axes), so only the larger ones lose it
+            ranked = [k for k in pre.elementwise if np.ndim(pre.params[k]) >= 2]
+            names = [jax.tree_util.keystr(paths[pre.kept[k]][0]) for k in ranked]
+            elementwise = dict(zip(ranked, names))
+        return features_of(problem, key, dim, projection, elementwise)
 
     if len(_PROGRAMS) >= 16:
         _PROGRAMS.pop(next(iter(_PROGRAMS)))
@@ -155,7 +191,13 @@ def gradient_features(
       cotangents: as in :func:`ntk_zoo.ntk_fn`: ``"pntk"``, an array, a pytree or a callable
         ``v(fx, x)``; then one feature vector per example, ``Φ`` of shape ``(n, dim)`` with
         ``E[Φ Φᵀ] = v_iᵀ Θ v_j`` (plus any output axes ``v`` does not cover, before ``dim``).
-      preconditioner: ``D`` of ``J D Jᵀ`` (see :func:`ntk_zoo.ntk_fn`).
+      preconditioner: ``D`` of ``J D Jᵀ`` (see :func:`ntk_zoo.ntk_fn`). With
+        ``projection="structured"``, a scalar ``D`` per leaf (or a mask) keeps each dense and
+        convolution leaf on the Kronecker projection (the leaf is a scalar multiple of the
+        param); an elementwise ``D`` (an array) scales the leaf elementwise, which hides the
+        layer's structure, so that leaf takes the CountSketch of its per-example gradient
+        instead (exact in expectation, but the gradient is formed), with a one-time warning
+        naming the leaves.
       vmap_axes: the batch axes, as for :func:`ntk_zoo.ntk_fn` (``None`` for a plain ``f``:
         one Jacobian of the whole batch; a ``PureFn``'s own otherwise).
       batch_size: examples per block (axis 0 of ``x``; needs ``vmap_axes`` with batch axis

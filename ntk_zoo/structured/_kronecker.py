@@ -137,7 +137,9 @@ class _NoFactor(Exception):
     """A use's Jacobian factor could not be formed from the recorded factors."""
 
 
-def kronecker_features(problem: Problem, key: jax.Array, dim: int) -> list[jax.Array] | None:
+def kronecker_features(
+    problem: Problem, key: jax.Array, dim: int, sketched: set[int] | None = None
+) -> list[jax.Array] | None:
     """Per output leaf, features ``(*lead, dim)`` with ``E[Φ Φᵀ] = J Jᵀ`` (``lead``: the
     output's shape, batch axis first): each dense or convolution leaf (``kronecker_axes``)
     projected by ``P_in ⊗ P_out`` through its inputs and output cotangents; every other leaf
@@ -148,10 +150,15 @@ def kronecker_features(problem: Problem, key: jax.Array, dim: int) -> list[jax.A
     ``fold_in(that, 3)``.
 
     Returns ``None`` (after a one-time warning) where structured derivatives cannot record
-    the factors (a program JAX cannot transpose): the caller then projects densely.
+    the factors (a program JAX cannot transpose): the caller then projects densely. With
+    ``sketched``, the param leaves (indices into ``problem.params``'s leaves) that took the
+    CountSketch are added to it.
     """
     try:
         factors, leaves = side_factors(problem, problem.x1, problem.kwargs1)
+        if sketched is not None:
+            fallback = [leaf for leaf in leaves if leaf.uses and kronecker_axes(leaf) is None]
+            sketched.update(leaf.owner for leaf in fallback)
         return _features(problem, key, dim, factors.leaves, leaves)
     except (NotTransposable, _NoFactor) as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__

@@ -11,7 +11,7 @@ import pytest
 from jax import lax
 
 import ntk_zoo
-from ntk_zoo.structured import kronecker_split
+from ntk_zoo.structured import _kronecker, _warnings, kronecker_split
 from tests.cases import CASES, Case, add_bias, zoo_case
 from tests.oracle import oracle_ntk
 
@@ -227,9 +227,11 @@ def test_unknown_projection_names_structured():
         )
 
 
-def test_preconditioned_unbiased():
+def test_preconditioned_unbiased(monkeypatch):
     """``preconditioner=D``: ``E[Φ Φᵀ] = J D Jᵀ`` (the params reach their layers scaled by
-    ``√D``, elementwise)."""
+    ``√D``, elementwise: those leaves are sketched, with the warning of
+    ``test_elementwise_preconditioner_warns_scalar_keeps_kronecker``)."""
+    monkeypatch.setattr(_warnings, "_WARNED", {_ELEMENTWISE_KEY})
     case, keys = CASE["mlp"], 200
     pre = jax.tree.map(lambda p: 0.5 + np.abs(p), case.params)
     exact = np.asarray(
@@ -372,3 +374,38 @@ def test_draws_do_not_grow_with_depth():
     """The program draws each size once for all leaves (every PRNG hash is compiled as its own
     loop of kernels: drawn leaf by leaf they made compiling a ViT-S take 13 minutes)."""
     assert _random_eqns(2) == _random_eqns(6)
+
+
+_ELEMENTWISE_KEY = (
+    "elementwise preconditioner, structured features",
+    ("['w0']", "['w1']", "['w2']"),
+)
+
+
+def test_elementwise_preconditioner_warns_scalar_keeps_kronecker(monkeypatch):
+    """Issue 22 items 2-3: a scalar ``D`` per leaf (and a mask) keeps every dense leaf on the
+    Kronecker projection, silently; an elementwise ``D`` sends its dense leaves to the
+    CountSketch of their per-example gradient, and says so once, naming them."""
+    monkeypatch.setattr(_warnings, "_WARNED", set())  # warn_once: as in a fresh process
+    case = CASE["mlp"]
+    seen = []
+    real = _kronecker.kronecker_axes
+    monkeypatch.setattr(
+        _kronecker, "kronecker_axes", lambda leaf: seen.append(real(leaf)) or seen[-1]
+    )
+    dense = sorted(k for k, p in case.params.items() if np.ndim(p) == 2)
+    assert dense == ["w0", "w1", "w2"]
+    scalar = {k: 2.0 if k in dense else 1.0 for k in case.params}
+    mask = {k: k in dense for k in case.params}
+    for pre in (scalar, mask):
+        seen.clear()
+        _features(case, dim=16, cotangents="pntk", preconditioner=pre)  # no warning (errors)
+        assert sum(axes is not None for axes in seen) >= 3, pre
+    elementwise = {
+        k: (np.full(np.shape(p), 2.0) if k in dense else 1.0) for k, p in case.params.items()
+    }
+    with pytest.warns(
+        UserWarning, match=r"elementwise \(an array\) on \['w0'\], \['w1'\], \['w2'\];"
+    ):
+        _features(case, dim=16, cotangents="pntk", preconditioner=elementwise)
+    assert _ELEMENTWISE_KEY in _warnings._WARNED

@@ -87,3 +87,19 @@ def test_every_required_primitive_has_a_rule():
     assert not [name for name in required if name not in RULES]
     tested = {p.primitive for p in PRIMS}
     assert not [name for name in required if name not in tested and name != "expand_dims"]
+
+
+@pytest.mark.parametrize(
+    "prim",
+    [p for p in PRIMS if p.primitive == "conv_general_dilated" and p.name.endswith("-kernel")],
+    ids=lambda p: p.name,
+)
+def test_conv_patches_are_data_movement(prim):
+    # The kernel's structure (the input patches) is gathered by pad and strided slices, not
+    # by lax.conv_general_dilated_patches' one-hot grouped convolution, which XLA's CPU
+    # backend runs as a convolution (a fixed cost of every structured conv kernel, a large
+    # share of the pNTK's: issue 22). The values are checked by the test above.
+    _, _, eqn, idx, args = _use(prim)
+    assert idx == 1 and args[1] is None
+    jaxpr = jax.make_jaxpr(lambda lhs: _registry.structure(eqn, idx, [lhs, None]).d)(args[0])
+    assert "conv_general_dilated" not in {e.primitive.name for e in jaxpr.jaxpr.eqns}

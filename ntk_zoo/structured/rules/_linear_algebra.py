@@ -3,6 +3,7 @@ structure pays most (a dense layer's Jacobian is ``x ⊗ I``; a convolution's is
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jax.numpy as jnp
@@ -42,18 +43,52 @@ def dot_general(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     )
 
 
-def _spec_strings(lhs: tuple, rhs: tuple, out: tuple) -> tuple[str, str, str]:
-    """Integer dimension numbers as the letter strings ``conv_general_dilated_patches`` takes."""
-    spatial = "HWDXYZUVST"
+def _patches(
+    lhs: Any,
+    filter_shape: list[int],
+    strides: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
+    lhs_dilation: tuple[int, ...],
+    rhs_dilation: tuple[int, ...],
+    lhs_spec: tuple[int, ...],
+) -> Any:
+    """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
+    the input padded (and dilated) once, then one strided slice per filter offset, each a
+    contiguous block of channels (the filter axes before the channel axis: stacked the other
+    way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as much
+    as the convolution it replaces).
 
-    def letters(spec: tuple, batch: str, feature: str) -> str:
-        chars = [""] * len(spec)
-        chars[spec[0]], chars[spec[1]] = batch, feature
-        for i, axis in enumerate(spec[2:]):
-            chars[axis] = spatial[i]
-        return "".join(chars)
-
-    return letters(lhs, "N", "C"), letters(rhs, "O", "I"), letters(out, "N", "C")
+    Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
+    gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
+    backend runs as a convolution: on WRN-16-4 (32×32×3, N=8, 2-core CPU) its four largest
+    took 25-33 ms each of a 0.75 s pNTK call; the slices are copies (issue 22, ARCHITECTURE.md,
+    "Where the pNTK's time goes").
+    """
+    x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # (N, *spatial, C)
+    zero = jnp.zeros((), x.dtype)
+    config = [(0, 0, 0)]
+    config += [(lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)]
+    config += [(0, 0, 0)]
+    x = lax.pad(x, zero, config)
+    spatial = x.shape[1:-1]
+    out = [
+        (n - (k - 1) * r - 1) // s + 1
+        for n, k, r, s in zip(spatial, filter_shape, rhs_dilation, strides)
+    ]
+    slices = []
+    for offset in itertools.product(*(range(k) for k in filter_shape)):
+        start = [o * r for o, r in zip(offset, rhs_dilation)]
+        limit = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides)]
+        slices.append(
+            lax.slice(
+                x,
+                (0, *start, 0),
+                (x.shape[0], *limit, x.shape[-1]),
+                (1, *strides, 1),
+            )
+        )
+    patches = jnp.stack(slices, axis=-2)  # (N, *out, filter offsets, C)
+    return patches.reshape(*patches.shape[:-2], *filter_shape, patches.shape[-1])
 
 
 @register("conv_general_dilated")
@@ -67,24 +102,20 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
     w = eqn.inputs[1]
     filter_shape = [w.shape[i] for i in rhs_spec[2:]]
-    patches = lax.conv_general_dilated_patches(
+    patches = _patches(
         lhs,
         filter_shape,
         p["window_strides"],
         p["padding"],
         p["lhs_dilation"],
         p["rhs_dilation"],
-        _spec_strings(lhs_spec, rhs_spec, out_spec),
-        precision=lax.Precision.HIGHEST,
+        lhs_spec,
     )
-    # patches: laid out as the output; features ordered (in-channel, *filter spatial).
     n_spatial = len(filter_shape)
-    patches = jnp.transpose(patches, (out_spec[0], *out_spec[2:], out_spec[1]))
-    batch, *spatial, _ = patches.shape
+    batch, *spatial = patches.shape[: 1 + n_spatial]
     c_in = lhs.shape[lhs_spec[1]]
-    patches = patches.reshape(batch, *spatial, c_in, *filter_shape)
     dense_y = (out_spec[0], *out_spec[2:])
-    dense_w = (rhs_spec[1], *rhs_spec[2:])
+    dense_w = (*rhs_spec[2:], rhs_spec[1])  # the patches' order: filter spatial, in-channel
     c_out = w.shape[rhs_spec[0]]
     fg, bg = p["feature_group_count"], p["batch_group_count"]
     dtype = eqn.outputs[0].dtype
@@ -98,10 +129,11 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     groups = fg if fg > 1 else bg
     group_of = jnp.arange(c_out) // (c_out // groups)  # group of each output channel
     if fg > 1:  # in-channels split in groups: output channel o sees group(o)'s channels
-        grouped = patches.reshape(batch, *spatial, groups, c_in // groups, *filter_shape)
-        d = jnp.take(grouped, group_of, axis=1 + n_spatial)
+        grouped = patches.reshape(batch, *spatial, *filter_shape, groups, c_in // groups)
+        d = jnp.take(grouped, group_of, axis=1 + 2 * n_spatial)
+        d = jnp.moveaxis(d, 1 + 2 * n_spatial, 1 + n_spatial)  # (N, *out, c_out, *filter, c)
     else:  # batch split in groups: output channel o sees group(o)'s examples
-        grouped = patches.reshape(groups, batch // groups, *spatial, c_in, *filter_shape)
+        grouped = patches.reshape(groups, batch // groups, *spatial, *filter_shape, c_in)
         d = jnp.moveaxis(jnp.take(grouped, group_of, axis=0), 0, 1 + n_spatial)
     return Structure(
         diag=((out_spec[1], rhs_spec[0]),),
