@@ -123,6 +123,8 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
         return jnp.einsum(a, la, b, lb, res, precision=lax.Precision.HIGHEST), res
     a, la = _sum_own(a, la, set(lb), keep)
     b, lb = _sum_own(b, lb, set(la), keep)
+    if _free_size(b, lb, la) > _free_size(a, la, lb):  # the wider operand on the left: see below
+        a, la, b, lb = b, lb, a, la
     sa, sb = set(la), set(lb)
     batch = [x for x in la if x in sb and x in keep]
     summed = [x for x in la if x in sb and x not in keep]
@@ -143,6 +145,11 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     )
     res = batch + free_a + free_b
     return product.reshape([sizes[x] for x in res]), res
+
+
+def _free_size(arr: jax.Array, labels: Labels, other: Labels) -> int:
+    """How many values ``arr`` has along its labels not in ``other`` (its rows in the product)."""
+    return math.prod(n for x, n in zip(labels, arr.shape) if x not in other)
 
 
 def _sum_own(arr: jax.Array, labels: Labels, other: set[int], keep: set[int]):
