@@ -9,7 +9,8 @@
 * ``laid out``: the library as it is
 
 — then calls them in alternating rounds and prints per variant the median and the minimum
-seconds, each laid-out variant's speed-up against ``einsum`` (medians), and the load average
+wall seconds and CPU seconds (``time.process_time``, all threads: steadier than wall when the
+machine is shared), each variant's speed-up against ``einsum`` (medians), and the load average
 before and after. It writes nothing; the tables in ``benchmarks/results/structured.md`` are
 copied from its output by hand.
 """
@@ -69,17 +70,20 @@ def main(argv: list[str]) -> None:
         fns[label], seconds = _compile(m, x, limit, swap)
         print(f"{label}: compiled in {seconds:.1f} s", flush=True)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for label, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(fn(x, None, m.params))
             times[label].append(time.perf_counter() - t0)
-    base = float(np.median(times["einsum"]))
+            cpu[label].append(time.process_time() - c0)
+    base, base_cpu = float(np.median(times["einsum"])), float(np.median(cpu["einsum"]))
     for label, ts in times.items():
-        med = float(np.median(ts))
+        med, med_cpu = float(np.median(ts)), float(np.median(cpu[label]))
         print(
-            f"{name} N={n} O={o} {label:18s} median {med:.3f} s  min {min(ts):.3f} s  "
-            f"speed-up vs einsum {base / med:.2f}x  {[round(t, 3) for t in ts]}"
+            f"{name} N={n} O={o} {label:18s} wall median {med:.3f} s (min {min(ts):.3f}), "
+            f"{base / med:.2f}x einsum; CPU median {med_cpu:.3f} s (min {min(cpu[label]):.3f}), "
+            f"{base_cpu / med_cpu:.2f}x einsum; wall {[round(t, 3) for t in ts]}"
         )
     ref = np.asarray(fns["einsum"](x, None, m.params))
     for label, fn in fns.items():

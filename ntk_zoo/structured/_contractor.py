@@ -85,7 +85,10 @@ def side_steps(
 # timed alone was not slower but one, by 1.4x). The lead's quiet re-check (2026-12-06, one
 # process, LAYOUT_OUT against -1 alternating, medians): conv O=8 N=32 1.17x faster, ViT O=8
 # N=16 even, ViT-S/16 N=16 1.05x faster, but WRN-16-4 N=16 1.06x and WRN-28-10 N=8 1.11x
-# slower; a rule that separates them (operand sizes?) is open (issue 20).
+# slower. That loss was not the block size but one product shape, XLA:CPU's slow batched A·Bᵀ
+# with fewer rows on the left (the WRNs' 8×8 conv leaves), which ``pair_product`` now avoids by
+# putting the wider operand left; with it the WRNs measure at least even (2026-12-06, under
+# load, ``python -m benchmarks.layout_ab``; ARCHITECTURE.md), so the bound stays as it was.
 LAYOUT_OUT = 2**18
 
 
@@ -108,7 +111,8 @@ def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array
 
 def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[int]):
     """``a`` (labels ``la``) contracted with ``b`` (``lb``), keeping the labels in ``keep``:
-    ``(array, labels)``, labels ordered as batch (in both, kept), ``a``'s own, ``b``'s own.
+    ``(array, labels)``, labels ordered as batch (in both, kept), then the own labels of the
+    operand with more free values, then the other's (``a``'s first on a tie).
 
     Both operands are laid out as ``(batch, free, contracted)`` matrices, the contracted axes
     minor and in the same order on both sides, before one batched ``dot_general`` over their last
@@ -117,13 +121,22 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     ``(m, k) × (k, n)``: the right operand is copied into a transposed layout, so a leaf's dense
     factor contracted with itself (``x2=None``) is copied twice (see ARCHITECTURE.md). Here the two
     sides' layouts are the same transpose of the same array, which XLA computes once, and the
-    product ``A Aᵀ`` needs no further copy. Exact: the same sums, in another order."""
+    product ``A Aᵀ`` needs no further copy.
+
+    The operand with more free values (more rows) goes on the left, whichever order the path
+    gives: XLA:CPU runs a batched ``A Bᵀ`` (contracted axes minor on both sides) 1.6-9x slower
+    when ``A`` has fewer rows than ``B`` (8 × (10 × 16384)·(80 × 16384)ᵀ: 24-29 ms against
+    6-7 ms swapped, CPU time, multi- or single-threaded), the last product of the WideResNets'
+    8×8 conv leaves. Swapping costs nothing (no copy; the result's labels say the order), and
+    the batch and contracted orders then follow the wider operand, which is also the larger (the
+    two share those axes), so that where the orders differ the smaller one is transposed.
+    Exact: the same sums, in another order."""
     if len(set(la)) < len(la) or len(set(lb)) < len(lb):  # a diagonal within one operand
         res = [x for x in dict.fromkeys(la + lb) if x in keep]
         return jnp.einsum(a, la, b, lb, res, precision=lax.Precision.HIGHEST), res
     a, la = _sum_own(a, la, set(lb), keep)
     b, lb = _sum_own(b, lb, set(la), keep)
-    if _free_size(b, lb, la) > _free_size(a, la, lb):  # the wider operand on the left: see below
+    if _free_size(b, lb, la) > _free_size(a, la, lb):  # the wider operand on the left
         a, la, b, lb = b, lb, a, la
     sa, sb = set(la), set(lb)
     batch = [x for x in la if x in sb and x in keep]

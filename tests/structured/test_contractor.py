@@ -120,7 +120,7 @@ def test_a_large_kernel_block_is_left_to_einsum(monkeypatch):
 
 @pytest.mark.parametrize("swapped", [False, True])
 def test_the_operand_with_more_free_values_is_the_left_one(swapped):
-    # XLA:CPU runs a batched A·Bᵀ (contracted axis minor on both sides) 2.5-8x slower when A
+    # XLA:CPU runs a batched A·Bᵀ (contracted axis minor on both sides) 1.6-9x slower when A
     # has fewer rows than B (WRN-16-4's conv Grams: 10 logits against 80 rows, see
     # ARCHITECTURE.md), so the wider operand goes on the left whichever way the path has them
     few, many = _array((0, 1, 2), 0), _array((0, 3, 2), 1)  # free: 3 values against 5
