@@ -92,6 +92,14 @@ def side_steps(
 LAYOUT_OUT = 2**18
 
 
+# ``pair_product`` puts the right operand on the left where it has at least this many times the
+# left's free values (rows). Measured (CPU time, load 5-8): 2-8x the rows made the batched A·Bᵀ
+# 1.6-9x slower than swapped; near a tie the swap gains nothing and can cost a copy in the next
+# product (on the conv cell, 256 against 288 rows: the swapped factor's labels no longer put its
+# contracted axes minor for the Gram that follows, 1.20x -> 1.17x against einsum).
+SWAP_ROWS = 2
+
+
 def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array:
     """The einsum of ``operands`` into ``out``, pairwise along ``path`` (opt_einsum's format),
     each pair as one matrix product (:func:`pair_product`)."""
@@ -112,7 +120,8 @@ def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array
 def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[int]):
     """``a`` (labels ``la``) contracted with ``b`` (``lb``), keeping the labels in ``keep``:
     ``(array, labels)``, labels ordered as batch (in both, kept), then the own labels of the
-    operand with more free values, then the other's (``a``'s first on a tie).
+    left operand (``b`` where it has ``SWAP_ROWS`` times ``a``'s free values, else ``a``), then
+    the other's.
 
     Both operands are laid out as ``(batch, free, contracted)`` matrices, the contracted axes
     minor and in the same order on both sides, before one batched ``dot_general`` over their last
@@ -123,20 +132,22 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     sides' layouts are the same transpose of the same array, which XLA computes once, and the
     product ``A Aᵀ`` needs no further copy.
 
-    The operand with more free values (more rows) goes on the left, whichever order the path
-    gives: XLA:CPU runs a batched ``A Bᵀ`` (contracted axes minor on both sides) 1.6-9x slower
-    when ``A`` has fewer rows than ``B`` (8 × (10 × 16384)·(80 × 16384)ᵀ: 24-29 ms against
-    6-7 ms swapped, CPU time, multi- or single-threaded), the last product of the WideResNets'
-    8×8 conv leaves. Swapping costs nothing (no copy; the result's labels say the order), and
-    the batch and contracted orders then follow the wider operand, which is also the larger (the
-    two share those axes), so that where the orders differ the smaller one is transposed.
+    The operand with many more free values (rows: ``SWAP_ROWS`` times the other's) goes on the
+    left, whichever order the path gives: XLA:CPU runs a batched ``A Bᵀ`` (contracted axes minor
+    on both sides) 1.6-9x slower when ``A`` has 2-8x fewer rows than ``B``
+    (8 × (10 × 16384)·(80 × 16384)ᵀ: 24-29 ms against 6-7 ms swapped, CPU time, multi- or
+    single-threaded), the last product of the WideResNets' 8×8 conv leaves. Swapping adds no
+    copy to this product (the result's labels say the order), but the reordered result can
+    need one in the next, hence the margin. The batch and contracted orders follow the left
+    operand, which is also the larger (the two share those axes), so that where the orders
+    differ the smaller one is transposed.
     Exact: the same sums, in another order."""
     if len(set(la)) < len(la) or len(set(lb)) < len(lb):  # a diagonal within one operand
         res = [x for x in dict.fromkeys(la + lb) if x in keep]
         return jnp.einsum(a, la, b, lb, res, precision=lax.Precision.HIGHEST), res
     a, la = _sum_own(a, la, set(lb), keep)
     b, lb = _sum_own(b, lb, set(la), keep)
-    if _free_size(b, lb, la) > _free_size(a, la, lb):  # the wider operand on the left
+    if _free_size(b, lb, la) >= SWAP_ROWS * _free_size(a, la, lb):  # the wider one left
         a, la, b, lb = b, lb, a, la
     sa, sb = set(la), set(lb)
     batch = [x for x in la if x in sb and x in keep]
