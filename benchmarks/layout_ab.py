@@ -5,7 +5,7 @@
 
 * ``einsum``: every einsum to ``jnp.einsum`` whole (``_contractor.LAYOUT_OUT = -1``);
 * ``laid out, no swap``: laid out by ``pair_product``, the left operand as the path gives it
-  (the layouts before the wider-operand-left rule);
+  (the layouts before the wider-operand-left rule, ``SWAP_ROWS`` infinite);
 * ``laid out``: the library as it is
 
 — then calls them in alternating rounds and prints per variant the median and the minimum
@@ -37,17 +37,17 @@ def _model(name: str, n: int, o: int):
 
 
 def _compile(m, x, layout_out: int, swap: bool):
-    saved = _contractor.LAYOUT_OUT, _contractor._free_size
+    saved = _contractor.LAYOUT_OUT, _contractor.SWAP_ROWS
     _contractor.LAYOUT_OUT = layout_out
     if not swap:
-        _contractor._free_size = lambda *args: 0  # never wider: the path's order stays
+        _contractor.SWAP_ROWS = float("inf")  # never swapped: the path's order stays
     try:
         fn = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", trace_axes=(), vmap_axes=0)
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(x, None, m.params).compile()
         seconds = time.perf_counter() - t0
     finally:
-        _contractor.LAYOUT_OUT, _contractor._free_size = saved
+        _contractor.LAYOUT_OUT, _contractor.SWAP_ROWS = saved
     jax.block_until_ready(compiled(x, None, m.params))
     return compiled, seconds
 
