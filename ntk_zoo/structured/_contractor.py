@@ -95,8 +95,9 @@ LAYOUT_OUT = 2**18
 # ``pair_product`` puts the right operand on the left where it has at least this many times the
 # left's free values (rows). Measured (CPU time, load 5-8): 2-8x the rows made the batched A·Bᵀ
 # 1.6-9x slower than swapped; near a tie the swap gains nothing and can cost a copy in the next
-# product (on the conv cell, 256 against 288 rows: the swapped factor's labels no longer put its
-# contracted axes minor for the Gram that follows, 1.20x -> 1.17x against einsum).
+# product (on the conv cell, 256 against 288 rows: the swapped factor, ``[n, cin, kh, kw, o,
+# cout]``, no longer has its free axes ``n, o`` leading for the Gram that follows, which copies
+# it; 1.20x -> 1.17x against einsum, within the noise of that measurement).
 SWAP_ROWS = 2
 
 
@@ -136,7 +137,8 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     left, whichever order the path gives: XLA:CPU runs a batched ``A Bᵀ`` (contracted axes minor
     on both sides) 1.6-9x slower when ``A`` has 2-8x fewer rows than ``B``
     (8 × (10 × 16384)·(80 × 16384)ᵀ: 24-29 ms against 6-7 ms swapped, CPU time, multi- or
-    single-threaded), the last product of the WideResNets' 8×8 conv leaves. Swapping adds no
+    single-threaded), the last product of the WideResNets' conv leaves that are planned
+    patch-Gram first (8×8 and 16×16, 4 on WRN-16-4, 15 on WRN-28-10). Swapping adds no
     copy to this product (the result's labels say the order), but the reordered result can
     need one in the next, hence the margin. The batch and contracted orders follow the left
     operand, which is also the larger (the two share those axes), so that where the orders
