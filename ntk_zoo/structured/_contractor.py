@@ -104,8 +104,20 @@ ONE, TWO = frozenset({1}), frozenset({2})
 # timed alone was not slower but one, by 1.4x). The lead's quiet re-check (2026-12-06, one
 # process, LAYOUT_OUT against -1 alternating, medians): conv O=8 N=32 1.17x faster, ViT O=8
 # N=16 even, ViT-S/16 N=16 1.05x faster, but WRN-16-4 N=16 1.06x and WRN-28-10 N=8 1.11x
-# slower; a rule that separates them (operand sizes?) is open (issue 20).
+# slower. That loss was not the block size but one product shape, XLA:CPU's slow batched A·Bᵀ
+# with fewer rows on the left (the WRNs' 8×8 conv leaves), which ``pair_product`` now avoids by
+# putting the wider operand left; with it the WRNs measure at least even (2026-12-06, under
+# load, ``python -m benchmarks.layout_ab``; ARCHITECTURE.md), so the bound stays as it was.
 LAYOUT_OUT = 2**18
+
+
+# ``pair_product`` puts the right operand on the left where it has at least this many times the
+# left's free values (rows). Measured (CPU time, load 5-8): 2-8x the rows made the batched A·Bᵀ
+# 1.6-9x slower than swapped; near a tie the swap gains nothing and can cost a copy in the next
+# product (on the conv cell, 256 against 288 rows: the swapped factor, ``[n, cin, kh, kw, o,
+# cout]``, no longer has its free axes ``n, o`` leading for the Gram that follows, which copies
+# it; 1.20x -> 1.17x against einsum, within the noise of that measurement).
+SWAP_ROWS = 2
 
 
 def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array:
@@ -127,7 +139,9 @@ def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array
 
 def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[int]):
     """``a`` (labels ``la``) contracted with ``b`` (``lb``), keeping the labels in ``keep``:
-    ``(array, labels)``, labels ordered as batch (in both, kept), ``a``'s own, ``b``'s own.
+    ``(array, labels)``, labels ordered as batch (in both, kept), then the own labels of the
+    left operand (``b`` where it has ``SWAP_ROWS`` times ``a``'s free values, else ``a``), then
+    the other's.
 
     Both operands are laid out as ``(batch, free, contracted)`` matrices, the contracted axes
     minor and in the same order on both sides, before one batched ``dot_general`` over their last
@@ -136,12 +150,26 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     ``(m, k) × (k, n)``: the right operand is copied into a transposed layout, so a leaf's dense
     factor contracted with itself (``x2=None``) is copied twice (see ARCHITECTURE.md). Here the two
     sides' layouts are the same transpose of the same array, which XLA computes once, and the
-    product ``A Aᵀ`` needs no further copy. Exact: the same sums, in another order."""
+    product ``A Aᵀ`` needs no further copy.
+
+    The operand with many more free values (rows: ``SWAP_ROWS`` times the other's) goes on the
+    left, whichever order the path gives: XLA:CPU runs a batched ``A Bᵀ`` (contracted axes minor
+    on both sides) 1.6-9x slower when ``A`` has 2-8x fewer rows than ``B``
+    (8 × (10 × 16384)·(80 × 16384)ᵀ: 24-29 ms against 6-7 ms swapped, CPU time, multi- or
+    single-threaded), the last product of the WideResNets' conv leaves that are planned
+    patch-Gram first (8×8 and 16×16, 4 on WRN-16-4, 15 on WRN-28-10). Swapping adds no
+    copy to this product (the result's labels say the order), but the reordered result can
+    need one in the next, hence the margin. The batch and contracted orders follow the left
+    operand, which is also the larger (the two share those axes), so that where the orders
+    differ the smaller one is transposed.
+    Exact: the same sums, in another order."""
     if len(set(la)) < len(la) or len(set(lb)) < len(lb):  # a diagonal within one operand
         res = [x for x in dict.fromkeys(la + lb) if x in keep]
         return jnp.einsum(a, la, b, lb, res, precision=lax.Precision.HIGHEST), res
     a, la = _sum_own(a, la, set(lb), keep)
     b, lb = _sum_own(b, lb, set(la), keep)
+    if _free_size(b, lb, la) >= SWAP_ROWS * _free_size(a, la, lb):  # the wider one left
+        a, la, b, lb = b, lb, a, la
     sa, sb = set(la), set(lb)
     batch = [x for x in la if x in sb and x in keep]
     summed = [x for x in la if x in sb and x not in keep]
@@ -162,6 +190,11 @@ def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[i
     )
     res = batch + free_a + free_b
     return product.reshape([sizes[x] for x in res]), res
+
+
+def _free_size(arr: jax.Array, labels: Labels, other: Labels) -> int:
+    """How many values ``arr`` has along its labels not in ``other`` (its rows in the product)."""
+    return math.prod(n for x, n in zip(labels, arr.shape) if x not in other)
 
 
 def _sum_own(arr: jax.Array, labels: Labels, other: set[int], keep: set[int]):
