@@ -50,10 +50,13 @@ SMALL_WORK = 1 << 18
 # 0.49 of it; 1600×4608 1.00.
 NARROW_TILE = 1 << 17
 NARROW_SHARE = 0.44
-# Extracting a convolution's patches (``lax.conv_general_dilated_patches``: a grouped
-# convolution with a one-hot kernel, what structured derivatives' convolution rule builds)
-# writes its values at PATCHES_SHARE of the memory rate: 0.86-1.11 GB/s of CPU time on the
-# 2-core XLA:CPU, one thread, 3x3 windows, 3-32 channels (issue 21), against 5.2 GB/s.
+# Extracting a convolution's patches (structured derivatives' convolution rule: the input
+# padded once, one strided slice per filter offset, stacked) writes its values at PATCHES_SHARE
+# of the memory rate. Quiet 2-core XLA:CPU, CPU time, 3x3 windows, float32 (issue 22): 0.76 GB/s
+# for N=16 32x32x64 (36 MiB of patches), 1.6-3.9 GB/s for 9-18 MiB; over those five shapes,
+# byte-weighted, 1.24 GB/s, 0.24 of the table's 5.2 GB/s. (Before, the rule called
+# ``lax.conv_general_dilated_patches``, a one-hot grouped convolution: 0.31-0.53 GB/s on the
+# same shapes.)
 PATCHES_SHARE = 0.2
 KINDS = ("matmul", "einsum", "memory", "pass", "conv_grad", "narrow", "patches")
 # The per-example convolution weight gradients' rate as a share of the matmul rate where the

@@ -39,7 +39,7 @@ def _eqn_flops(eqn: Any) -> float:
 
 def _patches(eqn: Any) -> float:
     """Values of a convolution's patches (every output position × input channel × window
-    offset: what ``lax.conv_general_dilated_patches`` writes for it)."""
+    offset: what structured derivatives' convolution rule writes for it)."""
     lhs, rhs, out = (v.aval.shape for v in (*eqn.invars[:2], eqn.outvars[0]))
     lhs_spec, rhs_spec, out_spec = eqn.params["dimension_numbers"]
     window = math.prod(rhs[d] for d in rhs_spec[2:])

@@ -70,9 +70,9 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
     values = sum(n for key, (_, n) in pricing.factors.items() if key not in produced)
     values += c.passes_y
     seconds = c.phase(factor_flops, values, "pass") + pricing.seconds
-    # Each convolution's patches, extracted per side by its rule (a grouped convolution that
-    # runs far below the memory rate: ``core.PATCHES_SHARE``); as an operand, each was counted
-    # above only as values written.
+    # Each convolution's patches, extracted per side by its rule (strided slices of the padded
+    # input, stacked: copies that run well below the memory rate, ``core.PATCHES_SHARE``); as an
+    # operand, each was counted above only as values written.
     patches = c.patches1 + (0 if p.x2 is None else c.patches2)
     seconds += c.phase(0, patches, "patches", steps=0) if patches else 0.0
     if traced is None:
