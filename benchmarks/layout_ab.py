@@ -27,7 +27,7 @@ import numpy as np
 
 import ntk_zoo
 from benchmarks import bench_models
-from ntk_zoo.structured import _contractor
+from ntk_zoo.structured import contractor as _contractor
 
 
 def _model(name: str, n: int, o: int):

@@ -19,8 +19,7 @@ from ntk_zoo.core import (
 )
 from ntk_zoo.features._projection import check_projection, leaf_key, project_leaf
 from ntk_zoo.features._stream import stream
-from ntk_zoo.structured import kronecker_features
-from ntk_zoo.structured._warnings import warn_once
+from ntk_zoo.structured import kronecker_features, warn_once
 
 PyTree = Any
 

@@ -15,6 +15,9 @@ method's entry in the engine's registry). :class:`StructuredOptions` force its c
 through its inputs and output cotangents, split per leaf by :func:`kronecker_split`.
 """
 
+# ``contractor``: the contractor's tuning constants (``LAYOUT_OUT``, ``SWAP_ROWS``), for
+# side-by-side measurements such as ``benchmarks/layout_ab.py`` (set on it, read at trace time).
+from ntk_zoo.structured import _contractor as contractor
 from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop expanders)
 from ntk_zoo.structured import rules as rules  # registers the built-in rules
 from ntk_zoo.structured._cost import STRUCTURED_DERIVATIVES as STRUCTURED_DERIVATIVES
@@ -27,6 +30,7 @@ from ntk_zoo.structured._registry import RULES as RULES
 from ntk_zoo.structured._registry import VIEWS as VIEWS
 from ntk_zoo.structured._registry import register as register
 from ntk_zoo.structured._structure import Structure as Structure
+from ntk_zoo.structured._warnings import warn_once as warn_once
 
 __all__ = [
     "KroneckerSplit",
@@ -35,9 +39,11 @@ __all__ = [
     "VIEWS",
     "Structure",
     "StructuredOptions",
+    "contractor",
     "kronecker_features",
     "kronecker_split",
     "register",
     "rules",
     "structured_derivatives",
+    "warn_once",
 ]
