@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ntk_zoo.core import CostTable, active_table
-from ntk_zoo.structured._plan import plan, step_seconds
+from ntk_zoo.core import CostTable
+from ntk_zoo.structured._plan import plan, timed_steps
 
 Labels = list[int]
 
@@ -71,23 +71,18 @@ def side_steps(
     estimated seconds on ``table`` (default: the active one). With ``same`` (``x2=None``), a
     step that contracts a side-1 operand with side 2's copy of it (the same arrays, combined
     the same way: a factor's Gram with itself) reads and lays out that array once."""
-    table = active_table() if table is None else table
-    out, sizes = tuple(einsum.out), einsum.sizes()
-    ops = [tuple(s) for s in einsum.subscripts]
     owners = [{x} if x else {1, 2} for x in einsum.sides]
     sources = [(id(a),) for a, _ in einsum.operands]  # the arrays each operand is computed from
-    for step in path:
-        if len(step) == 1:
-            continue
-        i, j = sorted(step)
-        rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
-        keep = set(out).union(*rest) if rest else set(out)
-        mirror = same and {frozenset(owners[i]), frozenset(owners[j])} == {ONE, TWO}
-        shared = mirror and sources[i] == sources[j]
-        result, seconds = step_seconds(ops[i], ops[j], keep, sizes, itemsize, table, shared)
+
+    def shared(i: int, j: int) -> bool:  # side 1's operand and side 2's copy of it
+        mirror = {frozenset(owners[i]), frozenset(owners[j])} == {ONE, TWO}
+        return same and mirror and sources[i] == sources[j]
+
+    subs, out, sizes = einsum.subscripts, tuple(einsum.out), einsum.sizes()
+    for i, j, seconds in timed_steps(path, subs, out, sizes, itemsize, table, shared):
         merged = owners[i] | owners[j]
         drop = lambda xs, i=i, j=j: [*xs[:i], *xs[i + 1 : j], *xs[j + 1 :]]
-        ops, owners = [*rest, result], [*drop(owners), merged]
+        owners = [*drop(owners), merged]
         sources = [*drop(sources), tuple(sorted(sources[i] + sources[j]))]
         yield merged, seconds
 

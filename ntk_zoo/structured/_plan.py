@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import opt_einsum
 
@@ -70,8 +70,13 @@ def timed_steps(
     sizes: dict,
     itemsize: int,
     table: CostTable | None = None,
+    shared: Callable[[int, int], bool] | None = None,
 ) -> Iterator[tuple[int, int, float]]:
-    """Each pairwise step of ``path``: (position of a, position of b, estimated seconds)."""
+    """Each pairwise step of ``path``: (position of a, position of b, estimated seconds).
+
+    ``shared(i, j)``, asked before each step, says whether the operands now at ``i`` and ``j``
+    are one array (read and laid out once, see :func:`_step`); a caller that tracks what each
+    operand holds updates its own lists after each yielded step, as the path merges them."""
     table = active_table() if table is None else table
     ops = [tuple(s) for s in subs]
     for step in path:
@@ -80,7 +85,8 @@ def timed_steps(
         i, j = sorted(step)
         rest = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
         keep = set(out).union(*rest) if rest else set(out)
-        result, seconds = step_seconds(ops[i], ops[j], keep, sizes, itemsize, table)
+        one = shared is not None and shared(i, j)
+        result, seconds = step_seconds(ops[i], ops[j], keep, sizes, itemsize, table, one)
         yield i, j, seconds
         ops = [*rest, result]
 
