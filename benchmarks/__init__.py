@@ -11,8 +11,9 @@
 * ``bench_models.py``: the one model list (plain ``jax.numpy``, the same numbers under both).
 * one module per question, listed in :data:`SUITES`; each has ``main(argv)``.
 
-Each suite prints markdown tables; ``python -m benchmarks`` also writes them to
-``benchmarks/results/<suite>.md`` (``<suite>-quick.md`` with ``--quick``).
+Each suite prints markdown tables; ``python -m benchmarks`` also appends them to
+``benchmarks/results/<suite>.md`` as a new dated section, keeping the runs and notes before it
+(``<suite>-quick.md`` with ``--quick``, rewritten each time).
 ``python -m benchmarks report`` (``report.py``) generates BENCHMARKS.md from those files: one
 current table per suite, with the machine, versions and commit.
 """

@@ -1,5 +1,9 @@
 """``python -m benchmarks <suite> [options]``: runs one suite (or ``all``) and writes its tables
-to ``benchmarks/results/``. ``python -m benchmarks`` alone lists the suites."""
+to ``benchmarks/results/``. ``python -m benchmarks`` alone lists the suites.
+
+A suite's results file keeps its history: a run is appended to ``<suite>.md`` as a new dated
+section (its command, commit and load), so earlier runs and the notes written beside them stay;
+only ``<suite>-quick.md`` (smoke runs) is rewritten."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import contextlib
 import importlib
 import io
 import os
+import subprocess
 import sys
+import time
 
 from benchmarks import SUITES, _harness
 
@@ -32,12 +38,31 @@ def run(suite: str, argv: list[str]) -> None:
         importlib.import_module(module).main(argv)
         return
     os.makedirs(_harness.RESULTS, exist_ok=True)
-    name = f"{suite}-quick.md" if "--quick" in argv else f"{suite}.md"
-    path = os.path.join(_harness.RESULTS, name)
-    with open(path, "w") as fh, contextlib.redirect_stdout(_Tee(sys.stdout, fh)):
-        print(f"<!-- python -m benchmarks {' '.join([suite, *argv])} -->\n")
-        importlib.import_module(module).main(argv)
-    print(f"(written to {os.path.relpath(path, _harness.ROOT)})")
+    quick = "--quick" in argv
+    path = os.path.join(_harness.RESULTS, f"{suite}-quick.md" if quick else f"{suite}.md")
+    command = f"python -m benchmarks {' '.join([suite, *argv])}"
+    append = not quick and os.path.exists(path)
+    with open(path, "a" if append else "w") as fh:
+        fh.write(_heading(command) if append else f"<!-- {command} -->\n\n")
+        fh.flush()
+        with contextlib.redirect_stdout(_Tee(sys.stdout, fh)):
+            importlib.import_module(module).main(argv)
+    how = "appended to" if append else "written to"
+    print(f"({how} {os.path.relpath(path, _harness.ROOT)})")
+
+
+def _heading(command: str) -> str:
+    """The heading of a run appended to a results file: when, the command, commit and load."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=_harness.ROOT, capture_output=True
+        )
+        commit = out.stdout.decode().strip() or "no commit"
+    except OSError:
+        commit = "no commit"
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"\n## {when}: `{command}` at {commit} (load {load})\n\n"
 
 
 def main() -> None:
@@ -72,4 +97,5 @@ def main() -> None:
     run(suite, rest)
 
 
-main()
+if __name__ == "__main__":
+    main()

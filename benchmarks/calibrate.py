@@ -26,7 +26,7 @@ given table): ``benchmarks/results/grid-recorded.json`` (the grid's quiet per-ce
 ``results/structured.md``, cells 1-17 at load 0.3 and 18-24 at 75424c5) and
 ``benchmarks/results/held-out-recorded.json`` (the lead's quiet held-out run in
 ``results/auto.md``, 2026-12-06); called as below, nothing is written to
-``results/calibrate.md`` (``python -m benchmarks calibrate`` rewrites it)::
+``results/calibrate.md`` (``python -m benchmarks calibrate`` appends a section to it)::
 
     python -c "from benchmarks import calibrate; calibrate.main(['--table', 'shipped',
       '--check', '--measured', 'benchmarks/results/grid-recorded.json'])"

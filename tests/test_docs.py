@@ -57,3 +57,32 @@ def test_the_benchmark_report_shows_every_results_file_in_order(tmp_path):
     assert text.index("## auto\n") < text.index("## whole-dataset\n")
     assert "`python -m benchmarks whole-dataset`" in text and "| auto-quick |" not in text
     assert "- commit: " in text and "- versions: ntk-zoo " in text
+
+
+def test_a_benchmark_run_appends_to_its_results_file_and_keeps_the_history(
+    tmp_path, monkeypatch, capsys
+):
+    import importlib
+    import sys
+
+    from benchmarks import _harness
+
+    main = importlib.import_module("benchmarks.__main__")
+    (tmp_path / "fake_suite.py").write_text("def main(argv):\n    print('| run', *argv, '|')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(main.SUITES, "fake", ("fake_suite", "a question"))
+    monkeypatch.setattr(_harness, "RESULTS", str(tmp_path / "results"))
+    main.run("fake", ["one"])
+    results = tmp_path / "results" / "fake.md"
+    results.write_text(results.read_text() + "A note written by hand.\n")
+    main.run("fake", ["two"])
+    main.run("fake", ["--quick"])
+    main.run("fake", ["--quick", "again"])
+    text = results.read_text()
+    assert text.startswith("<!-- python -m benchmarks fake one -->\n\n| run one |\n")
+    assert "A note written by hand.\n\n## " in text
+    assert text.rstrip().endswith("| run two |") and "`python -m benchmarks fake two` at " in text
+    quick = (tmp_path / "results" / "fake-quick.md").read_text()
+    assert "| run --quick again |" in quick and "| run --quick |" not in quick
+    assert "appended to" in capsys.readouterr().out
+    sys.modules.pop("fake_suite", None)
