@@ -273,8 +273,8 @@ def _opaque_indices(length: int, key: Any) -> list:
     gives ``i`` back exactly. (An ``optimization_barrier`` would not do: XLA:CPU removes it and
     folds the constant.) See :func:`_slices`."""
     keys = jnp.broadcast_to(key, (2,))
-    rows = [np.full((2,), i, np.int32) for i in range(length)]
-    return [r[0] for r in lax.sort((keys, *rows), num_keys=1)[1:]]
+    rows = [np.array([i, -1], np.int32) for i in range(length)]
+    return [r[0] for r in lax.sort((keys, *rows), num_keys=1, is_stable=True)[1:]]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -284,8 +284,14 @@ def _slices(xs: tuple, i: int, index: Any) -> tuple:
     are identical, and XLA:CPU compiles each kernel once, as for the unrolled model's per-layer
     params (a static slice fused into them made one distinct kernel per iteration). Their
     tangents are the static slices ``t[i]`` that ``_roots`` splits a stacked param by."""
+    zero = np.zeros((), getattr(index, "dtype", np.int32))
     return tuple(
-        lax.dynamic_index_in_dim(x, index, 0, keepdims=False, allow_negative_indices=False)
+        lax.reshape(
+            lax.dynamic_slice(
+                x, (index, *[zero] * (x.ndim - 1)), (1, *x.shape[1:]), allow_negative_indices=False
+            ),
+            x.shape[1:],
+        )
         for x in xs
     )
 

@@ -86,16 +86,16 @@ def _structured(problem: Problem, contractor: Contractor, options: StructuredOpt
         dense = [None if s is None else _choice.choose_dense(s, options.uses) for s in sides]
         chosen = _choice.shared_grams(sides, dense, f1.cts, f2.cts, options.grams)
         grams = compute_grams(chosen, contractor)
-        per_leaf: list = [None] * param_def.num_leaves  # a leaf's parts summed (``_roots``)
+        per_leaf: list = [[] for _ in range(param_def.num_leaves)]  # a leaf's parts (``_roots``)
         for i, s in enumerate(sides):
             if s is not None:
-                k = contract_leaf(s, dense[i], grams.get(i, {}), contractor)
-                owner = leaves[i].owner
-                per_leaf[owner] = k if per_leaf[owner] is None else per_leaf[owner] + k
+                per_leaf[leaves[i].owner].append(
+                    contract_leaf(s, dense[i], grams.get(i, {}), contractor)
+                )
         kernels = []
-        for k in per_leaf:
-            k = jnp.zeros(shape, problem.dtype) if k is None else k.astype(problem.dtype)
-            kernels.append(to_layout(k, axes))
+        for parts in per_leaf:
+            k = jnp.zeros(shape, problem.dtype) if not parts else _sum_parts(parts)
+            kernels.append(to_layout(k.astype(problem.dtype), axes))
         out.append(jax.tree.unflatten(param_def, kernels))
     return out
 
@@ -108,3 +108,15 @@ def _kernel_canonical_shape(problem: Problem, j: int, axes: LeafAxes) -> tuple[i
         + tuple(s1[k] for k in axes.free)
         + tuple(s2[k] for k in axes.free)
     )
+
+
+def _sum_parts(parts: list) -> jax.Array:
+    """The sum of a leaf's parts (one per layer of an unrolled ``scan``), added pairwise as a
+    balanced tree rather than as a chain: each part is a dot's result behind the same reshapes
+    and transposes, and XLA's simplifier moves them below one ``add`` of a chain per pass of its
+    fixed-point loop, so a chain of ``L`` parts ran that loop ``L + 1`` times over the whole
+    program (a tree: its depth, ``⌈log2 L⌉``)."""
+    while len(parts) > 1:
+        odd = parts[-1:] if len(parts) % 2 else []
+        parts = [a + b for a, b in zip(parts[0::2], parts[1::2])] + odd
+    return parts[0]
