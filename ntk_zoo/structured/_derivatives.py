@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from ntk_zoo.core import LeafAxes, Problem, to_layout
 from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _choice
-from ntk_zoo.structured._contraction import compute_grams, contract_leaf
+from ntk_zoo.structured._contraction import compute_grams, contract_leaf, tree_sum
 from ntk_zoo.structured._contractor import RUNNING, Contractor
 from ntk_zoo.structured._factors import side_factors
 from ntk_zoo.structured._operands import Labels, LeafOperands
@@ -94,7 +94,7 @@ def _structured(problem: Problem, contractor: Contractor, options: StructuredOpt
                 )
         kernels = []
         for parts in per_leaf:
-            k = jnp.zeros(shape, problem.dtype) if not parts else _sum_parts(parts)
+            k = jnp.zeros(shape, problem.dtype) if not parts else tree_sum(parts)
             kernels.append(to_layout(k.astype(problem.dtype), axes))
         out.append(jax.tree.unflatten(param_def, kernels))
     return out
@@ -108,15 +108,3 @@ def _kernel_canonical_shape(problem: Problem, j: int, axes: LeafAxes) -> tuple[i
         + tuple(s1[k] for k in axes.free)
         + tuple(s2[k] for k in axes.free)
     )
-
-
-def _sum_parts(parts: list) -> jax.Array:
-    """The sum of a leaf's parts (one per layer of an unrolled ``scan``), added pairwise as a
-    balanced tree rather than as a chain: each part is a dot's result behind the same reshapes
-    and transposes, and XLA's simplifier moves them below one ``add`` of a chain per pass of its
-    fixed-point loop, so a chain of ``L`` parts ran that loop ``L + 1`` times over the whole
-    program (a tree: its depth, ``⌈log2 L⌉``)."""
-    while len(parts) > 1:
-        odd = parts[-1:] if len(parts) % 2 else []
-        parts = [a + b for a, b in zip(parts[0::2], parts[1::2])] + odd
-    return parts[0]

@@ -314,3 +314,20 @@ def test_a_scanned_stack_runs_the_xla_simplifier_about_as_often_as_the_unrolled_
     models, x = _stack(depth)
     passes = {name: _simplifier_passes(_lowered_sd(g, p, x)) for name, (g, p) in models.items()}
     assert passes["scanned"] <= passes["unrolled"] + math.ceil(math.log2(depth)) + 1, passes
+
+
+def test_a_weight_shared_by_every_step_runs_the_xla_simplifier_about_log2_steps_times():
+    # An RNN's weight has one use per step, summed into one Jacobian factor per example; added
+    # as a chain, XLA's simplifier ran once more per step (9 times at 8 steps, 3 at 1 step).
+    def runs(steps: int) -> int:
+        rng = np.random.default_rng(0)
+        p = {"U": rng.standard_normal((8, 8)) / 3, "r": rng.standard_normal((8, 2))}
+
+        def rnn(p, x):
+            h, _ = lax.scan(lambda h, xt: (jnp.tanh(h @ p["U"] + xt), None), jnp.zeros(8), x)
+            return h @ p["r"]
+
+        return _simplifier_passes(_lowered_sd(rnn, p, rng.standard_normal((3, steps, 8))))
+
+    steps = 8
+    assert runs(steps) <= runs(1) + math.ceil(math.log2(steps)), (runs(steps), runs(1))
