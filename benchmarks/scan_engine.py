@@ -1,7 +1,7 @@
 """Structured derivatives on a layer stack written with ``lax.scan`` against the same stack
 unrolled (a Python loop over per-layer params): steady time and compile time, side by side.
 
-    python -m benchmarks.scan_engine [--quick] [--depths 6,12] [--rounds 5]
+    python -m benchmarks.scan_engine [--quick] [--depths 6,12] [--rounds 5] [--compile-rounds 3]
 
 Both models have the same parameters (the scanned one stacks them along a leading layer axis)
 and give the same kernel; each is jitted with ``vmap_axes=0`` and full logit blocks
@@ -9,6 +9,13 @@ and give the same kernel; each is jitted with ``vmap_axes=0`` and full logit blo
 alternating rounds (one call of each model per round, so load hits both alike). Also times
 Jacobian contraction on each, for the SD/JC ratio. The compile time is also split into its
 phases: tracing the kernel function (``jit(...).trace``), lowering, and XLA's compile.
+
+Before any timed compile, a small scanned and unrolled stack are compiled once: the first
+compile of a process pays a one-time start-up (0.2-0.3 s on the 2-core CPU) that would
+otherwise land on whichever case is compiled first. ``--compile-rounds N`` compiles each case
+``N`` times, the scanned and unrolled ones in alternating order, and reports the medians;
+``XLA CPU s`` is the process CPU time of XLA's compile (less sensitive to other processes'
+load than its wall time).
 """
 
 from __future__ import annotations
@@ -92,26 +99,47 @@ def _inputs(kind: str, n: int, width: int, tokens: int):
 
 
 def _compiled(f, params, x, method: str):
-    """The compiled kernel function and the seconds of its trace, lower and XLA compile."""
+    """The compiled kernel function and the seconds of its trace, lower and XLA compile (wall),
+    and the process CPU seconds of the XLA compile."""
     kernel_fn = ntk_zoo.ntk_fn(f, method=method, vmap_axes=0, trace_axes=())
     t0 = time.perf_counter()
     traced = jax.jit(kernel_fn).trace(x, None, params)
     t1 = time.perf_counter()
     lowered = traced.lower()
     t2 = time.perf_counter()
+    c2 = time.process_time()
     compiled = lowered.compile()
-    return compiled, (t1 - t0, t2 - t1, time.perf_counter() - t2)
+    cpu = time.process_time() - c2
+    return compiled, (t1 - t0, t2 - t1, time.perf_counter() - t2, cpu)
 
 
-def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dict]:
+def warm_up(methods) -> None:
+    """Compiles a small scanned and unrolled stack once (the process's one-time start-up)."""
+    scanned, sp, unrolled, up = models("mlp", 2, 8, 2)
+    x = _inputs("mlp", 2, 8, 1)
+    for method in methods:
+        for f, p in ((scanned, sp), (unrolled, up)):
+            jax.block_until_ready(_compiled(f, p, x, method)[0](x, None, p))
+
+
+def measure(kind, depth, width, outputs, n, tokens, rounds, methods, compile_rounds=1) -> list:
     scanned, sp, unrolled, up = models(kind, depth, width, outputs)
     x = _inputs(kind, n, width, tokens)
     cases = {}
     for method in methods:
-        for name, f, p in (("scan", scanned, sp), ("unrolled", unrolled, up)):
-            compiled, phases = _compiled(f, p, x, method)
-            jax.block_until_ready(compiled(x, None, p))
-            cases[name, method] = (compiled, p, phases, [])
+        ways = [("scan", scanned, sp), ("unrolled", unrolled, up)]
+        phases: dict = {"scan": [], "unrolled": []}
+        for r in range(compile_rounds):
+            for name, f, p in ways if r % 2 == 0 else ways[::-1]:
+                compiled, split = _compiled(f, p, x, method)
+                phases[name].append(split)
+                if r == 0:
+                    jax.block_until_ready(compiled(x, None, p))
+                    cases[name, method] = (compiled, p, None, [])
+        for name in phases:
+            median = tuple(statistics.median(t) for t in zip(*phases[name]))
+            compiled, p, _, times = cases[name, method]
+            cases[name, method] = (compiled, p, median, times)
     for _ in range(rounds):
         for compiled, p, _, times in cases.values():
             start = time.perf_counter()
@@ -124,8 +152,9 @@ def measure(kind, depth, width, outputs, n, tokens, rounds, methods) -> list[dic
             "written": name,
             "method": method,
             "steady_s": statistics.median(times),
-            "compile_s": sum(phases),
-            "phases_s": phases,
+            "compile_s": sum(phases[:3]),
+            "phases_s": phases[:3],
+            "xla_cpu_s": phases[3],
         }
         for (name, method), (_, _, phases, times) in cases.items()
     ]
@@ -142,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="mlp,transformer")
     parser.add_argument("--jc", action="store_true", help="also time Jacobian contraction")
+    parser.add_argument(
+        "--compile-rounds", type=int, default=1, help="compiles per case (alternating order)"
+    )
     args = parser.parse_args(argv)
     methods = ["structured_derivatives"] + (["jacobian_contraction"] if args.jc else [])
     sizes = {  # width, outputs, n, tokens
@@ -150,15 +182,19 @@ def main(argv: list[str] | None = None) -> None:
     }
     rounds = 1 if args.quick else args.rounds
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks")
+    warm_up(methods)
     print(
         "| model | depth | method | scan steady s | unrolled steady s | scan/unrolled "
-        "| scan compile s | unrolled compile s | trace / lower / XLA compile s (scan; unrolled) |"
+        "| scan compile s | unrolled compile s | trace / lower / XLA compile s (scan; unrolled) "
+        "| XLA CPU s (scan; unrolled) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in args.models.split(","):
         width, outputs, n, tokens = sizes[kind]
         for depth in map(int, args.depths.split(",")):
-            rows = measure(kind, depth, width, outputs, n, tokens, rounds, methods)
+            rows = measure(
+                kind, depth, width, outputs, n, tokens, rounds, methods, args.compile_rounds
+            )
             for method in methods:
                 get = {r["written"]: r for r in rows if r["method"] == method}
                 s, u = get["scan"], get["unrolled"]
@@ -166,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {kind} (w={width}, N={n}, O={outputs}) | {depth} | {method} "
                     f"| {s['steady_s']:.4f} | {u['steady_s']:.4f} "
                     f"| {s['steady_s'] / u['steady_s']:.2f} | {s['compile_s']:.2f} "
-                    f"| {u['compile_s']:.2f} | {_phases(s)}; {_phases(u)} |",
+                    f"| {u['compile_s']:.2f} | {_phases(s)}; {_phases(u)} "
+                    f"| {s['xla_cpu_s']:.2f}; {u['xla_cpu_s']:.2f} |",
                     flush=True,
                 )
 

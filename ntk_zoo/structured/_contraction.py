@@ -48,25 +48,35 @@ def contract_leaf(s: LeafOperands, dense: DenseChoice, grams: dict, contractor: 
         if s.same:
             factors.append(factors[0])
         entries.append(("dense", Use(pullback=True), *factors))
-    total = None
+    terms = []
     for (u, use1, a1, _), (v, use2, _, a2) in itertools.product(entries, repeat=2):
         gram = grams.get(u) if u == v else None
-        term = contractor.contract(s.pair_spec((u, use1, a1), (v, use2, a2), gram))
-        total = term if total is None else total + term
-    return total
+        terms.append(contractor.contract(s.pair_spec((u, use1, a1), (v, use2, a2), gram)))
+    return tree_sum(terms)
+
+
+def tree_sum(terms: list) -> Any:
+    """``Σ terms``, added pairwise as a balanced tree rather than as a chain. The terms of a
+    leaf's kernel (its uses' pairs, or its parts: one per layer of an unrolled ``scan``) are
+    dots' results behind the same reshapes and transposes, which XLA's simplifier moves below
+    one ``add`` of a chain per run of its fixed-point loop over the whole program: a chain of
+    ``n`` terms ran it ``n + 1`` times, a tree runs it about ``log2 n`` times."""
+    while len(terms) > 1:
+        odd = terms[-1:] if len(terms) % 2 else []
+        terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + odd
+    return terms[0]
 
 
 def _dense_factor(
     s: LeafOperands, dense: DenseChoice, side: int, contractor: Contractor
 ) -> UseFactors:
     """The dense uses' Jacobian factors of one side, summed: a pseudo-use's factors."""
-    total = None
+    terms = []
     for u in dense.uses:
         arrays = s.arrays[side - 1][u]
         if s.leaf.uses[u].pullback:
-            term = arrays.g[s.j]
+            terms.append(arrays.g[s.j])
         else:
             spec = dense.specs[u] if side == 1 else s.dense_spec(2, u)
-            term = contractor.factor(spec, None if arrays.j is None else arrays.j[s.j])
-        total = term if total is None else total + term
-    return UseFactors(g={s.j: total})
+            terms.append(contractor.factor(spec, None if arrays.j is None else arrays.j[s.j]))
+    return UseFactors(g={s.j: tree_sum(terms)})

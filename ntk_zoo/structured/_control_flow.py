@@ -233,10 +233,12 @@ def _has_scan(jaxpr: Any) -> bool:
     )
 
 
-def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], key: Any) -> list:
+def _evaluate(
+    jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], indices: _Indices | None
+) -> list:
     """Evaluates ``jaxpr`` (in the current trace) with every ``scan`` it holds unrolled, also
-    inside the calls it inlines (``jit``, ``remat``: the calls that hold a scan). ``key``: a
-    value known only when the program runs (:func:`_opaque_indices`)."""
+    inside the calls it inlines (``jit``, ``remat``: the calls that hold a scan). ``indices``:
+    the opaque iteration indices (:class:`_Indices`), ``None`` for static slices."""
     env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
     read = lambda v: v.val if isinstance(v, _compat.Literal) else env[v]
     for eqn in jaxpr.eqns:
@@ -244,11 +246,11 @@ def _evaluate(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], key: Any) 
         name = eqn.primitive.name
         body = eqn.params.get(_CALLS.get(name, ""))
         if name == "scan" and not _too_long("scan", int(eqn.params["length"]), eqn.params["jaxpr"]):
-            outs = _unrolled_scan(eqn, vals, key)
+            outs = _unrolled_scan(eqn, vals, indices)
         elif body is not None and name not in _KEPT_CALLS and _has_scan(body):
             inner = body.jaxpr if isinstance(body, _compat.ClosedJaxpr) else body
             inner_consts = body.consts if isinstance(body, _compat.ClosedJaxpr) else ()
-            outs = _evaluate(inner, inner_consts, vals, key)
+            outs = _evaluate(inner, inner_consts, vals, indices)
         else:
             outs = _compat.bind_eqn(eqn, *vals)
         for v, o in zip(eqn.outvars, outs):
@@ -267,53 +269,76 @@ def _key(leaves: Sequence[Any]) -> Any:
     )
 
 
-def _opaque_indices(length: int, key: Any) -> list:
-    """The integers ``0 .. length-1`` as values XLA cannot see through: the outputs of one
-    ``sort`` keyed by ``key`` (a runtime value), each sorting a constant ``[i, i]``, so any order
-    gives ``i`` back exactly. (An ``optimization_barrier`` would not do: XLA:CPU removes it and
-    folds the constant.) See :func:`_slices`."""
-    keys = jnp.broadcast_to(key, (2,))
-    rows = [np.full((2,), i, np.int32) for i in range(length)]
-    return [r[0] for r in lax.sort((keys, *rows), num_keys=1)[1:]]
+class _Indices:
+    """The integers ``0 .. n-1`` as values XLA cannot see through, for a scan of length ``n``:
+    the outputs of one ``sort`` keyed by ``key`` (a runtime value broadcast to both keys), whose
+    rows are the constants ``[-1, i]``; a stable sort of equal keys keeps every row as it is, so
+    ``row[1]`` is ``i`` exactly. (An ``optimization_barrier`` would not do: XLA:CPU removes it
+    and folds the constant. Rows ``[i, i]`` would do too, but XLA turns each such constant into
+    a broadcast, one more kernel and ``n`` more instructions.) One sort per length, shared by
+    every scan of that length (a nested scan's every outer iteration). See :func:`_unstack`."""
+
+    def __init__(self, key: Any):
+        self.key, self.made = key, {}
+
+    def __call__(self, length: int) -> tuple:
+        if length not in self.made:
+            keys = jnp.broadcast_to(self.key, (2,))
+            rows = [np.array([-1, i], np.int32) for i in range(length)]
+            outs = lax.sort((keys, *rows), num_keys=1, is_stable=True)[1:]
+            self.made[length] = tuple(r[1] for r in outs)
+        return self.made[length]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _slices(xs: tuple, i: int, index: Any) -> tuple:
-    """``x[i]`` of each of ``xs`` for the primal: a ``dynamic_slice`` at ``index`` (``== i``,
-    opaque to XLA), so that the fusions of every iteration read their slice through an operand,
-    are identical, and XLA:CPU compiles each kernel once, as for the unrolled model's per-layer
-    params (a static slice fused into them made one distinct kernel per iteration). Their
-    tangents are the static slices ``t[i]`` that ``_roots`` splits a stacked param by."""
-    return tuple(
-        lax.dynamic_index_in_dim(x, index, 0, keepdims=False, allow_negative_indices=False)
-        for x in xs
+def _read(x: Any, index: Any) -> Any:
+    """``x[index]`` by a ``dynamic_slice`` (no index normalisation: ``0 <= index < len(x)``)."""
+    zero = np.zeros((), getattr(index, "dtype", np.int32))
+    starts = (index, *[zero] * (x.ndim - 1))
+    return lax.reshape(
+        lax.dynamic_slice(x, starts, (1, *x.shape[1:]), allow_negative_indices=False), x.shape[1:]
     )
 
 
-def _slices_jvp(i: int, primals: tuple, tangents: tuple) -> tuple:
-    (xs, index), (ts, _) = primals, tangents
-    outs = _slices(xs, i, index)
-    zero = lambda t, o: SymbolicZero(t.aval.update(shape=o.shape))  # an input without tangent
-    return outs, tuple(
-        zero(t, o) if isinstance(t, SymbolicZero) else lax.index_in_dim(t, i, 0, keepdims=False)
-        for t, o in zip(ts, outs)
-    )
+@jax.custom_jvp
+def _unstack(xs: tuple, indices: tuple) -> tuple:
+    """Per iteration ``i``, ``x[i]`` of each of ``xs`` for the primal: a ``dynamic_slice`` at
+    ``indices[i]`` (``== i``, opaque to XLA), so that the fusions of every iteration read their
+    slice through an operand, are identical, and XLA:CPU compiles each kernel once, as for the
+    unrolled model's per-layer params (a static slice fused into them made one distinct kernel
+    per iteration). Their tangents are the static slices ``t[i]`` that ``_roots`` splits a
+    stacked param by. One call for the whole scan: its derivative rule is traced once, not once
+    per iteration."""
+    return tuple(tuple(_read(x, index) for x in xs) for index in indices)
 
 
-_slices.defjvp(_slices_jvp, symbolic_zeros=True)
+def _unstack_jvp(primals: tuple, tangents: tuple) -> tuple:
+    (xs, indices), (ts, _) = primals, tangents
+    outs = _unstack(xs, indices)
+
+    def tangent(t: Any, i: int) -> Any:
+        if isinstance(t, SymbolicZero):  # an input without tangent
+            return SymbolicZero(t.aval.update(shape=t.aval.shape[1:]))
+        return lax.index_in_dim(t, i, 0, keepdims=False)
+
+    return outs, tuple(tuple(tangent(t, i) for t in ts) for i in range(len(indices)))
 
 
-def _unrolled_scan(eqn: Any, vals: list, key: Any) -> list:
+_unstack.defjvp(_unstack_jvp, symbolic_zeros=True)
+
+
+def _unrolled_scan(eqn: Any, vals: list, indices: _Indices | None) -> list:
     p = eqn.params
     length, n_consts, n_carry = int(p["length"]), p["num_consts"], p["num_carry"]
     body = p["jaxpr"]
     consts, carry = vals[:n_consts], vals[n_consts : n_consts + n_carry]
     xs = vals[n_consts + n_carry :]
-    indices = _opaque_indices(length, key) if key is not None and xs else range(length)
+    if indices is not None and xs and length:
+        sliced = _unstack(tuple(xs), indices(length))
+    else:
+        sliced = [[lax.index_in_dim(x, i, 0, keepdims=False) for x in xs] for i in range(length)]
     per_step: list = [None] * length
     for i in reversed(range(length)) if p["reverse"] else range(length):
-        x_i = _slices(tuple(xs), i, indices[i])
-        outs = _evaluate(body.jaxpr, body.consts, [*consts, *carry, *x_i], key)
+        outs = _evaluate(body.jaxpr, body.consts, [*consts, *carry, *sliced[i]], indices)
         carry, per_step[i] = outs[:n_carry], outs[n_carry:]
     ys = []
     for k, v in enumerate(eqn.outvars[n_carry:]):
@@ -328,7 +353,7 @@ def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``fn`` with the ``scan``s of its program unrolled (the same values), so that its
     linearisation is the unrolled model's: the primal pass keeps no stacked residuals, and the
     structured program compiles like the unrolled model's (each iteration reads its slices at
-    an index XLA cannot see, :func:`_slices`, so its kernels are the same as every other
+    an index XLA cannot see, :func:`_unstack`, so its kernels are the same as every other
     iteration's). Without scans, the program is replayed as it is: ``fn`` (a framework's model
     code) is traced once, not twice."""
 
@@ -336,7 +361,8 @@ def unrolled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(params)
         leaves = jax.tree.leaves(params)
         key = _key(leaves) if _has_scan(closed.jaxpr) else None
-        outs = _evaluate(closed.jaxpr, closed.consts, leaves, key)
+        indices = None if key is None else _Indices(key)
+        outs = _evaluate(closed.jaxpr, closed.consts, leaves, indices)
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
     return run

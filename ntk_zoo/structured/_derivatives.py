@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from ntk_zoo.core import LeafAxes, Problem, to_layout
 from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _choice
-from ntk_zoo.structured._contraction import compute_grams, contract_leaf
+from ntk_zoo.structured._contraction import compute_grams, contract_leaf, tree_sum
 from ntk_zoo.structured._contractor import RUNNING, Contractor
 from ntk_zoo.structured._factors import side_factors
 from ntk_zoo.structured._operands import Labels, LeafOperands
@@ -86,16 +86,16 @@ def _structured(problem: Problem, contractor: Contractor, options: StructuredOpt
         dense = [None if s is None else _choice.choose_dense(s, options.uses) for s in sides]
         chosen = _choice.shared_grams(sides, dense, f1.cts, f2.cts, options.grams)
         grams = compute_grams(chosen, contractor)
-        per_leaf: list = [None] * param_def.num_leaves  # a leaf's parts summed (``_roots``)
+        per_leaf: list = [[] for _ in range(param_def.num_leaves)]  # a leaf's parts (``_roots``)
         for i, s in enumerate(sides):
             if s is not None:
-                k = contract_leaf(s, dense[i], grams.get(i, {}), contractor)
-                owner = leaves[i].owner
-                per_leaf[owner] = k if per_leaf[owner] is None else per_leaf[owner] + k
+                per_leaf[leaves[i].owner].append(
+                    contract_leaf(s, dense[i], grams.get(i, {}), contractor)
+                )
         kernels = []
-        for k in per_leaf:
-            k = jnp.zeros(shape, problem.dtype) if k is None else k.astype(problem.dtype)
-            kernels.append(to_layout(k, axes))
+        for parts in per_leaf:
+            k = jnp.zeros(shape, problem.dtype) if not parts else tree_sum(parts)
+            kernels.append(to_layout(k.astype(problem.dtype), axes))
         out.append(jax.tree.unflatten(param_def, kernels))
     return out
 

@@ -6,7 +6,10 @@ kernel is one entry (the sum over its layers); the scanned models use no fallbac
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import tempfile
 import warnings
 
 import jax
@@ -251,11 +254,8 @@ def _distinct_kernels(compiled: str) -> int:
     return len({bodies[c] for c in re.findall(r"calls=%([\w.\-]+)", entry)})
 
 
-def test_a_scanned_stack_compiles_each_kernel_once_as_the_unrolled_one_does():
-    # The unrolled scan reads layer l's slice of a stacked param at an index XLA cannot see, so
-    # the fusions of every layer are identical and compile once, as the unrolled model's do; a
-    # static slice W[l] fused into them made each layer's kernels distinct (depth x as many).
-    depth, width = 6, 8
+def _stack(depth: int, width: int = 8) -> tuple[dict, np.ndarray]:
+    """A residual stack written both ways, ``name -> (f, params)``, and its inputs."""
     rng = np.random.default_rng(0)
     stacked = {
         "W": rng.standard_normal((depth, width, width)),
@@ -273,11 +273,61 @@ def test_a_scanned_stack_compiles_each_kernel_once_as_the_unrolled_one_does():
 
     per_layer = [(stacked["W"][i], stacked["b"][i]) for i in range(depth)]
     x = rng.standard_normal((3, width))
-    counts = {}
-    for name, g, params in (("scanned", scanned, stacked), ("unrolled", unrolled, per_layer)):
-        f = _batched(g)
-        kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
-        compiled = jax.jit(kernel_fn).lower(x, None, params).compile().as_text()
-        counts[name] = _distinct_kernels(compiled)
-    # a few more: the one sort that makes the indices, a dynamic_slice per stacked leaf's shape
-    assert counts["scanned"] <= counts["unrolled"] + 4, counts
+    return {"scanned": (scanned, stacked), "unrolled": (unrolled, per_layer)}, x
+
+
+def _lowered_sd(g, params, x):
+    kernel_fn = ntk_zoo.ntk_fn(
+        _batched(g), method="structured_derivatives", vmap_axes=0, trace_axes=()
+    )
+    return jax.jit(kernel_fn).lower(x, None, params)
+
+
+def test_a_scanned_stack_compiles_each_kernel_once_as_the_unrolled_one_does():
+    # The unrolled scan reads layer l's slice of a stacked param at an index XLA cannot see, so
+    # the fusions of every layer are identical and compile once, as the unrolled model's do; a
+    # static slice W[l] fused into them made each layer's kernels distinct (depth x as many).
+    models, x = _stack(depth=6)
+    counts = {
+        name: _distinct_kernels(_lowered_sd(g, params, x).compile().as_text())
+        for name, (g, params) in models.items()
+    }
+    # a few more: the sort's key and a dynamic_slice copy per stacked dot operand's shape (the
+    # sort's constant rows are not splats, which XLA made one more broadcast kernel: + 4 then)
+    assert counts["scanned"] <= counts["unrolled"] + 3, counts
+
+
+def _simplifier_passes(lowered) -> int:
+    """How many times XLA ran its simplification pipeline (a fixed-point loop over the whole
+    program) when compiling ``lowered``: one dump per run of its ``algsimp`` pass."""
+    with tempfile.TemporaryDirectory() as d:
+        lowered.compile(compiler_options={"xla_dump_to": d, "xla_dump_hlo_pass_re": "algsimp"})
+        return sum(".simplification.after_algsimp" in name for name in os.listdir(d))
+
+
+def test_a_scanned_stack_runs_the_xla_simplifier_about_as_often_as_the_unrolled_one():
+    # A stacked leaf's kernel is the sum of its layers' parts, each a dot's result behind the
+    # same reshapes and transposes; XLA's simplifier moves those below one add of a chain per
+    # run of its loop, so a chain of L parts ran it L + 1 times over the whole program (9 at
+    # depth 8, against 2 unrolled). The parts are added as a balanced tree: about log2(L) + 2.
+    depth = 8
+    models, x = _stack(depth)
+    passes = {name: _simplifier_passes(_lowered_sd(g, p, x)) for name, (g, p) in models.items()}
+    assert passes["scanned"] <= passes["unrolled"] + math.ceil(math.log2(depth)) + 1, passes
+
+
+def test_a_weight_shared_by_every_step_runs_the_xla_simplifier_about_log2_steps_times():
+    # An RNN's weight has one use per step, summed into one Jacobian factor per example; added
+    # as a chain, XLA's simplifier ran once more per step (9 times at 8 steps, 3 at 1 step).
+    def runs(steps: int) -> int:
+        rng = np.random.default_rng(0)
+        p = {"U": rng.standard_normal((8, 8)) / 3, "r": rng.standard_normal((8, 2))}
+
+        def rnn(p, x):
+            h, _ = lax.scan(lambda h, xt: (jnp.tanh(h @ p["U"] + xt), None), jnp.zeros(8), x)
+            return h @ p["r"]
+
+        return _simplifier_passes(_lowered_sd(rnn, p, rng.standard_normal((3, steps, 8))))
+
+    steps = 8
+    assert runs(steps) <= runs(1) + math.ceil(math.log2(steps)), (runs(steps), runs(1))
