@@ -6,7 +6,8 @@ method. The helpers here are the single implementation of each convention: outpu
 (``leaf_axes``, ``to_layout``, ``kernel_shape``, ``batch_mode``), ``vmap_axes``
 (``canonicalize_vmap_axes``, ``resolve_vmap``, ``per_example_fn``), the
 ``(value for x1, value for x2)`` keyword convention (``split_kwargs``), a model as
-``PureFn`` or ``(f, params)`` (``as_pure_fn``) and padded example blocks (``pad_rows``); the
+``PureFn`` or ``(f, params)`` (``as_pure_fn``), padded example blocks (``pad_rows``) and sums
+of many kernel terms (``tree_sum``); the
 kernels of contracted outputs and of preconditioned params as problems of transformed
 functions (``contract_outputs``, ``precondition``, ``transformed_problem``,
 ``path_predicate``). The cost model's shared measurements live here too (``forward_flops``,
@@ -59,6 +60,7 @@ from ntk_zoo.core._problem import make_problem as make_problem
 from ntk_zoo.core._pure_fn import PureFn as PureFn
 from ntk_zoo.core._pure_fn import as_pure_fn as as_pure_fn
 from ntk_zoo.core._roofline import roofline_cost as roofline_cost
+from ntk_zoo.core._sums import tree_sum as tree_sum
 from ntk_zoo.core._vmap import ResolvedVmap as ResolvedVmap
 from ntk_zoo.core._vmap import VmapAxes as VmapAxes
 from ntk_zoo.core._vmap import canonicalize_vmap_axes as canonicalize_vmap_axes
@@ -115,6 +117,7 @@ __all__ = [
     "to_layout",
     "trace_size",
     "transformed_problem",
+    "tree_sum",
     "use_table",
     "vmap_in_axes",
 ]

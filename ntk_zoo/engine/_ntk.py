@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from ntk_zoo.core import (
     check_params_finite,
     trace_size,
     transformed_problem,
+    tree_sum,
 )
 from ntk_zoo.engine import _cost
 from ntk_zoo.engine._measure import covers, measure, measured_choice
@@ -345,7 +345,7 @@ class KernelFn:
         kernels = []
         for k, leaf, axes in zip(per_leaf, jax.tree.leaves(problem.fx1), problem.axes):
             if self.sum_params:  # a method may have summed already: then k is one array
-                k = functools.reduce(operator.add, jax.tree.leaves(k))
+                k = tree_sum(jax.tree.leaves(k))
             else:
                 k = restore(k)
             scale = trace_size(leaf.shape, axes)

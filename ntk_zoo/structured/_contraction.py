@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from ntk_zoo.core import tree_sum
 from ntk_zoo.structured._choice import DenseChoice, SharedGram
 from ntk_zoo.structured._contractor import Contractor
 from ntk_zoo.structured._factors import Use, UseFactors
@@ -53,18 +54,6 @@ def contract_leaf(s: LeafOperands, dense: DenseChoice, grams: dict, contractor: 
         gram = grams.get(u) if u == v else None
         terms.append(contractor.contract(s.pair_spec((u, use1, a1), (v, use2, a2), gram)))
     return tree_sum(terms)
-
-
-def tree_sum(terms: list) -> Any:
-    """``Σ terms``, added pairwise as a balanced tree rather than as a chain. The terms of a
-    leaf's kernel (its uses' pairs, or its parts: one per layer of an unrolled ``scan``) are
-    dots' results behind the same reshapes and transposes, which XLA's simplifier moves below
-    one ``add`` of a chain per run of its fixed-point loop over the whole program: a chain of
-    ``n`` terms ran it ``n + 1`` times, a tree runs it about ``log2 n`` times."""
-    while len(terms) > 1:
-        odd = terms[-1:] if len(terms) % 2 else []
-        terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + odd
-    return terms[0]
 
 
 def _dense_factor(

@@ -34,10 +34,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ntk_zoo.core import LeafAxes, Problem, to_layout
+from ntk_zoo.core import LeafAxes, Problem, to_layout, tree_sum
 from ntk_zoo.methods import jacobian_contraction
 from ntk_zoo.structured import _choice
-from ntk_zoo.structured._contraction import compute_grams, contract_leaf, tree_sum
+from ntk_zoo.structured._contraction import compute_grams, contract_leaf
 from ntk_zoo.structured._contractor import RUNNING, Contractor
 from ntk_zoo.structured._factors import side_factors
 from ntk_zoo.structured._operands import Labels, LeafOperands
