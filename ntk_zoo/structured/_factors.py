@@ -260,19 +260,18 @@ def _use_factors(
         c = ct[0]
         broadcast = tuple(len(shape) + a for a in range(y.ndim) if a not in used)
         g.append(c.sum(broadcast) if broadcast else c)
-    # The use's Jacobian factor ∂f/∂y · ∂y/∂w by the primitive's own transpose (what Jacobian
-    # contraction's VJP does), for when this leaf's uses are summed densely; unused, XLA drops it.
-    j = None
-    try:
-        pullback = transposing(_registry.pullback, eqn, idx, args).pullback
+    # The use's Jacobian factor ∂f/∂y · ∂y/∂w, for when this leaf's uses are summed densely
+    # (unused, XLA drops it): by the rule's own formulation where it gives one (a convolution's
+    # kernel, rules/_linear_algebra.py), else by the primitive's own transpose (what Jacobian
+    # contraction's VJP does).
+    flat = lambda ct, shape: [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ct]
+    if s.factor is not None:
         j = [
-            jax.vmap(pullback)(
-                [c.reshape(size(shape), *c.shape[len(shape) :]) for c in ct]
-            ).reshape(*shape, *root.shape)
+            s.factor(flat(ct, shape)[0]).reshape(*shape, *root.shape)
             for ct, shape in zip(ys_cts, out_shapes)
         ]
-    except (NotTransposable, ValueError, NotImplementedError, TypeError):
-        pass  # the dense factor is then the einsum of the use's structure
+    else:
+        j = _transposed_factor(eqn, idx, args, ys_cts, out_shapes, root, flat)
     arrays = UseFactors(g=g, d=s.d, maps=[m for _, _, m in s.maps], src=s.src, j=j)
     static = Use(
         pullback=False,
@@ -287,6 +286,19 @@ def _use_factors(
         kept_y=tuple(used),
     )
     return arrays, static
+
+
+def _transposed_factor(eqn, idx, args, ys_cts, out_shapes, root, flat) -> list | None:
+    """Per output leaf, the use's Jacobian factor by ``vmap`` of the primitive's transpose, or
+    ``None`` where it has none (the dense factor is then the einsum of the use's structure)."""
+    try:
+        pullback = transposing(_registry.pullback, eqn, idx, args).pullback
+        return [
+            jax.vmap(pullback)(flat(ct, shape)).reshape(*shape, *root.shape)
+            for ct, shape in zip(ys_cts, out_shapes)
+        ]
+    except (NotTransposable, ValueError, NotImplementedError, TypeError):
+        return None
 
 
 class Chain(NamedTuple):

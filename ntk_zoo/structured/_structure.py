@@ -17,6 +17,10 @@ comparing indices instead of forming one-hot matrices.
 
 A structure whose ``pullback`` is set instead says "no structure worth keeping": that use's
 contribution ``∂f/∂w = ∂f/∂y · ∂y/∂w`` is computed by the primitive's transpose rule.
+
+A rule may also give ``factor``: the use's Jacobian factor ``∂f/∂y · ∂y/∂w`` for a stack of
+cotangents of ``y`` (leading axis), where it has a faster formulation than ``vmap`` of the
+primitive's transpose (used when the use is summed densely, ``_choice.choose_dense``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Structure:
     src: Any = None  # int array over ``dense_y``; 0 = reads nothing
     index_w: tuple[int, ...] = ()
     pullback: Callable[[Any], Any] | None = None  # cotangent of y -> cotangent of w
+    # cotangents of y, stacked on a leading axis -> ∂f/∂y · ∂y/∂w, stacked (see module docstring)
+    factor: Callable[[Any], Any] | None = None
 
     @property
     def y_axes_used(self) -> set[int]:

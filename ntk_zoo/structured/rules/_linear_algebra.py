@@ -4,6 +4,7 @@ structure pays most (a dense layer's Jacobian is ``x ⊗ I``; a convolution's is
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ def dot_general(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     )
 
 
-def _patches(
+def _patch_slices(
     lhs: Any,
     filter_shape: list[int],
     strides: tuple[int, ...],
@@ -51,19 +52,10 @@ def _patches(
     lhs_dilation: tuple[int, ...],
     rhs_dilation: tuple[int, ...],
     lhs_spec: tuple[int, ...],
-) -> Any:
-    """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
-    the input padded (and dilated) once, then one strided slice per filter offset, each a
-    contiguous block of channels (the filter axes before the channel axis: stacked the other
-    way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as much
-    as the convolution it replaces).
-
-    Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
-    gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
-    backend runs as a convolution: on WRN-16-4 (32×32×3, N=8, 2-core CPU) its four largest
-    took 25-33 ms each of a 0.75 s pNTK call; the slices are copies (issue 22, ARCHITECTURE.md,
-    "Where the pNTK's time goes").
-    """
+) -> list[Any]:
+    """Per filter offset (row-major over the filter's spatial axes), the input values it
+    multiplies, ``(batch, *out spatial, in-channel)``: the input padded (and dilated) once, then
+    one strided slice."""
     x = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1]))  # (N, *spatial, C)
     zero = jnp.zeros((), x.dtype)
     config = [(0, 0, 0)]
@@ -87,8 +79,81 @@ def _patches(
                 (1, *strides, 1),
             )
         )
-    patches = jnp.stack(slices, axis=-2)  # (N, *out, filter offsets, C)
+    return slices
+
+
+def _patches(lhs: Any, filter_shape: list[int], *conv: Any) -> Any:
+    """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
+    :func:`_patch_slices` stacked, the filter axes before the channel axis (stacked the other
+    way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as much
+    as the convolution it replaces). ``conv``: strides, padding, lhs and rhs dilation, lhs spec.
+
+    Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
+    gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
+    backend runs as a convolution: on WRN-16-4 (32×32×3, N=8, 2-core CPU) its four largest
+    took 25-33 ms each of a 0.75 s pNTK call; the slices are copies (issue 22, ARCHITECTURE.md,
+    "Where the pNTK's time goes").
+    """
+    patches = jnp.stack(_patch_slices(lhs, filter_shape, *conv), axis=-2)
     return patches.reshape(*patches.shape[:-2], *filter_shape, patches.shape[-1])
+
+
+# The output columns (cotangents × out-channels) up to which a convolution kernel's Jacobian
+# factor is formed offset by offset (``_kernel_factor``), when the convolution has unit strides
+# and at least _PER_OFFSET_POSITIONS output positions; else by one product with the patches.
+# Measured per example (N=16, WRN-16-4's conv shapes, 2-core XLA:CPU, CPU time, load 7-9;
+# ARCHITECTURE.md, "Per-example convolution weight gradients").
+_PER_OFFSET_COLUMNS = 128
+_PER_OFFSET_POSITIONS = 256
+
+
+def _kernel_factor(lhs: Any, eqn: Eqn, patches: Any, *conv: Any) -> Any:
+    """``cts -> ∂f/∂y · ∂y/∂w`` for the kernel ``w`` of a convolution without groups: the
+    per-example weight gradient ``G[o] = Σ_(b,p) patch[b, p] ⊗ ct[o, b, p]`` (``cts``: ``(O,
+    *y.shape)``, the result ``(O, *w.shape)``), as matrix products instead of ``vmap`` of the
+    convolution's transpose, which XLA:CPU runs as a grouped convolution at 4-24 GFLOP/s.
+
+    With few output columns (``O·c_out ≤ _PER_OFFSET_COLUMNS``, one cotangent: the pNTK) on
+    unit strides and at least ``_PER_OFFSET_POSITIONS`` output positions, one product per filter
+    offset of its input slice and the cotangents (no patch buffer); else one product of the
+    patches (shared with the structured contraction where it also runs) and the cotangents.
+    Exact: the same sums as the transpose, in another order."""
+    p = eqn.params
+    _, rhs_spec, out_spec = p["dimension_numbers"]
+    w = eqn.inputs[1]
+    dtype = eqn.outputs[0].dtype
+    n_spatial = len(rhs_spec) - 2
+    filter_shape = [w.shape[i] for i in rhs_spec[2:]]
+    c_in, c_out = w.shape[rhs_spec[1]], w.shape[rhs_spec[0]]
+    positions = math.prod(patches.shape[: 1 + n_spatial])  # examples × output positions
+    # the result's axes (outputs, c_out, *filter, c_in) -> the kernel's own order
+    have = (rhs_spec[0], *rhs_spec[2:], rhs_spec[1])
+    to_w = [1 + have.index(a) for a in range(len(have))]
+    hi = lax.Precision.HIGHEST
+    strides = p["window_strides"]
+    per_offset = all(s == 1 for s in strides) and positions >= _PER_OFFSET_POSITIONS
+
+    def factor(cts: Any) -> Any:
+        o = cts.shape[0]
+        # (O, batch, *out spatial, c_out) -> (O, positions, c_out)
+        order = (0, *(1 + a for a in (out_spec[0], *out_spec[2:], out_spec[1])))
+        g = jnp.transpose(cts, order).reshape(o, positions, c_out).astype(dtype)
+        if per_offset and o * c_out <= _PER_OFFSET_COLUMNS:
+            slices = _patch_slices(lhs, filter_shape, *conv)
+            dims = (((0,), (1,)), ((), ()))
+            parts = [
+                lax.dot_general(s.reshape(positions, c_in).astype(dtype), g, dims, precision=hi)
+                for s in slices
+            ]  # each (c_in, O, c_out)
+            r = jnp.stack(parts).reshape(*filter_shape, c_in, o, c_out)
+            r = jnp.moveaxis(r, (n_spatial + 1, n_spatial + 2), (0, 1))  # (O, c_out, *f, c_in)
+        else:
+            flat = patches.reshape(positions, -1).astype(dtype)
+            r = lax.dot_general(g, flat, (((1,), (0,)), ((), ())), precision=hi)
+            r = r.reshape(o, c_out, *filter_shape, c_in)
+        return jnp.transpose(r, (0, *to_w))
+
+    return factor
 
 
 @register("conv_general_dilated")
@@ -102,15 +167,8 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     lhs_spec, rhs_spec, out_spec = p["dimension_numbers"]
     w = eqn.inputs[1]
     filter_shape = [w.shape[i] for i in rhs_spec[2:]]
-    patches = _patches(
-        lhs,
-        filter_shape,
-        p["window_strides"],
-        p["padding"],
-        p["lhs_dilation"],
-        p["rhs_dilation"],
-        lhs_spec,
-    )
+    conv = (p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"], lhs_spec)
+    patches = _patches(lhs, filter_shape, *conv)
     n_spatial = len(filter_shape)
     batch, *spatial = patches.shape[: 1 + n_spatial]
     c_in = lhs.shape[lhs_spec[1]]
@@ -125,6 +183,7 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
             dense_y=dense_y,
             dense_w=dense_w,
             d=patches.astype(dtype),
+            factor=_kernel_factor(lhs, eqn, patches, *conv),
         )
     groups = fg if fg > 1 else bg
     group_of = jnp.arange(c_out) // (c_out // groups)  # group of each output channel
