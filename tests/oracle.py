@@ -12,20 +12,12 @@ import jax
 import numpy as np
 
 
-def _flat_jacobians(f, params, xs_kwargs):
-    """Per ``(x, kwargs)``: the output treedef and, per output leaf, (output shape, Jacobian
-    flattened to (out_size, n_params)). The batches not yet cached are differentiated in one
-    compiled program (one compile instead of one per batch: most of the oracle's cost)."""
-    keys = [(f, _fingerprint((params, x, kw))) for x, kw in xs_kwargs]
-    todo = {k: xk for k, xk in zip(keys, xs_kwargs) if k not in _CACHE}
-    if todo:
-        jacrev = lambda p, x, kw: jax.jacrev(lambda p: f(p, x, **kw))(p)
-        jacs = jax.jit(lambda p, xks: [jacrev(p, x, kw) for x, kw in xks])(
-            params, list(todo.values())
-        )
-        for key, (x, kw), jac in zip(todo, todo.values(), jacs):
-            _CACHE[key] = _flatten_jacobian(f, params, x, kw, jac)
-    return [_CACHE[k] for k in keys]
+def _flat_jacobian(f, params, x, kwargs):
+    """Per output leaf: (output shape, Jacobian flattened to (out_size, n_params))."""
+    key = (f, _fingerprint((params, x, kwargs)))
+    if key not in _CACHE:
+        _CACHE[key] = _flat_jacobian_uncached(f, params, x, kwargs)
+    return _CACHE[key]
 
 
 _CACHE: dict = {}
@@ -36,7 +28,8 @@ def _fingerprint(tree) -> tuple:
     return (str(treedef), *((np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in leaves))
 
 
-def _flatten_jacobian(f, params, x, kwargs, jac):
+def _flat_jacobian_uncached(f, params, x, kwargs):
+    jac = jax.jit(jax.jacrev(lambda p, x, kw: f(p, x, **kw)))(params, x, kwargs)
     fx = jax.eval_shape(lambda p: f(p, x, **kwargs), params)
     out_def = jax.tree.structure(fx)
     result = []
@@ -53,10 +46,9 @@ def _both_jacobians(f, x1, x2, params, kwargs):
     kw1 = {k: pick(v, 0) for k, v in kwargs.items()}
     kw2 = {k: pick(v, 1) for k, v in kwargs.items()}
     if x2 is None:
-        [(out_def, j1)] = _flat_jacobians(f, params, [(x1, kw1)])
-        return out_def, j1, j1
-    (out_def, j1), (_, j2) = _flat_jacobians(f, params, [(x1, kw1), (x2, kw2)])
-    return out_def, j1, j2
+        x2, kw2 = x1, kw1
+    out_def, j1 = _flat_jacobian(f, params, x1, kw1)
+    return out_def, j1, _flat_jacobian(f, params, x2, kw2)[1]
 
 
 def _reduce(full, ndim, trace, diagonal):
