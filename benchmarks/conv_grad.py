@@ -39,7 +39,7 @@ from jax import lax
 
 import ntk_zoo
 from benchmarks import bench_models
-from ntk_zoo.structured.rules import _linear_algebra
+from ntk_zoo.structured.rules import linear_algebra as _linear_algebra
 
 # (side, c_in, c_out, window, stride): WRN-16-4's convolutions past the stem
 SHAPES = [
