@@ -82,11 +82,11 @@ def _patch_slices(
     return slices
 
 
-def _patches(lhs: Any, filter_shape: list[int], *conv: Any) -> Any:
+def _patches(slices: list[Any], filter_shape: list[int]) -> Any:
     """The convolution's input patches, ``(batch, *out spatial, *filter spatial, in-channel)``:
-    :func:`_patch_slices` stacked, the filter axes before the channel axis (stacked the other
-    way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as much
-    as the convolution it replaces). ``conv``: strides, padding, lhs and rhs dilation, lhs spec.
+    its :func:`_patch_slices` stacked, the filter axes before the channel axis (stacked the
+    other way, every element is a strided write, and the stack cost WRN-16-4's pNTK about as
+    much as the convolution it replaces).
 
     Pure data movement, so the values are the input's own. ``lax.conv_general_dilated_patches``
     gives the same numbers by a grouped convolution with a one-hot kernel, which XLA's CPU
@@ -94,7 +94,7 @@ def _patches(lhs: Any, filter_shape: list[int], *conv: Any) -> Any:
     took 25-33 ms each of a 0.75 s pNTK call; the slices are copies (issue 22, ARCHITECTURE.md,
     "Where the pNTK's time goes").
     """
-    patches = jnp.stack(_patch_slices(lhs, filter_shape, *conv), axis=-2)
+    patches = jnp.stack(slices, axis=-2)
     return patches.reshape(*patches.shape[:-2], *filter_shape, patches.shape[-1])
 
 
@@ -107,7 +107,7 @@ _PER_OFFSET_COLUMNS = 128
 _PER_OFFSET_POSITIONS = 256
 
 
-def _kernel_factor(lhs: Any, eqn: Eqn, patches: Any, *conv: Any) -> Any:
+def _kernel_factor(eqn: Eqn, slices: list[Any], patches: Any) -> Any:
     """``cts -> ∂f/∂y · ∂y/∂w`` for the kernel ``w`` of a convolution without groups: the
     per-example weight gradient ``G[o] = Σ_(b,p) patch[b, p] ⊗ ct[o, b, p]`` (``cts``: ``(O,
     *y.shape)``, the result ``(O, *w.shape)``), as matrix products instead of ``vmap`` of the
@@ -115,8 +115,9 @@ def _kernel_factor(lhs: Any, eqn: Eqn, patches: Any, *conv: Any) -> Any:
 
     With few output columns (``O·c_out ≤ _PER_OFFSET_COLUMNS``, one cotangent: the pNTK) on
     unit strides and at least ``_PER_OFFSET_POSITIONS`` output positions, one product per filter
-    offset of its input slice and the cotangents (no patch buffer); else one product of the
-    patches (shared with the structured contraction where it also runs) and the cotangents.
+    offset of its input slice (``slices``, :func:`_patch_slices`) and the cotangents (no patch
+    buffer); else one product of the patches (their stack, shared with the structured
+    contraction where it also runs) and the cotangents.
     Exact: the same sums as the transpose, in another order."""
     p = eqn.params
     _, rhs_spec, out_spec = p["dimension_numbers"]
@@ -139,7 +140,6 @@ def _kernel_factor(lhs: Any, eqn: Eqn, patches: Any, *conv: Any) -> Any:
         order = (0, *(1 + a for a in (out_spec[0], *out_spec[2:], out_spec[1])))
         g = jnp.transpose(cts, order).reshape(o, positions, c_out).astype(dtype)
         if per_offset and o * c_out <= _PER_OFFSET_COLUMNS:
-            slices = _patch_slices(lhs, filter_shape, *conv)
             dims = (((0,), (1,)), ((), ()))
             parts = [
                 lax.dot_general(s.reshape(positions, c_in).astype(dtype), g, dims, precision=hi)
@@ -168,7 +168,8 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
     w = eqn.inputs[1]
     filter_shape = [w.shape[i] for i in rhs_spec[2:]]
     conv = (p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"], lhs_spec)
-    patches = _patches(lhs, filter_shape, *conv)
+    slices = _patch_slices(lhs, filter_shape, *conv)  # one pad and one slice per filter offset
+    patches = _patches(slices, filter_shape)
     n_spatial = len(filter_shape)
     batch, *spatial = patches.shape[: 1 + n_spatial]
     c_in = lhs.shape[lhs_spec[1]]
@@ -183,7 +184,7 @@ def conv_general_dilated(eqn: Eqn, idx: int, args: list[Any]) -> Structure:
             dense_y=dense_y,
             dense_w=dense_w,
             d=patches.astype(dtype),
-            factor=_kernel_factor(lhs, eqn, patches, *conv),
+            factor=_kernel_factor(eqn, slices, patches),
         )
     groups = fg if fg > 1 else bg
     group_of = jnp.arange(c_out) // (c_out // groups)  # group of each output channel
