@@ -165,7 +165,7 @@ def ab(model: str, n: int, rounds: int) -> None:
     real = _linear_algebra._kernel_factor
     fns = {}
     for kind, kw in (("full", {"trace_axes": ()}), ("pntk", {"cotangents": "pntk"})):
-        for label, factor in (("before", lambda *a: None), ("after", real)):
+        for label, factor in (("before", lambda *a: (None, None)), ("after", real)):
             _linear_algebra._kernel_factor = factor  # read when the rule runs, at trace time
             try:
                 fn = ntk_zoo.ntk_fn(m.f, method="structured_derivatives", vmap_axes=0, **kw)

@@ -62,10 +62,12 @@ def _dense_factor(
     """The dense uses' Jacobian factors of one side, summed: a pseudo-use's factors."""
     terms = []
     for u in dense.uses:
-        arrays = s.arrays[side - 1][u]
-        if s.leaf.uses[u].pullback:
+        arrays, use = s.arrays[side - 1][u], s.leaf.uses[u]
+        if use.pullback:
             terms.append(arrays.g[s.j])
         else:
             spec = dense.specs[u] if side == 1 else s.dense_spec(2, u)
-            terms.append(contractor.factor(spec, None if arrays.j is None else arrays.j[s.j]))
+            formed = None if arrays.j is None else arrays.j[s.j]
+            cost = use.factor_costs[s.j] if use.factor_costs and formed is not None else None
+            terms.append(contractor.factor(spec, formed, cost, arrays.d))
     return UseFactors(g={s.j: tree_sum(terms)})

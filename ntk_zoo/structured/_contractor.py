@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ntk_zoo.core import CostTable
+from ntk_zoo.core import CostTable, contraction_kind
 from ntk_zoo.structured._plan import plan, timed_steps
+from ntk_zoo.structured._structure import FactorCost
 
 Labels = list[int]
 
@@ -54,10 +55,18 @@ class Contractor(Protocol):
     def contract(self, einsum: Einsum) -> jax.Array:
         """The result of ``einsum`` (or an array of its shape)."""
 
-    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+    def factor(
+        self,
+        einsum: Einsum,
+        formed: jax.Array | None,
+        cost: FactorCost | None = None,
+        d: jax.Array | None = None,
+    ) -> jax.Array:
         """A use's Jacobian factor ``∂f/∂y · ∂y/∂w``: ``formed`` (by the primitive's own
-        transpose) where given, else ``einsum`` (the einsum of the use's structure), which it
-        equals either way."""
+        transpose, or the rule's own formulation) where given, else ``einsum`` (the einsum of
+        the use's structure), which it equals either way. ``cost``: what the rule's formulation
+        runs, where it says (:class:`FactorCost`); ``d``: the structure's dense block (one of
+        ``einsum``'s operands)."""
 
 
 def side_steps(
@@ -215,7 +224,7 @@ class RunningContractor:
             return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
         return run_path(einsum.operands, einsum.out, path)
 
-    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+    def factor(self, einsum: Einsum, formed: jax.Array | None, cost=None, d=None) -> jax.Array:
         return self.contract(einsum) if formed is None else formed
 
 
@@ -227,15 +236,19 @@ class PricingContractor:
     ``seconds``, and records the values of every operand in ``factors``; with ``compute``, also
     runs it (:class:`RunningContractor`, so that the priced trace is the method's program), else
     returns zeros of its shape. A use's Jacobian factor is priced as its einsum, whether it is
-    formed by the primitive's transpose or not. ``same`` (``x2=None``): a step of side 2 alone
-    repeats side 1's and is not counted. ``produced`` holds what it returned (a use's Jacobian
-    factor among them): their writes are counted in the steps that priced them."""
+    formed by the primitive's transpose or not, except where the rule's own formulation says
+    what it runs (``cost``, :class:`FactorCost`): then as that, and a structure's ``d`` that it
+    does not read is recorded in ``spared`` (its values are not made for this factor).
+    ``same`` (``x2=None``): a step of side 2 alone repeats side 1's and is not counted.
+    ``produced`` holds what it returned (a use's Jacobian factor among them): their writes are
+    counted in the steps that priced them."""
 
     def __init__(self, table: CostTable, itemsize: int, same: bool, compute: bool):
         self.table, self.itemsize, self.same, self.compute = table, itemsize, same, compute
         self.seconds = 0.0  # every einsum step
         self.factors: dict[int, tuple[Any, float]] = {}  # per operand (kept alive): its values
         self.produced: dict[int, Any] = {}  # per result returned (kept alive): the result
+        self.spared: dict[int, tuple[Any, float]] = {}  # d not read by its factor: its values
 
     def price(self, einsum: Einsum) -> None:
         subs, out = einsum.subscripts, tuple(einsum.out)
@@ -257,9 +270,29 @@ class PricingContractor:
         self.produced[id(result)] = result
         return result
 
-    def factor(self, einsum: Einsum, formed: jax.Array | None) -> jax.Array:
+    def factor(self, einsum: Einsum, formed: jax.Array | None, cost=None, d=None) -> jax.Array:
         if formed is None:
             return self.contract(einsum)
-        self.price(einsum)
+        if cost is None:
+            self.price(einsum)
+        else:
+            self.price_products(cost, math.prod(formed.shape) // cost.out)
+            for o, _ in einsum.operands:  # what the formulation reads, ``d`` only if it says so
+                if o is not d or cost.reads_d:
+                    self.factors[id(o)] = (o, math.prod(o.shape))
+            if d is not None and not cost.reads_d:
+                self.spared[id(d)] = (d, math.prod(d.shape))
         self.produced[id(formed)] = formed
         return formed
+
+    def price_products(self, cost: FactorCost, examples: int) -> None:
+        """Prices ``examples`` times what ``cost`` says a rule's factor runs per example (its
+        products batched over the examples, one step each)."""
+        flops = 2.0 * examples * cost.m * cost.k * cost.n
+        kind = contraction_kind(cost.m, cost.k, cost.n)
+        nbytes = examples * cost.values * self.itemsize
+        self.seconds += self.table.seconds(flops, nbytes, kind, steps=cost.steps)
+
+    def spared_values(self) -> float:
+        """The values of the structures' ``d`` that no priced step reads (see ``spared``)."""
+        return sum(n for key, (_, n) in self.spared.items() if key not in self.factors)

@@ -73,7 +73,10 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
     # Each convolution's patches, extracted per side by its rule (strided slices of the padded
     # input, stacked: copies that run well below the memory rate, ``core.PATCHES_SHARE``); as an
     # operand, each was counted above only as values written.
+    # Not those of a convolution whose dense factor is built per filter offset from slices of
+    # its input and that no structured step reads (``PricingContractor.spared``).
     patches = c.patches1 + (0 if p.x2 is None else c.patches2)
+    patches = max(0.0, patches - pricing.spared_values())
     seconds += c.phase(0, patches, "patches", steps=0) if patches else 0.0
     if traced is None:
         return seconds, None

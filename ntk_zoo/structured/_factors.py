@@ -44,6 +44,9 @@ class Use:
     kept_y: tuple[int, ...] = ()  # output axes of the use left in ∂f/∂y (broadcast ones summed)
     group: int = -1  # uses of one group have the same ∂f/∂y (see _cotangent_groups); -1: none
     y_ndim: int = 0
+    # per output leaf, what the rule's own dense factor runs (``Structure.factor_cost``), or
+    # None: priced as the einsum of the structure; () without a rule's factor
+    factor_costs: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +276,9 @@ def _use_factors(
     else:
         j = _transposed_factor(eqn, idx, args, ys_cts, out_shapes, root, flat)
     arrays = UseFactors(g=g, d=s.d, maps=[m for _, _, m in s.maps], src=s.src, j=j)
+    costs = ()
+    if s.factor is not None and s.factor_cost is not None:
+        costs = tuple(s.factor_cost(size(shape)) for shape in out_shapes)
     static = Use(
         pullback=False,
         trace=s.trace,
@@ -284,6 +290,7 @@ def _use_factors(
         has_d=s.d is not None,
         has_src=s.src is not None,
         kept_y=tuple(used),
+        factor_costs=costs,
     )
     return arrays, static
 

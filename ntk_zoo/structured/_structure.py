@@ -20,18 +20,39 @@ contribution ``∂f/∂w = ∂f/∂y · ∂y/∂w`` is computed by the primitive
 
 A rule may also give ``factor``: the use's Jacobian factor ``∂f/∂y · ∂y/∂w`` for a stack of
 cotangents of ``y`` (leading axis), where it has a faster formulation than ``vmap`` of the
-primitive's transpose (used when the use is summed densely, ``_choice.choose_dense``).
+primitive's transpose (used when the use is summed densely, ``_choice.choose_dense``), and
+with it ``factor_cost``: what that formulation runs (:class:`FactorCost`), for ``auto``'s
+estimate to price it instead of the einsum of the structure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+class FactorCost(NamedTuple):
+    """What a rule's own formulation of a use's Jacobian factor (``Structure.factor``) runs for
+    one example and ``o`` cotangents: ``steps`` matrix products that together multiply an
+    ``m×k`` block by a ``k×n`` one (``2·m·k·n`` FLOPs in all, their kind by
+    :func:`ntk_zoo.core.contraction_kind` of that shape), moving ``values`` values (operands
+    laid out, read and written), giving ``out`` values (the factor). ``reads_d``: whether it
+    reads the structure's ``d``; where not (a convolution's factor built per filter offset
+    from slices of the input), ``d`` is made only if a structured contraction uses it, and the
+    estimate does not charge it to this factor."""
+
+    steps: int
+    m: int
+    k: int
+    n: int
+    values: float
+    out: int
+    reads_d: bool = True
 
 
 @dataclasses.dataclass
@@ -47,6 +68,9 @@ class Structure:
     pullback: Callable[[Any], Any] | None = None  # cotangent of y -> cotangent of w
     # cotangents of y, stacked on a leading axis -> ∂f/∂y · ∂y/∂w, stacked (see module docstring)
     factor: Callable[[Any], Any] | None = None
+    # o (cotangents per example) -> what ``factor`` runs for them, or None: priced as the einsum
+    # of the structure (see :class:`FactorCost`)
+    factor_cost: Callable[[int], FactorCost | None] | None = None
 
     @property
     def y_axes_used(self) -> set[int]:
