@@ -24,7 +24,7 @@ from ntk_zoo.structured._structure import FactorCost
 from ntk_zoo.structured.rules import _linear_algebra
 
 TABLE = CostTable("cpu", 1.7965e11, 9.675e9, 5.2467e9, 1.0357e-6)
-N, SIDE, C_IN, C_OUT, O = 3, 16, 2, 4, 5  # 256 positions, O·c_out = 20: per offset
+N, SIDE, C_IN, C_OUT, OUTS = 3, 16, 2, 4, 5  # 256 positions, OUTS·c_out = 20: per offset
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def _net(params, x):
 
 
 def _problem():
-    params = {"k": jnp.ones((3, 3, C_IN, C_OUT)) / 10, "w": jnp.ones((C_OUT, O)) / 5}
+    params = {"k": jnp.ones((3, 3, C_IN, C_OUT)) / 10, "w": jnp.ones((C_OUT, OUTS)) / 5}
     x = jnp.linspace(-1, 1, N * SIDE * SIDE * C_IN).reshape(N, SIDE, SIDE, C_IN)
     options = ntk_zoo.StructuredOptions(uses="jacobian")  # every leaf's factor formed densely
     kernel_fn = ntk_zoo.ntk_fn(_net, vmap_axes=0, structured=options)
@@ -53,9 +53,9 @@ def _problem():
 
 def _per_offset_cost() -> FactorCost:
     window, positions = 9, SIDE * SIDE
-    out = O * C_OUT * window * C_IN
-    values = 2 * (window * positions * C_IN + O * positions * C_OUT + out)
-    return FactorCost(window, window * C_IN, positions, O * C_OUT, values, out, reads_d=False)
+    out = OUTS * C_OUT * window * C_IN
+    values = 2 * (window * positions * C_IN + OUTS * positions * C_OUT + out)
+    return FactorCost(window, window * C_IN, positions, OUTS * C_OUT, values, out, reads_d=False)
 
 
 def test_a_per_offset_factor_is_priced_as_its_products_without_the_patches(monkeypatch):
@@ -65,7 +65,7 @@ def test_a_per_offset_factor_is_priced_as_its_products_without_the_patches(monke
     stacked = structured_cost(problem, counts)
     # stacked: the factor is priced as the einsum of the structure (the patches times the
     # cotangents), the patches are extracted (at the patches rate) and written by the pass
-    g = jnp.zeros((N, O, 1, SIDE, SIDE, C_OUT))
+    g = jnp.zeros((N, OUTS, 1, SIDE, SIDE, C_OUT))
     patches = jnp.zeros((N, 1, SIDE, SIDE, 3, 3, C_IN))
     size = counts.itemsize  # float64 under the tests' x64
     pricing = PricingContractor(TABLE, size, same=True, compute=False)
@@ -99,7 +99,7 @@ def test_the_convolution_rule_says_what_its_factor_runs(monkeypatch):
     assert [cost for cost, d in seen if d != patches] == [None]  # the dense head's: its einsum
     # the stacked product (more columns, or strides) is priced as the einsum (no cost given)
     seen.clear()
-    monkeypatch.setattr(_linear_algebra, "_PER_OFFSET_COLUMNS", O * C_OUT - 1)
+    monkeypatch.setattr(_linear_algebra, "_PER_OFFSET_COLUMNS", OUTS * C_OUT - 1)
     structured_cost(problem, count(problem, TABLE))
     assert [cost for cost, _ in seen] == [None, None]
 

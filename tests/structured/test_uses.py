@@ -270,9 +270,9 @@ def test_auto_sums_the_uses_of_a_many_use_leaf(monkeypatch):
             calls.append("contract")
             return super().contract(einsum)
 
-        def factor(self, einsum, formed):
+        def factor(self, einsum, formed, cost=None, d=None):
             calls.append("factor")
-            return super().factor(einsum, formed)
+            return super().factor(einsum, formed, cost, d)
 
     kernel_fn = ntk_zoo.ntk_fn(f, method="structured_derivatives", vmap_axes=0, trace_axes=())
     problem = kernel_fn.problem(x1, x2, params)
