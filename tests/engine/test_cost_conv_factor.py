@@ -1,5 +1,6 @@
 """auto's estimate of a convolution kernel's dense factor (issue 21): priced as what structured
-derivatives runs. No timings: every check is on estimated seconds with a fixed table.
+derivatives runs; and Jacobian contraction's Gram priced as structured derivatives prices the
+same product. No timings: every check is on estimated seconds with a fixed table.
 
 With few output columns (``O·c_out ≤ 128``), unit strides and ``≥ 256`` output positions, the
 convolution rule builds a kernel's per-example weight gradient as one matrix product per filter
@@ -119,3 +120,28 @@ def test_patches_a_structured_step_reads_are_still_charged():
     pricing.contract(Einsum([(d, [0, 2, 3, 4, 6, 7, 8]), (g, [0, 1, 2, 3, 4, 5])], [0, 1], (1, 1)))
     assert pricing.spared_values() == 0
     assert math.prod(formed.shape) // cost.out == 2  # the examples the factor is priced for
+
+
+def test_jacobian_contraction_prices_its_gram_as_structured_derivatives_does():
+    # One model of a Jacobian's Gram for both methods: Jacobian contraction's product of a
+    # leaf's Jacobian with itself (x2=None) is priced as structured derivatives prices its dense
+    # factor's Gram (read, laid out, read again: 3 values per Jacobian value, and the kernel
+    # written). It read the Jacobian once, and so ranked ViT and conv cells with 8 logits and
+    # trace_axes=(-1,) below structured derivatives, whose Grams paid the layout.
+    from ntk_zoo.methods._jacobian_contraction import _cost
+
+    params = {"w": jnp.ones((40, 30)) / 40}
+    x = jnp.linspace(-1, 1, 6 * 40).reshape(6, 40)
+    # labels: examples 0 and 2, outputs 1 and 3 (one label where traced), params 4
+    for trace_axes, side2, out in (((), [2, 3, 4], [0, 1, 2, 3]), ((-1,), [2, 1, 4], [0, 2])):
+        kernel_fn = ntk_zoo.ntk_fn(
+            lambda p, x: jnp.tanh(x @ p["w"]), vmap_axes=0, trace_axes=trace_axes
+        )
+        problem = kernel_fn.problem(x, None, params)
+        c = count(problem, TABLE)
+        jac_values = sum(c.out1) * c.n_params + c.passes_y
+        passes = c.phase((1 + 2 * c.o1) * c.fp1, jac_values, "pass")
+        j = jnp.zeros((6, 30, 40 * 30))  # examples, outputs, params
+        pricing = PricingContractor(TABLE, c.itemsize, same=True, compute=False)
+        pricing.contract(Einsum([(j, [0, 1, 4]), (j, side2)], out, (1, 2)))
+        assert _cost(problem, c) - passes == pytest.approx(pricing.seconds, rel=1e-12)

@@ -126,14 +126,18 @@ def test_calibrate_measures_and_caches_a_table_that_auto_then_uses():
 
 # One tiny problem on three extreme machines: each pick is the method that avoids the slow
 # kind of step. Jacobian contraction and structured derivatives contract small blocks (small
-# einsums), NTK-vector products only run passes over the network; Jacobian contraction moves the
-# fewest bytes here, structured derivatives the fewest FLOPs of whole passes.
+# einsums), NTK-vector products only run passes over the network; structured derivatives does
+# the fewest FLOPs of whole passes; Jacobian contraction does the least work in all (one VJP per
+# output and one contraction), so it wins where every kind is equally slow. (Slow memory alone
+# picked it until its Jacobian's layout copy before the contraction was priced: now NTK-vector
+# products, which write no Jacobian, moves fewer bytes there.)
 @pytest.mark.parametrize(
     "rates, expected",
     [
         ((1e6, 1e12, 1e12), "structured_derivatives"),  # slow large matmuls and passes
         ((1e12, 1e3, 1e12), "ntk_vector_products"),  # slow small einsums
-        ((1e12, 1e12, 1e3), "jacobian_contraction"),  # slow memory
+        ((1e12, 1e12, 1e3), "ntk_vector_products"),  # slow memory
+        ((1e3, 1e3, 1e3), "jacobian_contraction"),  # every kind slow
     ],
 )
 def test_the_table_decides_auto_s_pick(rates, expected):
