@@ -27,6 +27,7 @@ from ntk_zoo.core._axes import leaf_axes as leaf_axes
 from ntk_zoo.core._axes import to_layout as to_layout
 from ntk_zoo.core._axes import trace_size as trace_size
 from ntk_zoo.core._blocks import pad_rows as pad_rows
+from ntk_zoo.core._calibration import CONV_GRAD_BYTES_SHARE as CONV_GRAD_BYTES_SHARE
 from ntk_zoo.core._calibration import CONV_GRAD_SHARE as CONV_GRAD_SHARE
 from ntk_zoo.core._calibration import NARROW_SHARE as NARROW_SHARE
 from ntk_zoo.core._calibration import PATCHES_SHARE as PATCHES_SHARE
@@ -70,6 +71,7 @@ from ntk_zoo.core._vmap import split_kwargs as split_kwargs
 from ntk_zoo.core._vmap import vmap_in_axes as vmap_in_axes
 
 __all__ = [
+    "CONV_GRAD_BYTES_SHARE",
     "CONV_GRAD_SHARE",
     "NARROW_SHARE",
     "PATCHES_SHARE",

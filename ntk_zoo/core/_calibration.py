@@ -63,6 +63,13 @@ KINDS = ("matmul", "einsum", "memory", "pass", "conv_grad", "narrow", "patches")
 # table does not say (a row from before it was measured): 2-core XLA:CPU, 16x16 to 32x32
 # images, 3-64 channels, 8-16 outputs: 6-23 GFLOP/s against 70-180 (BENCHMARKS.md, "auto").
 CONV_GRAD_SHARE = 0.2
+# What those gradients move (the input and cotangents read, one kernel per example written),
+# as a share of the memory rate: grouped convolutions with few channels are memory-bound far
+# below the memory rate. Measured (2-core XLA:CPU, CPU time against ``x*2+1`` on 64 MiB in one
+# process, 7 alternating rounds, load 4): 0.12-0.35 of it, median 0.21, on nine shapes of
+# 8x8 to 32x32 images with 3-32 input channels, N=8-32, O=8-100 (rates 5-32 GFLOP/s per CPU
+# second); 32x32x64->64 is compute-bound (53 GFLOP/s, 0.12 of the memory rate).
+CONV_GRAD_BYTES_SHARE = 0.2
 _RATES = ("matmul_flops", "einsum_flops", "memory_bytes", "overhead_s")
 _SHIPPED = pathlib.Path(__file__).with_name("calibration.json")
 CACHE_ENV = "NTK_ZOO_CACHE_DIR"
@@ -120,7 +127,8 @@ class CostTable:
         of the two terms for ``kind="pass"``).
 
         ``"memory"`` and ``"pass"`` run their FLOPs at the matmul rate, ``"conv_grad"`` at
-        :attr:`conv_grad_rate`, ``"narrow"`` (a product with a small output tile, see
+        :attr:`conv_grad_rate` (its bytes at :data:`CONV_GRAD_BYTES_SHARE` of the memory
+        rate), ``"narrow"`` (a product with a small output tile, see
         :func:`contraction_kind`) at :data:`NARROW_SHARE` of the matmul rate; ``"patches"``
         (a convolution's patches extracted) moves its bytes at :data:`PATCHES_SHARE` of the
         memory rate.
@@ -134,7 +142,8 @@ class CostTable:
             rate = NARROW_SHARE * self.matmul_flops
         if kind == "pass":
             return steps * self.overhead_s + flops / rate + nbytes / self.memory_bytes
-        bandwidth = self.memory_bytes * (PATCHES_SHARE if kind == "patches" else 1.0)
+        share = {"patches": PATCHES_SHARE, "conv_grad": CONV_GRAD_BYTES_SHARE}.get(kind, 1.0)
+        bandwidth = self.memory_bytes * share
         return steps * self.overhead_s + max(flops / rate, nbytes / bandwidth)
 
     @property

@@ -46,18 +46,30 @@ def _patches(eqn: Any) -> float:
     return math.prod(out) // out[out_spec[1]] * lhs[lhs_spec[1]] * window
 
 
-def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[float, ...]:
+def _grad_values(eqn: Any) -> float:
+    """Values one per-example weight gradient of a convolution moves for each output of the
+    examples (a grouped convolution under ``vmap``): the input and the cotangents read, the
+    gradient (one kernel per example) written."""
+    lhs, rhs, out = (v.aval.shape for v in (*eqn.invars[:2], eqn.outvars[0]))
+    batch = lhs[eqn.params["dimension_numbers"].lhs_spec[0]]
+    return math.prod(lhs) + math.prod(out) + batch * math.prod(rhs)
+
+
+def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[Any, ...]:
     """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, the FLOPs
-    of its convolutions, and the values of their patches."""
+    of its convolutions, the values of their patches, and per convolution its ``(FLOPs, values
+    of its per-example weight gradient)`` (:func:`_grad_values`)."""
     jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
     flops = values = conv = patches = 0.0
+    grads = []
     for eqn, k in _compat.iter_eqns(jaxpr):
         flops += _eqn_flops(eqn) * k
         if eqn.primitive.name == "conv_general_dilated":
             conv += _eqn_flops(eqn) * k
             patches += _patches(eqn) * k
+            grads.append((_eqn_flops(eqn) * k, _grad_values(eqn) * k))
         values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
-    return flops, values, conv, patches
+    return flops, values, conv, patches, tuple(grads)
 
 
 def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
@@ -75,7 +87,11 @@ class Counts(NamedTuple):
     of the default backend); ``conv1``, ``conv2``: the FLOPs of the convolutions among ``fp``
     (a per-example weight gradient of one costs as many, at the table's ``conv_grad`` rate);
     ``patches1``, ``patches2``: the values of the convolutions' patches (what structured
-    derivatives' convolution rule extracts, see :data:`ntk_zoo.core.PATCHES_SHARE`).
+    derivatives' convolution rule extracts, see :data:`ntk_zoo.core.PATCHES_SHARE`);
+    ``grads1``, ``grads2``: per convolution, ``(FLOPs, values)`` of its per-example weight
+    gradient for one output of every example (the FLOPs are its own; the values, the input and
+    cotangents read and the per-example kernels written, move at
+    :data:`ntk_zoo.core.CONV_GRAD_BYTES_SHARE` of the memory rate).
     """
 
     itemsize: int
@@ -96,6 +112,8 @@ class Counts(NamedTuple):
     conv2: float = 0.0
     patches1: float = 0.0
     patches2: float = 0.0
+    grads1: tuple = ()
+    grads2: tuple = ()
 
     def phase(self, flops: float, values: float, kind: str = "matmul", steps: float = 1) -> float:
         """Estimated seconds of a phase of ``steps`` steps of ``kind`` (``"matmul"``, ``"einsum"``
@@ -110,9 +128,9 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
-    fp1, y1, conv1, patches1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
-    side2 = (fp1, y1, conv1, patches1) if p.x2 is None else None
-    fp2, y2, conv2, patches2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
+    fp1, y1, conv1, patches1, grads1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    side2 = (fp1, y1, conv1, patches1, grads1) if p.x2 is None else None
+    fp2, y2, conv2, patches2, grads2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
     out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
     out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
     n1 = n2 = 1
@@ -125,4 +143,5 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
     table = active_table() if table is None else table
     sides = (fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2)
-    return Counts(itemsize, n_params, *sides, passes_y, table, conv1, conv2, patches1, patches2)
+    convs = (conv1, conv2, patches1, patches2, grads1, grads2)
+    return Counts(itemsize, n_params, *sides, passes_y, table, *convs)

@@ -82,7 +82,8 @@ def jacobian_contraction(problem: Problem, forward: bool = False) -> list[PyTree
 def _cost(p: Problem, c: Counts) -> float:
     """Seconds of the Jacobians (a forward pass and ``o`` VJPs of about two passes per example,
     at the matmul rate, but for the convolutions' per-example weight gradients, grouped
-    convolutions at the table's ``conv_grad`` rate; writes ``n·o·p`` values), then of their
+    convolutions priced one by one at the table's ``conv_grad`` rate, their bytes at
+    ``CONV_GRAD_BYTES_SHARE`` of the memory rate; writes ``n·o·p`` values), then of their
     contraction (``2·n1·n2·o²·p`` FLOPs, one product per pair of leaves; a small einsum when the
     kernel block per diagonal entry is small). The contraction moves what structured
     derivatives' pricing charges for the same Gram (``structured._plan._step``): each Jacobian
@@ -95,8 +96,14 @@ def _cost(p: Problem, c: Counts) -> float:
     jac_values = sum(c.out1) * c.n_params + (0 if p.x2 is None else sum(c.out2) * c.n_params)
     jac_values += c.passes_y
     jac_flops = (1 + 2 * c.o1) * c.fp1 + (0 if p.x2 is None else (1 + 2 * c.o2) * c.fp2)
-    conv_grads = c.o1 * c.conv1 + (0 if p.x2 is None else c.o2 * c.conv2)
-    jac_flops -= conv_grads
+    # each convolution's per-example weight gradients, a roofline of their own (o per example)
+    sides = [(c.o1, c.grads1)] + ([] if p.x2 is None else [(c.o2, c.grads2)])
+    grads = sum(
+        c.phase(o * flops, o * values, "conv_grad", steps=0)
+        for o, conv in sides
+        for flops, values in conv
+    )
+    jac_flops -= sum(o * flops for o, conv in sides for flops, _ in conv)
     n_leaves = len(jax.tree.leaves(p.params))
     contraction = 0.0
     for a, b, ax, size1, size2 in zip(
@@ -111,7 +118,6 @@ def _cost(p: Problem, c: Counts) -> float:
         read = (size1 if p.x2 is None else size1 + size2) * c.n_params  # J1 is J2 without x2
         moved = 3 * read + math.prod(shape)  # read, laid out, read by the product; kernel
         contraction += c.phase(flops, moved, kind, steps=n_leaves)
-    grads = c.phase(conv_grads, 0, "conv_grad", steps=0) if conv_grads else 0.0
     return c.phase(jac_flops, jac_values, "pass") + grads + contraction
 
 

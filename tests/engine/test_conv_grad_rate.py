@@ -8,7 +8,15 @@ import pytest
 from jax import lax
 
 import ntk_zoo
-from ntk_zoo.core import CONV_GRAD_SHARE, CostTable, count, reset_tables, use_table
+from ntk_zoo.core import (
+    CONV_GRAD_BYTES_SHARE,
+    CONV_GRAD_SHARE,
+    CostTable,
+    _calibration,
+    count,
+    reset_tables,
+    use_table,
+)
 
 RATES = (1e11, 2e10, 1e10, 2e-6)
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -66,12 +74,34 @@ def test_jacobian_contraction_prices_its_conv_weight_gradients_at_that_rate():
     problem = ntk_zoo.ntk_fn(conv_net, vmap_axes=0, trace_axes=()).problem(X, None, CONV)
     counts = count(problem)
     assert counts.conv1 > 0 and counts.conv1 < counts.fp1
-    # one weight gradient per example and output: o · (the convolutions' FLOPs on the batch)
-    grads = counts.o1 * counts.conv1
+    # one weight gradient per example and output: o · (the convolutions' FLOPs on the batch),
+    # each convolution's a roofline of its own: its FLOPs at the rate, what it moves (the input
+    # and cotangents read, a kernel per example written) at CONV_GRAD_BYTES_SHARE of memory
+    ((flops, values),) = counts.grads1
+    assert flops == counts.conv1
+    assert values == X.size + 5 * 4 * 4 * 4 + 5 * CONV["k"].size
+    o, moved = counts.o1, counts.o1 * values * counts.itemsize
+    bandwidth = CONV_GRAD_BYTES_SHARE * RATES[2]
+    seconds = lambda rate: max(o * flops / rate, moved / bandwidth)
     jc = "jacobian_contraction"
-    assert slow[jc] - fast[jc] == pytest.approx(grads / 1e8 - grads / 1e11, rel=1e-9)
+    assert slow[jc] - fast[jc] == pytest.approx(seconds(1e8) - seconds(1e11), rel=1e-9)
     for other in ("structured_derivatives", "ntk_vector_products"):
         assert slow[other] == pytest.approx(fast[other], rel=1e-12)
+
+
+def test_small_conv_weight_gradients_are_memory_bound(monkeypatch):
+    # Grouped convolutions with few channels run far below their FLOP rate (0.12-0.35 of the
+    # memory rate for what they move, measured): however fast the table's conv_grad rate, each
+    # costs at least what it moves at CONV_GRAD_BYTES_SHARE of the memory rate.
+    problem = ntk_zoo.ntk_fn(conv_net, vmap_axes=0, trace_axes=()).problem(X, None, CONV)
+    counts = count(problem)
+    ((_, values),) = counts.grads1
+    floor = counts.o1 * values * counts.itemsize / (CONV_GRAD_BYTES_SHARE * RATES[2])
+    jc = "jacobian_contraction"
+    fast, instant = _costs(conv_net, CONV, 1e11)[jc], _costs(conv_net, CONV, 1e30)[jc]
+    assert fast == pytest.approx(instant, rel=1e-12)  # memory-bound at 1e11 already
+    monkeypatch.setattr(_calibration, "CONV_GRAD_BYTES_SHARE", 1e30)  # moving costs nothing
+    assert instant - _costs(conv_net, CONV, 1e30)[jc] == pytest.approx(floor, rel=1e-9)
 
 
 def test_models_without_convolutions_are_priced_as_before():
