@@ -122,7 +122,8 @@ def _summed(per_leaf: list[list], shape: tuple[int, ...], dtype: Any, axes: Leaf
     Next to a part of another leaf, whose result has another form (a bias's Gram against a
     weight's), nothing sinks: the same 3 runs as the same model unrolled."""
     rounds = max(map(len, per_leaf), default=0)
-    terms = [parts[r].astype(dtype) for r in range(rounds) for parts in per_leaf if r < len(parts)]
+    terms = [parts[r] for r in range(rounds) for parts in per_leaf if r < len(parts)]
+    terms = [t if t.dtype == dtype else t.astype(dtype) for t in terms]
     return to_layout(tree_sum(terms) if terms else jnp.zeros(shape, dtype), axes)
 
 
