@@ -291,15 +291,6 @@ class _Indices:
         return self.made[length]
 
 
-def _read(x: Any, index: Any) -> Any:
-    """``x[index]`` by a ``dynamic_slice`` (no index normalisation: ``0 <= index < len(x)``)."""
-    zero = np.zeros((), getattr(index, "dtype", np.int32))
-    starts = (index, *[zero] * (x.ndim - 1))
-    return lax.reshape(
-        lax.dynamic_slice(x, starts, (1, *x.shape[1:]), allow_negative_indices=False), x.shape[1:]
-    )
-
-
 @jax.custom_jvp
 def _unstack(xs: tuple, indices: tuple) -> tuple:
     """Per iteration ``i``, ``x[i]`` of each of ``xs`` for the primal: a ``dynamic_slice`` at
@@ -309,7 +300,7 @@ def _unstack(xs: tuple, indices: tuple) -> tuple:
     per iteration). Their tangents are the static slices ``t[i]`` that ``_roots`` splits a
     stacked param by. One call for the whole scan: its derivative rule is traced once, not once
     per iteration."""
-    return tuple(tuple(_read(x, index) for x in xs) for index in indices)
+    return tuple(tuple(_compat.index_leading(x, index) for x in xs) for index in indices)
 
 
 def _unstack_jvp(primals: tuple, tangents: tuple) -> tuple:
@@ -319,7 +310,7 @@ def _unstack_jvp(primals: tuple, tangents: tuple) -> tuple:
     def tangent(t: Any, i: int) -> Any:
         if isinstance(t, SymbolicZero):  # an input without tangent
             return SymbolicZero(t.aval.update(shape=t.aval.shape[1:]))
-        return lax.index_in_dim(t, i, 0, keepdims=False)
+        return _compat.index_leading(t, i)
 
     return outs, tuple(tuple(tangent(t, i) for t in ts) for i in range(len(indices)))
 
@@ -336,7 +327,7 @@ def _unrolled_scan(eqn: Any, vals: list, indices: _Indices | None) -> list:
     if indices is not None and xs and length:
         sliced = _unstack(tuple(xs), indices(length))
     else:
-        sliced = [[lax.index_in_dim(x, i, 0, keepdims=False) for x in xs] for i in range(length)]
+        sliced = [[_compat.index_leading(x, i) for x in xs] for i in range(length)]
     per_step: list = [None] * length
     for i in reversed(range(length)) if p["reverse"] else range(length):
         outs = _evaluate(body.jaxpr, body.consts, [*consts, *carry, *sliced[i]], indices)
