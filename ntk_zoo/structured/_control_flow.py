@@ -264,9 +264,11 @@ def _key(leaves: Sequence[Any]) -> Any:
     example under ``vmap`` (the params are not batched); ``None`` if no param is a non-empty
     array of numbers (the slices are then static)."""
     numeric = lambda a: any(jnp.issubdtype(jnp.result_type(a), t) for t in (jnp.number, bool))
-    return next(
-        (jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if numeric(a) and jnp.size(a)), None
-    )
+    leaf = next((a for a in leaves if numeric(a) and jnp.size(a)), None)
+    if leaf is None:
+        return None
+    flat = lax.reshape(lax.stop_gradient(jnp.asarray(leaf)), (int(np.size(leaf)),))
+    return _compat.index_leading(flat, 0)
 
 
 class _Indices:
@@ -283,11 +285,11 @@ class _Indices:
 
     def __call__(self, length: int) -> tuple:
         if length not in self.made:
-            keys = jnp.broadcast_to(self.key, (2,))
+            keys = lax.broadcast_in_dim(self.key, (2,), ())
             rows = [np.array([-1, i], np.int32) for i in range(length)]
             outs = lax.sort((keys, *rows), num_keys=1, is_stable=True)[1:]
-            # ``lax`` rather than ``r[1]``: numpy-style indexing costs ~3x the trace time
-            self.made[length] = tuple(lax.squeeze(lax.slice(r, (1,), (2,)), (0,)) for r in outs)
+            # not ``r[1]``: numpy-style indexing costs ~3x the trace work
+            self.made[length] = tuple(_compat.index_leading(r, 1) for r in outs)
         return self.made[length]
 
 
