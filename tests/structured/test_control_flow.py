@@ -349,3 +349,37 @@ def test_a_weight_shared_by_every_step_runs_the_xla_simplifier_about_log2_steps_
 
     steps = 8
     assert runs(steps) <= runs(1) + math.ceil(math.log2(steps)), (runs(steps), runs(1))
+
+
+def test_tracing_structured_derivatives_prints_no_jaxpr(monkeypatch):
+    # ``jit`` names the function it traces, and a ``jax.linearize`` result (a ``Partial`` over
+    # the linear jaxpr, without a code object) by its ``str``: the whole linear program was
+    # pretty-printed on every trace (3.6 ms of the scanned MLP d=12's ~120 ms).
+    from ntk_zoo import _compat
+
+    printed = []
+
+    def counting(self):
+        printed.append(type(self).__name__)
+        return "<jaxpr>"
+
+    for cls in (_compat.Jaxpr, _compat.ClosedJaxpr):
+        monkeypatch.setattr(cls, "__str__", counting)
+        monkeypatch.setattr(cls, "__repr__", counting)
+    models, x = _stack(depth=3)
+    for g, params in models.values():
+        _lowered_sd(g, params, x)
+    assert not printed, printed
+
+
+def test_index_leading_reads_a_row_by_a_static_or_a_traced_index():
+    from ntk_zoo import _compat
+
+    x = jnp.arange(24.0).reshape(4, 3, 2)
+    for i in range(4):
+        np.testing.assert_array_equal(_compat.index_leading(x, i), x[i])
+        np.testing.assert_array_equal(jax.jit(_compat.index_leading)(x, jnp.int32(i)), x[i])
+    eqns = jax.make_jaxpr(_compat.index_leading)(x, jnp.int32(1)).eqns
+    assert [e.primitive.name for e in eqns] == ["dynamic_slice", "squeeze"]
+    eqns = jax.make_jaxpr(lambda x: _compat.index_leading(x, 2))(x).eqns
+    assert [e.primitive.name for e in eqns] == ["slice", "squeeze"]
