@@ -264,9 +264,11 @@ def _key(leaves: Sequence[Any]) -> Any:
     example under ``vmap`` (the params are not batched); ``None`` if no param is a non-empty
     array of numbers (the slices are then static)."""
     numeric = lambda a: any(jnp.issubdtype(jnp.result_type(a), t) for t in (jnp.number, bool))
-    return next(
-        (jnp.ravel(lax.stop_gradient(a))[0] for a in leaves if numeric(a) and jnp.size(a)), None
-    )
+    leaf = next((a for a in leaves if numeric(a) and jnp.size(a)), None)
+    if leaf is None:
+        return None
+    flat = lax.reshape(lax.stop_gradient(jnp.asarray(leaf)), (int(np.size(leaf)),))
+    return _compat.index_leading(flat, 0)
 
 
 class _Indices:
@@ -283,20 +285,12 @@ class _Indices:
 
     def __call__(self, length: int) -> tuple:
         if length not in self.made:
-            keys = jnp.broadcast_to(self.key, (2,))
+            keys = lax.broadcast_in_dim(self.key, (2,), ())
             rows = [np.array([-1, i], np.int32) for i in range(length)]
             outs = lax.sort((keys, *rows), num_keys=1, is_stable=True)[1:]
-            self.made[length] = tuple(r[1] for r in outs)
+            # not ``r[1]``: numpy-style indexing costs ~3x the trace work
+            self.made[length] = tuple(_compat.index_leading(r, 1) for r in outs)
         return self.made[length]
-
-
-def _read(x: Any, index: Any) -> Any:
-    """``x[index]`` by a ``dynamic_slice`` (no index normalisation: ``0 <= index < len(x)``)."""
-    zero = np.zeros((), getattr(index, "dtype", np.int32))
-    starts = (index, *[zero] * (x.ndim - 1))
-    return lax.reshape(
-        lax.dynamic_slice(x, starts, (1, *x.shape[1:]), allow_negative_indices=False), x.shape[1:]
-    )
 
 
 @jax.custom_jvp
@@ -308,7 +302,7 @@ def _unstack(xs: tuple, indices: tuple) -> tuple:
     per iteration). Their tangents are the static slices ``t[i]`` that ``_roots`` splits a
     stacked param by. One call for the whole scan: its derivative rule is traced once, not once
     per iteration."""
-    return tuple(tuple(_read(x, index) for x in xs) for index in indices)
+    return tuple(tuple(_compat.index_leading(x, index) for x in xs) for index in indices)
 
 
 def _unstack_jvp(primals: tuple, tangents: tuple) -> tuple:
@@ -318,7 +312,7 @@ def _unstack_jvp(primals: tuple, tangents: tuple) -> tuple:
     def tangent(t: Any, i: int) -> Any:
         if isinstance(t, SymbolicZero):  # an input without tangent
             return SymbolicZero(t.aval.update(shape=t.aval.shape[1:]))
-        return lax.index_in_dim(t, i, 0, keepdims=False)
+        return _compat.index_leading(t, i)
 
     return outs, tuple(tuple(tangent(t, i) for t in ts) for i in range(len(indices)))
 
@@ -335,7 +329,7 @@ def _unrolled_scan(eqn: Any, vals: list, indices: _Indices | None) -> list:
     if indices is not None and xs and length:
         sliced = _unstack(tuple(xs), indices(length))
     else:
-        sliced = [[lax.index_in_dim(x, i, 0, keepdims=False) for x in xs] for i in range(length)]
+        sliced = [[_compat.index_leading(x, i) for x in xs] for i in range(length)]
     per_step: list = [None] * length
     for i in reversed(range(length)) if p["reverse"] else range(length):
         outs = _evaluate(body.jaxpr, body.consts, [*consts, *carry, *sliced[i]], indices)

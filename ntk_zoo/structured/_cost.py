@@ -95,7 +95,7 @@ def structured_cost(p: Problem, c: Counts) -> float:
 
 STRUCTURED_DERIVATIVES = NtkMethod(
     "structured_derivatives",
-    lambda problem, sum_params: structured_derivatives(problem),
+    lambda problem, sum_params: structured_derivatives(problem, sum_params=sum_params),
     structured_cost,
     lambda problem, counts: _estimate(problem, counts, program=True),
 )

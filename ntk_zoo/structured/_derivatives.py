@@ -31,6 +31,8 @@ in order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -46,8 +48,11 @@ from ntk_zoo.structured._registry import NotTransposable
 from ntk_zoo.structured._warnings import warn_once
 
 
-def structured_derivatives(problem: Problem, contractor: Contractor = RUNNING) -> list:
-    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions.
+def structured_derivatives(
+    problem: Problem, contractor: Contractor = RUNNING, sum_params: bool = False
+) -> list:
+    """Per output leaf, a param-tree of that leaf's unscaled kernel contributions (with
+    ``sum_params``, their sum: one array, see :func:`_summed`).
 
     ``contractor`` carries out each einsum (``_contractor``): the default runs them; the cost
     model passes one that prices each (and runs it, or returns zeros when only estimating).
@@ -58,7 +63,7 @@ def structured_derivatives(problem: Problem, contractor: Contractor = RUNNING) -
     back, exactly, to forward-mode Jacobian contraction with a one-time warning.
     """
     try:
-        return _structured(problem, contractor, problem.option(StructuredOptions))
+        return _structured(problem, contractor, problem.option(StructuredOptions), sum_params)
     except NotTransposable as e:
         key = str(e).splitlines()[0][:200]
         warn_once(
@@ -71,7 +76,9 @@ def structured_derivatives(problem: Problem, contractor: Contractor = RUNNING) -
         return jacobian_contraction(problem, forward=True)
 
 
-def _structured(problem: Problem, contractor: Contractor, options: StructuredOptions) -> list:
+def _structured(
+    problem: Problem, contractor: Contractor, options: StructuredOptions, sum_params: bool
+) -> list:
     f1, leaves = side_factors(problem, problem.x1, problem.kwargs1)
     f2 = f1 if problem.x2 is None else side_factors(problem, problem.x2, problem.kwargs2)[0]
     param_def = jax.tree.structure(problem.params)
@@ -92,12 +99,32 @@ def _structured(problem: Problem, contractor: Contractor, options: StructuredOpt
                 per_leaf[leaves[i].owner].append(
                     contract_leaf(s, dense[i], grams.get(i, {}), contractor)
                 )
+        if sum_params:
+            out.append(_summed(per_leaf, shape, problem.dtype, axes))
+            continue
         kernels = []
         for parts in per_leaf:
             k = jnp.zeros(shape, problem.dtype) if not parts else tree_sum(parts)
             kernels.append(to_layout(k.astype(problem.dtype), axes))
         out.append(jax.tree.unflatten(param_def, kernels))
     return out
+
+
+def _summed(per_leaf: list[list], shape: tuple[int, ...], dtype: Any, axes: LeafAxes) -> Any:
+    """The kernel summed over param leaves, added in the order
+    part 0 of every leaf, then part 1 of every leaf, ... (layer by layer: the unrolled model's
+    order of its per-layer leaves).
+
+    Why the order: a stacked leaf's parts (one per layer of an unrolled ``scan``) are dots'
+    results behind the same reshape and transpose; added among themselves, XLA's reshape mover
+    sinks those below one level of their sum per run of its simplification loop over the whole
+    program (a balanced tree of 12 parts: 6 runs on the depth-12 MLP, against 3 unrolled).
+    Next to a part of another leaf, whose result has another form (a bias's Gram against a
+    weight's), nothing sinks: the same 3 runs as the same model unrolled."""
+    rounds = max(map(len, per_leaf), default=0)
+    terms = [parts[r] for r in range(rounds) for parts in per_leaf if r < len(parts)]
+    terms = [t if t.dtype == dtype else t.astype(dtype) for t in terms]
+    return to_layout(tree_sum(terms) if terms else jnp.zeros(shape, dtype), axes)
 
 
 def _kernel_canonical_shape(problem: Problem, j: int, axes: LeafAxes) -> tuple[int, ...]:

@@ -188,7 +188,10 @@ def linear_program(fn: Callable[[PyTree], PyTree], params: PyTree) -> tuple[PyTr
 
 def program_of(fn: Callable[[PyTree], PyTree], params: PyTree) -> Program:
     """The flat :class:`Program` of a function ``fn`` that is linear in ``params``."""
-    closed = jax.make_jaxpr(fn)(params)
+    # Through a plain function: ``jit`` names the function it traces, and a ``jax.linearize``
+    # result (a ``Partial`` over the linear jaxpr) has no code object, so its name would be
+    # its ``str``: the whole linear program pretty-printed (3-4 ms on a 12-layer MLP).
+    closed = jax.make_jaxpr(lambda p: fn(p))(params)
     inputs = [Var(v.aval.shape, v.aval.dtype) for v in closed.jaxpr.invars]
     eqns: list[Eqn] = []
     outputs = _flatten(closed.jaxpr, closed.consts, inputs, eqns)
