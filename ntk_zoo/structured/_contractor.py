@@ -122,9 +122,12 @@ SWAP_ROWS = 2
 
 
 # A symmetric einsum (``Einsum.mirror``) is computed for the example pairs ``n ≤ n'`` only when
-# its estimated time is at least this many seconds (``_plan`` on the active cost table): the
-# published sizes' dominant steps (issue 20), not the grid's small ones.
+# its estimated time is at least PAIRS_MIN_S seconds (``_plan`` on the active cost table) and
+# the pairs take at least PAIRS_MIN_SAVING of its steps' multiply-adds away (:func:`_pairs_pay`):
+# the published sizes' dominant steps (issue 20), not the grid's small ones, nor einsums whose
+# paired steps are a small part (ViT-S/16 at N=32: the gathers alone, 0.98x measured).
 PAIRS_MIN_S = 0.02
+PAIRS_MIN_SAVING = 0.1
 
 
 def run_path(
@@ -162,6 +165,34 @@ def run_path(
     if pairs is not None and pairs.p in labels:
         return pairs.scatter(arr, labels)
     return jnp.einsum(arr, labels, list(out), precision=lax.Precision.HIGHEST)
+
+
+def _pairs_pay(einsum: Einsum, path) -> bool:
+    """Whether running ``einsum`` on its example pairs (:func:`run_path`) takes at least
+    ``PAIRS_MIN_SAVING`` of its steps' multiply-adds away (each step counted as the product of
+    the sizes of its operands' labels)."""
+    (n1, n2), *_ = einsum.mirror
+    sizes = einsum.sizes()
+    n = sizes[n1]
+    p = object()  # the pairs' label
+    sizes = {**sizes, p: n * (n + 1) // 2}
+    ops = [list(labels) for labels in einsum.subscripts]
+    whole = paired = 0
+    for step in path:
+        if len(step) == 1:
+            continue
+        i, j = sorted(step)
+        la, lb = ops[i], ops[j]
+        ops = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+        keep = set(einsum.out).union(*ops)
+        labels = set(la) | set(lb)
+        unpaired = {n1 if x is p else x for x in labels} | ({n2} if p in labels else set())
+        whole += math.prod(sizes[x] for x in unpaired)
+        if p in labels or any(n1 in x and n2 in x for x in (la, lb)):
+            labels = {p if x in (n1, n2) else x for x in labels}
+        paired += math.prod(sizes[x] for x in labels)
+        ops.append([x for x in labels if x in keep or x is p])
+    return paired <= (1 - PAIRS_MIN_SAVING) * whole
 
 
 class _Pairs:
@@ -290,7 +321,9 @@ class RunningContractor:
                 args += [arr, labels]
             return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
         mirror = einsum.mirror
-        if mirror is not None and plan_seconds < PAIRS_MIN_S:  # see PAIRS_MIN_S
+        if mirror is not None and not (
+            plan_seconds >= PAIRS_MIN_S and _pairs_pay(einsum, path)
+        ):  # see PAIRS_MIN_S
             mirror = None
         return run_path(einsum.operands, einsum.out, path, mirror)
 

@@ -180,24 +180,29 @@ def test_a_symmetric_einsum_runs_on_the_example_pairs():
 
 def test_the_contraction_uses_the_example_pairs_where_the_einsum_is_large(monkeypatch):
     # a use paired with itself (x2=None, examples a free axis) is marked symmetric; the running
-    # contractor computes it on the pairs when its estimated time reaches PAIRS_MIN_S
+    # contractor computes it on the pairs when its estimated time reaches PAIRS_MIN_S and the
+    # pairs take PAIRS_MIN_SAVING of its multiply-adds away
     calls = []
     run = _contractor.run_path
     monkeypatch.setattr(_contractor, "run_path", lambda *a: calls.append(a[3]) or run(*a))
-    ops, out, _ = _symmetric_operands()
+    ops, out, path = _symmetric_operands()
     einsum = Einsum(ops, out, (1, 2, 1, 2), ((0, 3), (5, 7)))
+    monkeypatch.setattr(_contractor, "plan", lambda *a, **k: (path, 1.0))  # K first, 1 s
     monkeypatch.setattr(_contractor, "PAIRS_MIN_S", float("inf"))
     RUNNING.contract(einsum)
-    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.5)
     RUNNING.contract(einsum)
-    assert calls == [None, ((0, 3), (5, 7))]
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", 0.9)  # the pairs save 1/3: too little
+    RUNNING.contract(einsum)
+    assert calls == [None, ((0, 3), (5, 7)), None]
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_cases_exact_on_the_example_pairs(case, monkeypatch):
-    # Every symmetric einsum on the pairs (PAIRS_MIN_S = 0), x2=None, structure kept where it
-    # can be: the kernel is the oracle's, full and traced
+    # Every symmetric einsum on the pairs (no bound on its time or saving), x2=None, structure
+    # kept where it can be: the kernel is the oracle's, full and traced
     monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", -1.0)
     options = ntk_zoo.StructuredOptions(uses="structured", grams="always")
     for trace_axes in {(), tuple(case.trace_axes)}:
         with warnings.catch_warnings():
@@ -225,6 +230,7 @@ def test_a_zoo_model_uses_the_example_pairs(monkeypatch):
         _contractor._Pairs, "scatter", lambda self, *a: scatters.append(1) or scatter(self, *a)
     )
     monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", -1.0)
     for name in ("wrn-linen", "vit-linen"):
         case = zoo_case(name)
         scatters.clear()
