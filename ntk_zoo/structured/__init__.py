@@ -15,8 +15,9 @@ method's entry in the engine's registry). :class:`StructuredOptions` force its c
 through its inputs and output cotangents, split per leaf by :func:`kronecker_split`.
 """
 
-# ``contractor``: the contractor's tuning constants (``LAYOUT_OUT``, ``SWAP_ROWS``), for
-# side-by-side measurements such as ``benchmarks/layout_ab.py`` (set on it, read at trace time).
+# ``contractor``: the contractor's tuning constants (``LAYOUT_OUT``, ``SWAP_ROWS``,
+# ``PAIRS_MIN_S``, ``PAIRS_MIN_SAVING``), for side-by-side measurements such as
+# ``benchmarks/layout_ab.py`` and ``benchmarks/pairs_ab.py`` (set on it, read at trace time).
 from ntk_zoo.structured import _contractor as contractor
 from ntk_zoo.structured import _control_flow  # noqa: F401  (registers the loop expanders)
 from ntk_zoo.structured import rules as rules  # registers the built-in rules

@@ -50,10 +50,28 @@ def contract_leaf(s: LeafOperands, dense: DenseChoice, grams: dict, contractor: 
             factors.append(factors[0])
         entries.append(("dense", Use(pullback=True), *factors))
     terms = []
+    mirror = _mirror(s)
     for (u, use1, a1, _), (v, use2, _, a2) in itertools.product(entries, repeat=2):
         gram = grams.get(u) if u == v else None
-        terms.append(contractor.contract(s.pair_spec((u, use1, a1), (v, use2, a2), gram)))
+        spec = s.pair_spec((u, use1, a1), (v, use2, a2), gram)
+        if u == v and mirror is not None:
+            spec = spec._replace(mirror=mirror)
+        terms.append(contractor.contract(spec))
     return tree_sum(terms)
+
+
+def _mirror(s: LeafOperands) -> tuple[tuple[int, int], ...] | None:
+    """With ``x2=None``, a use paired with itself gives a symmetric kernel block: side 1's free
+    output labels and their side-2 twins (the examples' first), for ``Einsum.mirror``; None
+    where the two sides differ or the examples are not a free axis of both."""
+    if not s.same or not s.batch[0]:
+        return None
+    (n1,), (n2,) = s.batch
+    if n1 == n2 or n1 not in s.out or n2 not in s.out:
+        return None
+    first, second = s.labels
+    twins = [(first[k], second[k]) for k in first if first[k] != second[k]]
+    return ((n1, n2), *((a, b) for a, b in twins if a != n1))
 
 
 def _dense_factor(

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ntk_zoo.core import CostTable, contraction_kind
@@ -27,11 +28,16 @@ Labels = list[int]
 
 class Einsum(NamedTuple):
     """One contraction: ``operands`` as ``(array, labels)`` pairs, the ``out`` labels, and
-    per operand its side (``1``, ``2`` or ``0`` for both)."""
+    per operand its side (``1``, ``2`` or ``0`` for both). ``mirror``, where given, says the
+    result is symmetric: swapping the two sides (``x2=None``, a use paired with itself), i.e.
+    each output label of side 1 with its side-2 twin (``mirror``'s pairs, the examples' first;
+    labels shared by the sides stay), leaves the values unchanged, so only the example pairs
+    ``n ≤ n'`` need computing (:func:`run_path`)."""
 
     operands: list[tuple[Any, Labels]]
     out: Labels
     sides: tuple[int, ...]
+    mirror: tuple[tuple[int, int], ...] | None = None
 
     @property
     def subscripts(self) -> tuple[tuple[int, ...], ...]:
@@ -124,21 +130,121 @@ LAYOUT_OUT = 2**18
 SWAP_ROWS = 2
 
 
-def run_path(operands: list[tuple[Any, Labels]], out: Labels, path) -> jax.Array:
+# A symmetric einsum (``Einsum.mirror``) is computed for the example pairs ``n ≤ n'`` only when
+# its estimated time is at least PAIRS_MIN_S seconds (``_plan`` on the active cost table) and
+# the pairs take at least PAIRS_MIN_SAVING of its steps' multiply-adds away (:func:`_pairs_pay`):
+# the published sizes' dominant steps (issue 20), not the grid's small ones, nor einsums whose
+# paired steps are a small part (ViT-S/16 at N=32: the gathers alone, 0.98x measured).
+PAIRS_MIN_S = 0.02
+PAIRS_MIN_SAVING = 0.1
+
+
+def run_path(
+    operands: list[tuple[Any, Labels]],
+    out: Labels,
+    path,
+    mirror: tuple[tuple[int, int], ...] | None = None,
+) -> jax.Array:
     """The einsum of ``operands`` into ``out``, pairwise along ``path`` (opt_einsum's format),
-    each pair as one matrix product (:func:`pair_product`)."""
+    each pair as one matrix product (:func:`pair_product`).
+
+    With ``mirror`` (a symmetric result, :class:`Einsum`), the steps from the first one that
+    involves an operand holding both sides' example labels ``n, n'`` run on the pairs
+    ``n ≤ n'`` only, as one batch axis ``p`` (each operand gathered at its examples of the
+    pairs), and the other half of the result is the mirror image of the computed one. The
+    steps before it (each side's own, and the one that first combines the two sides) run
+    whole. Exact: every computed value is the same sum; the pairs ``n > n'`` copy their
+    mirrors."""
     ops = [(arr, list(labels)) for arr, labels in operands]
+    pairs = None if mirror is None else _Pairs(ops, out, mirror)
     for step in path:
         if len(step) == 1:
             continue
         i, j = sorted(step)
         (a, la), (b, lb) = ops[i], ops[j]
+        if pairs is not None and (pairs.active(la) or pairs.active(lb)):
+            (a, la), (b, lb) = pairs.gather(a, la), pairs.gather(b, lb)
         ops = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
         keep = set(out).union(*(labels for _, labels in ops))
+        if pairs is not None:
+            keep.add(pairs.p)
         ops.append(pair_product(a, la, b, lb, keep))
     (arr, labels), *rest = ops
     assert not rest, "the path leaves more than one operand"
+    if pairs is not None and pairs.p in labels:
+        return pairs.scatter(arr, labels)
     return jnp.einsum(arr, labels, list(out), precision=lax.Precision.HIGHEST)
+
+
+def _pairs_pay(einsum: Einsum, path) -> bool:
+    """Whether running ``einsum`` on its example pairs (:func:`run_path`) takes at least
+    ``PAIRS_MIN_SAVING`` of its steps' multiply-adds away (each step counted as the product of
+    the sizes of its operands' labels)."""
+    (n1, n2), *_ = einsum.mirror
+    sizes = einsum.sizes()
+    n = sizes[n1]
+    p = object()  # the pairs' label
+    sizes = {**sizes, p: n * (n + 1) // 2}
+    ops = [list(labels) for labels in einsum.subscripts]
+    whole = paired = 0
+    for step in path:
+        if len(step) == 1:
+            continue
+        i, j = sorted(step)
+        la, lb = ops[i], ops[j]
+        ops = ops[:i] + ops[i + 1 : j] + ops[j + 1 :]
+        keep = set(einsum.out).union(*ops)
+        labels = set(la) | set(lb)
+        unpaired = {n1 if x is p else x for x in labels} | ({n2} if p in labels else set())
+        whole += math.prod(sizes[x] for x in unpaired)
+        if p in labels or any(n1 in x and n2 in x for x in (la, lb)):
+            labels = {p if x in (n1, n2) else x for x in labels}
+        paired += math.prod(sizes[x] for x in labels)
+        ops.append([x for x in labels if x in keep or x is p])
+    return paired <= (1 - PAIRS_MIN_SAVING) * whole
+
+
+class _Pairs:
+    """The example pairs ``n ≤ n'`` of a symmetric einsum (see :func:`run_path`)."""
+
+    def __init__(self, ops: list, out: Labels, mirror: tuple[tuple[int, int], ...]):
+        self.out = list(out)
+        (self.n1, self.n2), *_ = mirror
+        self.twin = {a: b for a, b in mirror} | {b: a for a, b in mirror}
+        sizes = {x: k for arr, labels in ops for x, k in zip(labels, arr.shape)}
+        self.n = sizes[self.n1]
+        self.p = 1 + max(max(labels, default=0) for _, labels in ops)
+        self.p = max(self.p, 1 + max(out))
+        first, second = np.triu_indices(self.n)
+        self.first, self.second = jnp.asarray(first), jnp.asarray(second)
+        self.off = jnp.asarray(np.flatnonzero(first != second))
+
+    def active(self, labels: Labels) -> bool:
+        """Whether a step with this operand runs on the pairs."""
+        return self.p in labels or (self.n1 in labels and self.n2 in labels)
+
+    def gather(self, arr: jax.Array, labels: Labels) -> tuple[jax.Array, Labels]:
+        """``arr`` at the pairs: its ``n`` / ``n'`` axes (either or both) become ``p``."""
+        has1, has2 = self.n1 in labels, self.n2 in labels
+        if self.p in labels or not (has1 or has2):
+            return arr, list(labels)
+        if has1 and has2:
+            i, j = labels.index(self.n1), labels.index(self.n2)
+            arr = jnp.moveaxis(arr, (i, j), (0, 1))[self.first, self.second]
+            return arr, [self.p] + [x for x in labels if x not in (self.n1, self.n2)]
+        label, index = (self.n1, self.first) if has1 else (self.n2, self.second)
+        k = labels.index(label)
+        return jnp.take(arr, index, axis=k), [self.p if x == label else x for x in labels]
+
+    def scatter(self, arr: jax.Array, labels: Labels) -> jax.Array:
+        """The whole result from its values at the pairs (``p`` first), mirrored."""
+        rest = [x for x in self.out if x not in (self.n1, self.n2)]
+        half = jnp.einsum(arr, labels, [self.p, *rest], precision=lax.Precision.HIGHEST)
+        image = jnp.einsum(half, [self.p, *rest], [self.p, *(self.twin.get(x, x) for x in rest)])
+        whole = jnp.zeros((self.n, self.n, *half.shape[1:]), half.dtype)
+        whole = whole.at[self.first, self.second].set(half)
+        whole = whole.at[self.second[self.off], self.first[self.off]].set(image[self.off])
+        return jnp.einsum(whole, [self.n1, self.n2, *rest], self.out)
 
 
 def pair_product(a: jax.Array, la: Labels, b: jax.Array, lb: Labels, keep: set[int]):
@@ -215,14 +321,20 @@ class RunningContractor:
     factor is taken as formed where it was."""
 
     def contract(self, einsum: Einsum) -> jax.Array:
-        path, _ = plan(einsum.subscripts, einsum.shapes, tuple(einsum.out), einsum.itemsize())
+        subs, out = einsum.subscripts, tuple(einsum.out)
+        path, plan_seconds = plan(subs, einsum.shapes, out, einsum.itemsize())
         sizes = einsum.sizes()
         if math.prod(sizes[x] for x in einsum.out) > LAYOUT_OUT:  # see LAYOUT_OUT
             args = []
             for arr, labels in einsum.operands:
                 args += [arr, labels]
             return jnp.einsum(*args, einsum.out, optimize=path, precision=lax.Precision.HIGHEST)
-        return run_path(einsum.operands, einsum.out, path)
+        mirror = einsum.mirror
+        if mirror is not None and not (
+            plan_seconds >= PAIRS_MIN_S and _pairs_pay(einsum, path)
+        ):  # see PAIRS_MIN_S
+            mirror = None
+        return run_path(einsum.operands, einsum.out, path, mirror)
 
     def factor(self, einsum: Einsum, formed: jax.Array | None, cost=None, d=None) -> jax.Array:
         return self.contract(einsum) if formed is None else formed

@@ -7,13 +7,18 @@ itself (``x2=None``) is laid out once. Exact against ``numpy.einsum`` for every 
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ntk_zoo
 from ntk_zoo.structured import _contractor
 from ntk_zoo.structured._contractor import RUNNING, Einsum, pair_product, run_path
+from tests.cases import CASE_IDS, CASES, zoo_case
+from tests.oracle import oracle_ntk, rel_error
 
 # (labels of a, labels of b, kept labels): the shapes come from SIZES
 PAIRS = (
@@ -143,3 +148,96 @@ def test_near_a_tie_the_path_order_stays():
     _, dots = _dots(lambda a, b: pair_product(a, [0, 1, 2], b, [0, 3, 2], {0, 1, 3})[0], a, b)
     assert [v.aval.shape for v in dots[0].invars] == [(2, 3, 4), (2, 5, 4)]
     assert pair_product(a, [0, 1, 2], b, [0, 3, 2], {0, 1, 3})[1] == [0, 1, 3]
+
+
+def _symmetric_operands(n=3):
+    # K-first contraction of a token-shared leaf, x2=None: X X'ᵀ over channels, then with side
+    # 2's cotangents, then side 1's; labels n=0, t=1, c=2, m=3, s=4, o=5, e=6, q=7
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((n, 4, 5)))
+    g = jnp.asarray(rng.standard_normal((n, 2, 4, 3)))
+    ops = [(x, [0, 1, 2]), (x, [3, 4, 2]), (g, [0, 5, 1, 6]), (g, [3, 7, 4, 6])]
+    return ops, [0, 5, 3, 7], [(0, 1), (1, 2), (0, 1)]
+
+
+def test_a_symmetric_einsum_runs_on_the_example_pairs():
+    # x2=None, a use paired with itself: after the step that first combines the two sides
+    # (X X'ᵀ, whole), the steps run on the pairs n ≤ n' (one batch axis of 3·4/2 = 6), and the
+    # pairs n > n' are the mirror image: the same values as the whole einsum
+    ops, out, path = _symmetric_operands()
+    want = np.einsum(*[x for a, s in ops for x in (np.asarray(a), s)], out)
+    mirror = ((0, 3), (5, 7))
+    got = run_path(ops, out, path, mirror)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(run_path(ops, out, path)), want, rtol=1e-12)
+    _, dots = _dots(
+        lambda *a: run_path([(b, s) for b, (_, s) in zip(a, ops)], out, path, mirror),
+        *[a for a, _ in ops],
+    )
+    batches = [e.invars[0].aval.shape[0] for e in dots]
+    assert batches[0] != 6 and batches[1:] == [6, 6], batches
+
+
+def test_the_contraction_uses_the_example_pairs_where_the_einsum_is_large(monkeypatch):
+    # a use paired with itself (x2=None, examples a free axis) is marked symmetric; the running
+    # contractor computes it on the pairs when its estimated time reaches PAIRS_MIN_S and the
+    # pairs take PAIRS_MIN_SAVING of its multiply-adds away
+    calls = []
+    run = _contractor.run_path
+    monkeypatch.setattr(_contractor, "run_path", lambda *a: calls.append(a[3]) or run(*a))
+    ops, out, path = _symmetric_operands()
+    einsum = Einsum(ops, out, (1, 2, 1, 2), ((0, 3), (5, 7)))
+    monkeypatch.setattr(_contractor, "plan", lambda *a, **k: (path, 1.0))  # K first, 1 s
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", float("inf"))
+    RUNNING.contract(einsum)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.5)
+    RUNNING.contract(einsum)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", 0.9)  # the pairs save 1/3: too little
+    RUNNING.contract(einsum)
+    assert calls == [None, ((0, 3), (5, 7)), None]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cases_exact_on_the_example_pairs(case, monkeypatch):
+    # Every symmetric einsum on the pairs (no bound on its time or saving), x2=None, structure
+    # kept where it can be: the kernel is the oracle's, full and traced
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", -1.0)
+    options = ntk_zoo.StructuredOptions(uses="structured", grams="always")
+    for trace_axes in {(), tuple(case.trace_axes)}:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fallbacks warn; tested in test_grid
+            kernel_fn = ntk_zoo.ntk_fn(
+                case.f,
+                method="structured_derivatives",
+                structured=options,
+                vmap_axes=case.vmap_axes,
+                trace_axes=trace_axes,
+            )
+            got = kernel_fn(case.x1, None, case.params, **case.kwargs(True))
+        want = oracle_ntk(
+            case.f, case.x1, None, case.params, trace_axes=trace_axes, **case.kwargs(True)
+        )
+        assert rel_error(got, want) <= 1e-10, trace_axes
+
+
+def test_a_zoo_model_uses_the_example_pairs(monkeypatch):
+    # the tiny WideResNet and ViT (x2=None, full blocks): their uses paired with themselves go
+    # through the pairs, and the kernel is the oracle's
+    scatters = []
+    scatter = _contractor._Pairs.scatter
+    monkeypatch.setattr(
+        _contractor._Pairs, "scatter", lambda self, *a: scatters.append(1) or scatter(self, *a)
+    )
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
+    monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", -1.0)
+    for name in ("wrn-linen", "vit-linen"):
+        case = zoo_case(name)
+        scatters.clear()
+        kernel_fn = ntk_zoo.ntk_fn(
+            case.f, method="structured_derivatives", vmap_axes=0, trace_axes=()
+        )
+        got = kernel_fn(case.x1, None, case.params)
+        assert scatters, name
+        want = oracle_ntk(case.f, case.x1, None, case.params, trace_axes=())
+        assert rel_error(got, want) <= 1e-10, name
