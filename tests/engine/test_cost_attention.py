@@ -23,26 +23,15 @@ import ntk_zoo
 from ntk_zoo.core import (
     NARROW_SHARE,
     PATCHES_SHARE,
-    CostTable,
     contraction_kind,
     count,
-    reset_tables,
-    use_table,
 )
 from ntk_zoo.structured._contractor import Einsum, PricingContractor
+from tests.engine.fixed_table import TABLE, fixed_table  # noqa: F401 (the fixture)
 
-# the shipped cpu row (calibration.json, 2026-11-27), conv weight gradients at the default share
-TABLE = CostTable("cpu", 1.7965e11, 9.675e9, 5.2467e9, 1.0357e-6)
 SD, JC = "structured_derivatives", "jacobian_contraction"
 
-
-@pytest.fixture(autouse=True)
-def table(tmp_path, monkeypatch):
-    monkeypatch.setenv("NTK_ZOO_CACHE_DIR", str(tmp_path))
-    reset_tables()
-    use_table(TABLE)
-    yield
-    reset_tables()
+pytestmark = pytest.mark.usefixtures("fixed_table")
 
 
 def _gram_seconds(same: bool) -> float:

@@ -18,23 +18,16 @@ import pytest
 from jax import lax
 
 import ntk_zoo
-from ntk_zoo.core import PATCHES_SHARE, CostTable, contraction_kind, count, reset_tables, use_table
+from ntk_zoo.core import PATCHES_SHARE, contraction_kind, count
 from ntk_zoo.structured._contractor import Einsum, PricingContractor
 from ntk_zoo.structured._cost import structured_cost
 from ntk_zoo.structured._structure import FactorCost
 from ntk_zoo.structured.rules import _linear_algebra
+from tests.engine.fixed_table import TABLE, fixed_table  # noqa: F401 (the fixture)
 
-TABLE = CostTable("cpu", 1.7965e11, 9.675e9, 5.2467e9, 1.0357e-6)
 N, SIDE, C_IN, C_OUT, OUTS = 3, 16, 2, 4, 5  # 256 positions, OUTS·c_out = 20: per offset
 
-
-@pytest.fixture(autouse=True)
-def table(tmp_path, monkeypatch):
-    monkeypatch.setenv("NTK_ZOO_CACHE_DIR", str(tmp_path))
-    reset_tables()
-    use_table(TABLE)
-    yield
-    reset_tables()
+pytestmark = pytest.mark.usefixtures("fixed_table")
 
 
 def _net(params, x):
