@@ -19,14 +19,14 @@ class NtkMethod(NamedTuple):
     each phase through ``counts.phase(flops, values, kind)`` on the machine's
     :class:`CostTable`), used by ``method="auto"``.
 
-    ``traced_cost(problem, counts)``, optional, is ``(cost, replay)`` for a method whose estimate
-    traces the method itself (structured derivatives count their einsums on their own trace):
-    ``replay()`` returns ``compute(problem, False)``'s result (per param leaf, which the engine
-    sums when ``sum_params``) from that same trace, without tracing the method again, so that
-    ``auto`` traces the method it picks once.
+    ``traced_cost(problem, counts, sum_params)``, optional, is ``(cost, replay)`` for a method
+    whose estimate traces the method itself (structured derivatives count their einsums on their
+    own trace): ``replay()`` returns ``compute(problem, sum_params)``'s result from that same
+    trace, without tracing the method again, so that ``auto`` traces the method it picks once
+    (and runs the same program as the method named).
     """
 
     name: str
     compute: Callable[[Problem, bool], list]
     cost: Callable[[Problem, Counts], float]
-    traced_cost: Callable[[Problem, Counts], tuple[float, Callable[[], list]]] | None = None
+    traced_cost: Callable[[Problem, Counts, bool], tuple[float, Callable[[], list]]] | None = None

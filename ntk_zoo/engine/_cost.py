@@ -61,18 +61,24 @@ class Choice(tuple):
 
 
 def estimate(
-    problem: Problem, table: CostTable | None = None, replays: dict | None = None
+    problem: Problem,
+    table: CostTable | None = None,
+    replays: dict | None = None,
+    sum_params: bool = False,
 ) -> dict[str, float]:
     """Every method's estimated seconds on ``table`` (default: the active table of the default
     backend), in the registry's order. With ``replays`` (a dict), each method whose estimate
-    traces the method itself (``NtkMethod.traced_cost``) adds its ``replay`` under its name."""
+    traces the method itself (``NtkMethod.traced_cost``) adds its ``replay`` under its name:
+    its ``compute(problem, sum_params)``."""
     if any(0 in leaf.shape for leaf in jax.tree.leaves((problem.fx1, problem.fx2))):
         return dict.fromkeys((m.value for m in METHODS), 0.0)  # an empty kernel costs nothing
     counts = count(problem, table)
     costs = {}
     for method, spec in METHODS.items():
         if replays is not None and spec.traced_cost is not None:
-            costs[method.value], replays[method.value] = spec.traced_cost(problem, counts)
+            costs[method.value], replays[method.value] = spec.traced_cost(
+                problem, counts, sum_params
+            )
         else:
             costs[method.value] = spec.cost(problem, counts)
     return costs
@@ -90,14 +96,20 @@ TIE_ORDER = (
 TIE = 1e-9  # relative: estimates this close are equal
 
 
-def cheapest(problem: Problem, table: CostTable | None = None, replay: bool = False) -> Choice:
+def cheapest(
+    problem: Problem,
+    table: CostTable | None = None,
+    replay: bool = False,
+    sum_params: bool = False,
+) -> Choice:
     """The method with the lowest estimated cost (ties: :data:`TIE_ORDER`), every method's
     estimate, and the table. With ``replay``, ``choice.replay`` is, when the picked method's
-    estimate traced the method itself, a function returning its ``compute`` result from that
-    trace (``NtkMethod.traced_cost``), else ``None``: ``auto`` then traces what it runs once."""
+    estimate traced the method itself, a function returning its ``compute(problem, sum_params)``
+    result from that trace (``NtkMethod.traced_cost``), else ``None``: ``auto`` then traces what
+    it runs once."""
     table = active_table() if table is None else table
     replays: dict[str, Any] | None = {} if replay else None
-    costs = estimate(problem, table, replays)
+    costs = estimate(problem, table, replays, sum_params)
     least = min(costs.values())
     tied = [Method(m) for m, c in costs.items() if c <= least * (1 + TIE)]
     rank = lambda m: TIE_ORDER.index(m) if m in TIE_ORDER else len(TIE_ORDER)

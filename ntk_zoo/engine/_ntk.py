@@ -339,7 +339,7 @@ class KernelFn:
             entry = lookup(fingerprint(problem, self._settings()))  # under a trace: stored only
             method = Method.AUTO if entry is None else Method(entry["method"])
         if method is Method.AUTO:  # the picked method's own trace, where its estimate made one
-            choice = _cost.cheapest(problem, replay=True)
+            choice = _cost.cheapest(problem, replay=True, sum_params=self.sum_params)
             method, replay = choice.method, choice.replay
         per_leaf = replay() if replay else METHODS[method].compute(problem, self.sum_params)
         kernels = []

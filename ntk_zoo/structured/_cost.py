@@ -39,7 +39,9 @@ def _traced(fn: Any, program: bool, *trees: Any) -> Callable[[], Any] | None:
     return lambda: jax.tree.unflatten(out_def, _compat.jaxpr_as_fun(closed)(*arrays))
 
 
-def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[], list] | None]:
+def _estimate(
+    p: Problem, c: Counts, program: bool, sum_params: bool = False
+) -> tuple[float, Callable[[], list] | None]:
     """Two phases, like Jacobian contraction's: the factors (a forward pass, then ``o``
     transposed passes that carry cotangents of activations only, about one pass each: the
     weight-gradient half of a backward pass is what the einsums replace; ``∂f/∂y`` at every use,
@@ -52,13 +54,14 @@ def _estimate(p: Problem, c: Counts, program: bool) -> tuple[float, Callable[[],
     structure or summing their Jacobian factors first (the dense factors' einsums are one-sided
     steps, their contraction a cross step), and the cotangent Grams shared between uses (one
     einsum per group). Seconds on ``c.table``; with ``program``, also a function that replays
-    that trace as the method's result (the trace's fallback warnings given then)."""
+    that trace as the method's result, ``compute(problem, sum_params)``'s (the trace's fallback
+    warnings given then)."""
     factor_flops = (1 + c.o1) * c.fp1 + (0 if p.x2 is None else (1 + c.o2) * c.fp2)
     pricing = PricingContractor(c.table, c.itemsize, same=p.x2 is None, compute=program)
 
     def run(params, x1, x2, kw1, kw2):
         problem = dataclasses.replace(p, params=params, x1=x1, x2=x2, kwargs1=kw1, kwargs2=kw2)
-        return structured_derivatives(problem, pricing)
+        return structured_derivatives(problem, pricing, sum_params)
 
     # the method's own warnings are given when the kernel is computed, not when estimated
     with _warnings.deferred() as warned, warnings.catch_warnings():
@@ -97,5 +100,5 @@ STRUCTURED_DERIVATIVES = NtkMethod(
     "structured_derivatives",
     lambda problem, sum_params: structured_derivatives(problem, sum_params=sum_params),
     structured_cost,
-    lambda problem, counts: _estimate(problem, counts, program=True),
+    lambda problem, counts, sum_params: _estimate(problem, counts, True, sum_params),
 )

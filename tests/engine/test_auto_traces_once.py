@@ -26,13 +26,14 @@ def _model(name):
 
 @pytest.fixture
 def traces(monkeypatch):
-    """How many times structured derivatives are traced (its factors built and contracted)."""
+    """Each time structured derivatives are traced (its factors built and contracted): whether
+    that trace summed the kernel over params (``sum_params``)."""
     calls = []
     real = _derivatives._structured
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counted(problem, contractor, options, sum_params):
+        calls.append(sum_params)
+        return real(problem, contractor, options, sum_params)
 
     monkeypatch.setattr(_derivatives, "_structured", counted)
     monkeypatch.setattr(_warnings, "_WARNED", set())
@@ -44,7 +45,7 @@ def _force(monkeypatch, winner: Method):
     methods = dict(_cost.METHODS)
     spec = methods[winner]
     if spec.traced_cost is not None:
-        traced = lambda p, c: (0.0, spec.traced_cost(p, c)[1])
+        traced = lambda p, c, sum_params: (0.0, spec.traced_cost(p, c, sum_params)[1])
         methods[winner] = spec._replace(cost=lambda p, c: 0.0, traced_cost=traced)
     else:
         methods[winner] = spec._replace(cost=lambda p, c: 0.0)
@@ -75,7 +76,7 @@ def test_auto_picking_structured_derivatives_traces_it_once(
         kernel_fn = ntk_zoo.ntk_fn(m.f, method="auto", **kw)
         run = kernel_fn if jit else (lambda *a: kernel_fn._compute(*a, {}))
         got = run(m.x1, x2, m.params)
-    assert len(traces) == 1
+    assert traces == [sum_params]  # once, and the program the method named runs
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert rel_error(got, want) <= 1e-14  # the same program (eager or compiled)
     oracle = oracle_ntk(m.f, m.x1, x2, m.params, trace_axes=(), sum_params=sum_params)
