@@ -124,8 +124,8 @@ def main(argv: list[str]) -> None:
 
     wall = {k: [] for k in programs}
     cpu = {k: [] for k in programs}
-    for _ in range(rounds):
-        for key, (_, args) in programs.items():
+    for r in range(rounds):  # each round in the other order (reversed on odd rounds)
+        for key, (_, args) in list(programs.items())[:: -1 if r % 2 else 1]:
             reps = 5 if key.startswith("matmul") else 1
             start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(reps):

@@ -136,13 +136,18 @@ def backend_started() -> bool:
 
 def index_leading(x: Any, index: Any) -> Any:
     """``x[index]`` along the leading axis: a ``dynamic_slice`` at ``index`` (a traced scalar
-    integer, ``0 <= index < len(x)``, not normalised) or a ``slice`` at ``index`` (an int),
-    then a ``squeeze``, each primitive bound directly. The same equations as
-    ``lax.dynamic_index_in_dim`` / ``lax.index_in_dim``, for about half their trace work (their
-    argument checks and index conversions: ~300 against ~160 Python calls per row under
-    ``make_jaxpr``), paid per layer and stacked leaf when a ``scan`` is unrolled."""
+    integer, ``0 <= index < len(x)``: not normalised, and clamped into range as every
+    ``dynamic_slice`` is) or a ``slice`` at ``index`` (an int; negative counts from the end,
+    out of range raises ``IndexError``), then a ``squeeze``, each primitive bound directly. The
+    equations of ``lax.dynamic_index_in_dim(..., allow_negative_indices=False)`` /
+    ``lax.index_in_dim``, for about half their trace work (their argument checks and index
+    conversions: ~300 against ~160 Python calls per row under ``make_jaxpr``), paid per layer
+    and stacked leaf when a ``scan`` is unrolled."""
     lax = jax.lax
-    if isinstance(index, int):
+    if isinstance(index, int | np.integer):
+        index = int(index) + (x.shape[0] if index < 0 else 0)
+        if not 0 <= index < x.shape[0]:
+            raise IndexError(f"index_leading: row {index} of an axis of size {x.shape[0]}.")
         starts = (index, *[0] * (x.ndim - 1))
         limits = (index + 1, *x.shape[1:])
         row = lax.slice_p.bind(x, start_indices=starts, limit_indices=limits, strides=None)

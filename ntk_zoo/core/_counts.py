@@ -85,7 +85,7 @@ class Counts(NamedTuple):
     outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
     network writes (``o·y`` per side); ``table``: the machine's rates (``None``: the active table
     of the default backend); ``conv1``, ``conv2``: the FLOPs of the convolutions among ``fp``
-    (a per-example weight gradient of one costs as many, at the table's ``conv_grad`` rate);
+    (the sum of ``grads``' FLOPs: a summary; the estimates price ``grads``, one per convolution);
     ``patches1``, ``patches2``: the values of the convolutions' patches (what structured
     derivatives' convolution rule extracts, see :data:`ntk_zoo.core.PATCHES_SHARE`);
     ``grads1``, ``grads2``: per convolution, ``(FLOPs, values)`` of its per-example weight

@@ -31,13 +31,14 @@ def tree_sum(terms: list) -> Any:
 
 
 def _add(a: Any, b: Any) -> Any:
-    """``a + b``; by ``lax.add`` where both are arrays of one shape and dtype (under a trace,
-    ``+`` costs 2-3x its Python work: dtype promotion and broadcasting checks)."""
+    """``a + b``; by ``lax.add`` where both are numeric arrays of one shape and dtype (under a
+    trace, ``+`` costs 2-3x its Python work: dtype promotion and broadcasting checks)."""
     if (
         isinstance(a, jax.Array)
         and isinstance(b, jax.Array)
         and a.shape == b.shape
         and a.dtype == b.dtype
+        and a.dtype != bool
     ):
         return lax.add(a, b)
     return a + b

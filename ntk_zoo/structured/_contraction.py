@@ -86,6 +86,9 @@ def _dense_factor(
         else:
             spec = dense.specs[u] if side == 1 else s.dense_spec(2, u)
             formed = None if arrays.j is None else arrays.j[s.j]
-            cost = use.factor_costs[s.j] if use.factor_costs and formed is not None else None
+            # the rule's own costs are side 1's (``Use`` is static, made on side 1's shapes): a
+            # different x2's factor is priced as its einsum
+            own = use.factor_costs and formed is not None and (side == 1 or s.same)
+            cost = use.factor_costs[s.j] if own else None
             terms.append(contractor.factor(spec, formed, cost, arrays.d))
     return UseFactors(g={s.j: tree_sum(terms)})

@@ -123,8 +123,10 @@ def _summed(per_leaf: list[list], shape: tuple[int, ...], dtype: Any, axes: Leaf
     weight's), nothing sinks: the same 3 runs as the same model unrolled."""
     rounds = max(map(len, per_leaf), default=0)
     terms = [parts[r] for r in range(rounds) for parts in per_leaf if r < len(parts)]
-    terms = [t if t.dtype == dtype else t.astype(dtype) for t in terms]
-    return to_layout(tree_sum(terms) if terms else jnp.zeros(shape, dtype), axes)
+    if not terms:
+        return to_layout(jnp.zeros(shape, dtype), axes)
+    total = tree_sum(terms)  # in the parts' own dtypes, cast once: as the per-leaf sums are
+    return to_layout(total if total.dtype == dtype else total.astype(dtype), axes)
 
 
 def _kernel_canonical_shape(problem: Problem, j: int, axes: LeafAxes) -> tuple[int, ...]:

@@ -200,11 +200,19 @@ def test_the_contraction_uses_the_example_pairs_where_the_einsum_is_large(monkey
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_cases_exact_on_the_example_pairs(case, monkeypatch):
     # Every symmetric einsum on the pairs (no bound on its time or saving), x2=None, structure
-    # kept where it can be: the kernel is the oracle's, full and traced
+    # kept where it can be: the kernel is the oracle's, full, traced and with the last output
+    # axis diagonal; without a diagonal the pairs ran
     monkeypatch.setattr(_contractor, "PAIRS_MIN_S", 0.0)
     monkeypatch.setattr(_contractor, "PAIRS_MIN_SAVING", -1.0)
+    scattered = []
+    scatter = _contractor._Pairs.scatter
+    monkeypatch.setattr(
+        _contractor._Pairs, "scatter", lambda self, *a: scattered.append(1) or scatter(self, *a)
+    )
     options = ntk_zoo.StructuredOptions(uses="structured", grams="always")
-    for trace_axes in {(), tuple(case.trace_axes)}:
+    axes = {((), ()), (tuple(case.trace_axes), ()), ((), (-1,))}
+    for trace_axes, diagonal_axes in sorted(axes):
+        del scattered[:]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fallbacks warn; tested in test_grid
             kernel_fn = ntk_zoo.ntk_fn(
@@ -213,12 +221,20 @@ def test_cases_exact_on_the_example_pairs(case, monkeypatch):
                 structured=options,
                 vmap_axes=case.vmap_axes,
                 trace_axes=trace_axes,
+                diagonal_axes=diagonal_axes,
             )
             got = kernel_fn(case.x1, None, case.params, **case.kwargs(True))
         want = oracle_ntk(
-            case.f, case.x1, None, case.params, trace_axes=trace_axes, **case.kwargs(True)
+            case.f,
+            case.x1,
+            None,
+            case.params,
+            trace_axes=trace_axes,
+            diagonal_axes=diagonal_axes,
+            **case.kwargs(True),
         )
-        assert rel_error(got, want) <= 1e-10, trace_axes
+        assert rel_error(got, want) <= 1e-10, (trace_axes, diagonal_axes)
+        assert scattered or diagonal_axes, trace_axes
 
 
 def test_a_zoo_model_uses_the_example_pairs(monkeypatch):

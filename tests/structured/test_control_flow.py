@@ -383,3 +383,15 @@ def test_index_leading_reads_a_row_by_a_static_or_a_traced_index():
     assert [e.primitive.name for e in eqns] == ["dynamic_slice", "squeeze"]
     eqns = jax.make_jaxpr(lambda x: _compat.index_leading(x, 2))(x).eqns
     assert [e.primitive.name for e in eqns] == ["slice", "squeeze"]
+    for i in (-1, -4, np.int64(-2)):  # a static negative index counts from the end
+        np.testing.assert_array_equal(_compat.index_leading(x, i), x[i])
+    for i in (4, -5):
+        with pytest.raises(IndexError, match="row"):
+            _compat.index_leading(x, i)
+
+
+def test_tree_sum_adds_booleans_as_plus_does():
+    from ntk_zoo.core import tree_sum
+
+    a, b = jnp.array([True, False, False]), jnp.array([True, True, False])
+    np.testing.assert_array_equal(tree_sum([a, b]), a + b)
