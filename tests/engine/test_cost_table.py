@@ -159,7 +159,7 @@ def test_the_table_decides_auto_s_pick(rates, expected):
 )
 def test_ties_go_to_structured_derivatives_then_jacobian_contraction(costs, expected, monkeypatch):
     names = ("jacobian_contraction", "ntk_vector_products", "structured_derivatives")
-    fake = lambda problem, table, replays=None: dict(zip(names, costs))
+    fake = lambda problem, table, replays=None, sum_params=False: dict(zip(names, costs))
     monkeypatch.setattr(_cost, "estimate", fake)
     choice = _cost.cheapest(None)
     assert choice.method == expected
