@@ -56,20 +56,19 @@ def _grad_values(eqn: Any) -> float:
 
 
 def _forward_counts(f: Any, params: Any, x: Any, kwargs: dict) -> tuple[Any, ...]:
-    """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, the FLOPs
-    of its convolutions, the values of their patches, and per convolution its ``(FLOPs, values
-    of its per-example weight gradient)`` (:func:`_grad_values`)."""
+    """FLOPs of one call ``f(params, x, **kwargs)``, the values its equations write, the values
+    of its convolutions' patches, and per convolution its ``(FLOPs, values of its per-example
+    weight gradient)`` (:func:`_grad_values`)."""
     jaxpr = jax.make_jaxpr(lambda p, x, kw: f(p, x, **kw))(params, x, kwargs)
-    flops = values = conv = patches = 0.0
+    flops = values = patches = 0.0
     grads = []
     for eqn, k in _compat.iter_eqns(jaxpr):
         flops += _eqn_flops(eqn) * k
         if eqn.primitive.name == "conv_general_dilated":
-            conv += _eqn_flops(eqn) * k
             patches += _patches(eqn) * k
             grads.append((_eqn_flops(eqn) * k, _grad_values(eqn) * k))
         values += k * sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
-    return flops, values, conv, patches, tuple(grads)
+    return flops, values, patches, tuple(grads)
 
 
 def forward_flops(f: Any, params: Any, x: Any, kwargs: dict) -> float:
@@ -84,14 +83,14 @@ class Counts(NamedTuple):
     ``out``: output values per output leaf; ``n``: examples (1 without ``vmap_axes``); ``o``:
     outputs per example; ``passes_y``: the activations' (co)tangents every pass over the
     network writes (``o·y`` per side); ``table``: the machine's rates (``None``: the active table
-    of the default backend); ``conv1``, ``conv2``: the FLOPs of the convolutions among ``fp``
-    (the sum of ``grads``' FLOPs: a summary; the estimates price ``grads``, one per convolution);
-    ``patches1``, ``patches2``: the values of the convolutions' patches (what structured
-    derivatives' convolution rule extracts, see :data:`ntk_zoo.core.PATCHES_SHARE`);
+    of the default backend); ``patches1``, ``patches2``: the values of the convolutions'
+    patches (what structured derivatives' convolution rule extracts, see
+    :data:`ntk_zoo.core.PATCHES_SHARE`);
     ``grads1``, ``grads2``: per convolution, ``(FLOPs, values)`` of its per-example weight
     gradient for one output of every example (the FLOPs are its own; the values, the input and
     cotangents read and the per-example kernels written, move at
-    :data:`ntk_zoo.core.CONV_GRAD_BYTES_SHARE` of the memory rate).
+    :data:`ntk_zoo.core.CONV_GRAD_BYTES_SHARE` of the memory rate); ``conv1``, ``conv2``
+    (derived): the FLOPs of the convolutions among ``fp``.
     """
 
     itemsize: int
@@ -108,12 +107,18 @@ class Counts(NamedTuple):
     o2: float
     passes_y: float
     table: CostTable | None = None
-    conv1: float = 0.0
-    conv2: float = 0.0
     patches1: float = 0.0
     patches2: float = 0.0
     grads1: tuple = ()
     grads2: tuple = ()
+
+    @property
+    def conv1(self) -> float:
+        return sum(flops for flops, _ in self.grads1)
+
+    @property
+    def conv2(self) -> float:
+        return sum(flops for flops, _ in self.grads2)
 
     def phase(self, flops: float, values: float, kind: str = "matmul", steps: float = 1) -> float:
         """Estimated seconds of a phase of ``steps`` steps of ``kind`` (``"matmul"``, ``"einsum"``
@@ -128,9 +133,9 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     p = problem
     itemsize = np.dtype(p.dtype).itemsize
     n_params = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(p.params))
-    fp1, y1, conv1, patches1, grads1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
-    side2 = (fp1, y1, conv1, patches1, grads1) if p.x2 is None else None
-    fp2, y2, conv2, patches2, grads2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
+    fp1, y1, patches1, grads1 = _forward_counts(p.f, p.params, p.x1, p.kwargs1)
+    side2 = (fp1, y1, patches1, grads1) if p.x2 is None else None
+    fp2, y2, patches2, grads2 = side2 or _forward_counts(p.f, p.params, p.x2, p.kwargs2)
     out1 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx1)]
     out2 = [math.prod(leaf.shape) for leaf in jax.tree.leaves(p.fx2)]
     n1 = n2 = 1
@@ -143,5 +148,4 @@ def count(problem: Problem, table: CostTable | None = None) -> Counts:
     passes_y = o1 * y1 + (0 if p.x2 is None else o2 * y2)
     table = active_table() if table is None else table
     sides = (fp1, y1, fp2, y2, out1, out2, n1, n2, o1, o2)
-    convs = (conv1, conv2, patches1, patches2, grads1, grads2)
-    return Counts(itemsize, n_params, *sides, passes_y, table, *convs)
+    return Counts(itemsize, n_params, *sides, passes_y, table, patches1, patches2, grads1, grads2)

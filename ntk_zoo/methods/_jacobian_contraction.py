@@ -103,7 +103,7 @@ def _cost(p: Problem, c: Counts) -> float:
         for o, conv in sides
         for flops, values in conv
     )
-    jac_flops -= sum(o * flops for o, conv in sides for flops, _ in conv)
+    jac_flops -= c.o1 * c.conv1 + (0 if p.x2 is None else c.o2 * c.conv2)
     n_leaves = len(jax.tree.leaves(p.params))
     contraction = 0.0
     for a, b, ax, size1, size2 in zip(

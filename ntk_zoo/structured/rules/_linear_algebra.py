@@ -143,14 +143,15 @@ def _kernel_factor(eqn: Eqn, slices: list[Any], patches: Any) -> tuple[Any, Any]
     to_w = [1 + have.index(a) for a in range(len(have))]
     hi = lax.Precision.HIGHEST
     strides = p["window_strides"]
-    per_offset = all(s == 1 for s in strides) and positions >= _PER_OFFSET_POSITIONS
+    unit = all(s == 1 for s in strides) and positions >= _PER_OFFSET_POSITIONS
+    per_offset = lambda o: unit and o * c_out <= _PER_OFFSET_COLUMNS
 
     def factor(cts: Any) -> Any:
         o = cts.shape[0]
         # (O, batch, *out spatial, c_out) -> (O, positions, c_out)
         order = (0, *(1 + a for a in (out_spec[0], *out_spec[2:], out_spec[1])))
         g = jnp.transpose(cts, order).reshape(o, positions, c_out).astype(dtype)
-        if per_offset and o * c_out <= _PER_OFFSET_COLUMNS:
+        if per_offset(o):
             dims = (((0,), (1,)), ((), ()))
             parts = [
                 lax.dot_general(s.reshape(positions, c_in).astype(dtype), g, dims, precision=hi)
@@ -165,7 +166,7 @@ def _kernel_factor(eqn: Eqn, slices: list[Any], patches: Any) -> tuple[Any, Any]
         return jnp.transpose(r, (0, *to_w))
 
     def cost(o: int) -> FactorCost | None:
-        if not (per_offset and o * c_out <= _PER_OFFSET_COLUMNS):
+        if not per_offset(o):
             return None
         window = math.prod(filter_shape)
         out = o * c_out * window * c_in
