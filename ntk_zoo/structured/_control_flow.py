@@ -259,6 +259,11 @@ def _evaluate(
     return [read(v) for v in jaxpr.outvars]
 
 
+def param_key(params: Any) -> Any:
+    """An element of a param (see :func:`_key`), or None."""
+    return _key(jax.tree.leaves(params))
+
+
 def _key(leaves: Sequence[Any]) -> Any:
     """An element of a param: a value known only when the program runs, and the same for every
     example under ``vmap`` (the params are not batched); ``None`` if no param is a non-empty
