@@ -98,14 +98,10 @@ def _inputs(kind: str, n: int, width: int, tokens: int):
     return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
-def _compiled(f, params, x, method: str, stacks: str = "parts"):
+def _compiled(f, params, x, method: str):
     """The compiled kernel function and the seconds of its trace, lower and XLA compile (wall),
-    and the process CPU seconds of the XLA compile. ``stacks``: how structured derivatives
-    contract a layer stack (``ntk_zoo.StructuredOptions.stacks``)."""
-    options = {}
-    if method == "structured_derivatives":
-        options["structured"] = ntk_zoo.StructuredOptions(stacks=stacks)
-    kernel_fn = ntk_zoo.ntk_fn(f, method=method, vmap_axes=0, trace_axes=(), **options)
+    and the process CPU seconds of the XLA compile."""
+    kernel_fn = ntk_zoo.ntk_fn(f, method=method, vmap_axes=0, trace_axes=())
     t0 = time.perf_counter()
     traced = jax.jit(kernel_fn).trace(x, None, params)
     t1 = time.perf_counter()
@@ -126,9 +122,7 @@ def warm_up(methods) -> None:
             jax.block_until_ready(_compiled(f, p, x, method)[0](x, None, p))
 
 
-def measure(
-    kind, depth, width, outputs, n, tokens, rounds, methods, compile_rounds=1, stacks="parts"
-) -> list:
+def measure(kind, depth, width, outputs, n, tokens, rounds, methods, compile_rounds=1) -> list:
     scanned, sp, unrolled, up = models(kind, depth, width, outputs)
     x = _inputs(kind, n, width, tokens)
     cases = {}
@@ -137,7 +131,7 @@ def measure(
         phases: dict = {"scan": [], "unrolled": []}
         for r in range(compile_rounds):
             for name, f, p in ways if r % 2 == 0 else ways[::-1]:
-                compiled, split = _compiled(f, p, x, method, stacks)
+                compiled, split = _compiled(f, p, x, method)
                 phases[name].append(split)
                 if r == 0:
                     jax.block_until_ready(compiled(x, None, p))
@@ -180,12 +174,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compile-rounds", type=int, default=1, help="compiles per case (alternating order)"
     )
-    parser.add_argument(
-        "--stacks",
-        default="parts",
-        choices=("parts", "merged"),
-        help="structured derivatives' StructuredOptions(stacks=...) for the scanned stack",
-    )
     args = parser.parse_args(argv)
     methods = ["structured_derivatives"] + (["jacobian_contraction"] if args.jc else [])
     sizes = {  # width, outputs, n, tokens
@@ -193,10 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         "transformer": (16, 4, 2, 4) if args.quick else (64, 10, 4, 9),
     }
     rounds = 1 if args.quick else args.rounds
-    print(
-        f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks, "
-        f"stacks={args.stacks}"
-    )
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32, full logit blocks")
     warm_up(methods)
     print(
         "| model | depth | method | scan steady s | unrolled steady s | scan/unrolled "
@@ -208,16 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         width, outputs, n, tokens = sizes[kind]
         for depth in map(int, args.depths.split(",")):
             rows = measure(
-                kind,
-                depth,
-                width,
-                outputs,
-                n,
-                tokens,
-                rounds,
-                methods,
-                args.compile_rounds,
-                args.stacks,
+                kind, depth, width, outputs, n, tokens, rounds, methods, args.compile_rounds
             )
             for method in methods:
                 get = {r["written"]: r for r in rows if r["method"] == method}

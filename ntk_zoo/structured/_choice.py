@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 
 from ntk_zoo.structured._contractor import Einsum, side_steps
-from ntk_zoo.structured._factors import UseFactors
+from ntk_zoo.structured._factors import Use, UseFactors
 from ntk_zoo.structured._operands import LeafOperands
 from ntk_zoo.structured._plan import plan
 
@@ -79,7 +79,7 @@ def choose_dense(s: LeafOperands, mode: str) -> DenseChoice:
         dense_struct = jax.ShapeDtypeStruct(
             _dense_shape(s, a1, pull, specs, able), a1[0].g[s.j].dtype
         )
-    pseudo = ("dense", s.pseudo_use(), UseFactors(g={s.j: dense_struct}))
+    pseudo = ("dense", Use(pullback=True), UseFactors(g={s.j: dense_struct}))
     real = lambda u, side: (u, uses[u], s.arrays[side - 1][u])
     pair = {}
     cost = lambda einsum: spec_seconds(einsum, s.same)
@@ -136,7 +136,6 @@ class SharedGram(NamedTuple):
     einsum: Einsum
     shared: frozenset
     users: list[tuple[int, int]]
-    kept: frozenset = frozenset()  # y axes kept once for both sides (a merged stack's layer)
 
 
 def shared_grams(
@@ -173,23 +172,20 @@ def shared_grams(
         # G sums them, and they neither pair nor block a use (see _operands.pair_spec)
         unit = frozenset(a for a, n in enumerate(y_shape) if n == 1)
         uses = {(i, u): sides[i].leaf.uses[u] for i, u in group}
-        # a merged stack's layer axis (``_stacks``; every use of its group is merged) is kept in
-        # G once for both sides: each use pairs it with its own layer axis, on both sides
-        kept = frozenset({0}) if all(use.stacked for use in uses.values()) else frozenset()
-        traces = {k: frozenset(a for a, _ in use.trace) - unit - kept for k, use in uses.items()}
+        traces = {k: frozenset(a for a, _ in use.trace) - unit for k, use in uses.items()}
         paired = frozenset.intersection(*traces.values())
         # in G, a y axis is either summed (shared) or kept once per side: the uses whose every
         # param-paired y axis of size > 1 is shared (no diagonal pairs there) take it
         group = [
             k
             for k, use in uses.items()
-            if traces[k] == paired and all(a in unit | kept for a, _ in use.diag)
+            if traces[k] == paired and all(a in unit for a, _ in use.diag)
         ]
         if not group or (len(group) < 2 and mode != "always"):
             continue
         shared = paired | unit
         s0 = sides[group[0][0]]
-        gram = s0.gram_spec(cts, shared, kept)
+        gram = s0.gram_spec(cts, shared)
         sizes = gram.sizes()
         struct = jax.ShapeDtypeStruct(tuple(sizes[label] for label in gram.out), cts[0].dtype)
         chosen = []
@@ -201,12 +197,12 @@ def shared_grams(
             # einsums' subscripts, their programs and their rounding) must not depend on `mode`
             own_spec = s.pair_spec(one, two)
             own = spec_seconds(own_spec, s.same) if mode == "auto" else 0.0
-            from_g = s.pair_spec(one, two, (struct, shared, kept))
+            from_g = s.pair_spec(one, two, (struct, shared))
             via = spec_seconds(from_g, s.same) if mode == "auto" else -1.0
             if via < own:
                 chosen.append((i, u))
                 saving += own - via
         if not chosen or (mode == "auto" and spec_seconds(gram, s0.same) >= saving):
             continue
-        out.append(SharedGram(gram, shared, chosen, kept))
+        out.append(SharedGram(gram, shared, chosen))
     return out

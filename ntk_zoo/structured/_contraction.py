@@ -16,21 +16,19 @@ import jax
 from ntk_zoo.core import tree_sum
 from ntk_zoo.structured._choice import DenseChoice, SharedGram
 from ntk_zoo.structured._contractor import Contractor
-from ntk_zoo.structured._factors import UseFactors
+from ntk_zoo.structured._factors import Use, UseFactors
 from ntk_zoo.structured._operands import LeafOperands
 
-# leaf -> use -> (G, the y axes it sums, the y axes it keeps once for both sides)
-Grams = dict[int, dict[int, tuple[jax.Array, frozenset, frozenset]]]
+Grams = dict[int, dict[int, tuple[jax.Array, frozenset]]]  # leaf -> use -> (G, shared axes)
 
 
 def compute_grams(grams: list[SharedGram], contractor: Contractor) -> Grams:
-    """Per contracted leaf, ``{use: (G, shared axes, kept axes)}``: each shared Gram computed
-    once."""
+    """Per contracted leaf, ``{use: (G, shared axes)}``: each shared Gram computed once."""
     out: Grams = {}
     for gram in grams:
         g = contractor.contract(gram.einsum)
         for i, u in gram.users:
-            out.setdefault(i, {})[u] = (g, gram.shared, gram.kept)
+            out.setdefault(i, {})[u] = (g, gram.shared)
     return out
 
 
@@ -40,8 +38,7 @@ def contract_leaf(s: LeafOperands, dense: DenseChoice, grams: dict, contractor: 
     The uses in ``dense`` are first summed into one Jacobian factor per side
     ``J = Σ_u ∂f/∂y_u · ∂y_u/∂w`` (a pseudo-use without structure); then one einsum per pair of
     the remaining uses and that pseudo-use, a use's pair with itself starting from its group's
-    cotangent Gram when ``grams`` (this leaf's, ``use -> (G, shared axes, kept axes)``) has one
-    for it.
+    cotangent Gram when ``grams`` (this leaf's, ``use -> (G, shared axes)``) has one for it.
     """
     leaf = s.leaf
     entries = [(u, leaf.uses[u], s.arrays[0][u], s.arrays[1][u]) for u in range(len(leaf.uses))]
@@ -51,7 +48,7 @@ def contract_leaf(s: LeafOperands, dense: DenseChoice, grams: dict, contractor: 
         factors = [_dense_factor(s, dense, side, contractor) for side in sides]
         if s.same:
             factors.append(factors[0])
-        entries.append(("dense", s.pseudo_use(), *factors))
+        entries.append(("dense", Use(pullback=True), *factors))
     terms = []
     mirror = _mirror(s)
     for (u, use1, a1, _), (v, use2, _, a2) in itertools.product(entries, repeat=2):

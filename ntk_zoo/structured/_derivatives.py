@@ -45,7 +45,6 @@ from ntk_zoo.structured._factors import side_factors
 from ntk_zoo.structured._operands import Labels, LeafOperands
 from ntk_zoo.structured._options import StructuredOptions
 from ntk_zoo.structured._registry import NotTransposable
-from ntk_zoo.structured._stacks import merge_stacks
 from ntk_zoo.structured._warnings import warn_once
 
 
@@ -82,8 +81,6 @@ def _structured(
 ) -> list:
     f1, leaves = side_factors(problem, problem.x1, problem.kwargs1)
     f2 = f1 if problem.x2 is None else side_factors(problem, problem.x2, problem.kwargs2)[0]
-    if options.stacks == "merged":
-        leaves, f1, f2 = merge_stacks(leaves, f1, f2)
     param_def = jax.tree.structure(problem.params)
     out = []
     for j, axes in enumerate(problem.axes):

@@ -48,7 +48,6 @@ class Use:
     # per output leaf, what the rule's own dense factor runs (``Structure.factor_cost``), or
     # None: priced as the einsum of the structure; () without a rule's factor
     factor_costs: tuple = ()
-    stacked: bool = False  # y's axis 0 is a merged stack's layer, paired with w's (``_stacks``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +56,6 @@ class Leaf:
     uses: tuple[Use, ...]
     scaled: bool = False  # the root is a scalar multiple of the param (LeafFactors.scale)
     owner: int = 0  # the param leaf this is (a part of: see ``_roots``)
-    stacked: bool = False  # a stack's parts merged, the layer axis first (``_stacks``)
 
 
 class UseFactors(NamedTuple):

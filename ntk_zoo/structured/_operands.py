@@ -40,28 +40,19 @@ def side_operands(
     w_ndim: int,
     lab: Labels,
 ) -> list:
-    """Operands ``(array, labels)`` of one side of one use, for output leaf ``j``. A merged
-    stack's use (``_stacks``) has the layer axis (its label: ``w`` axis 0) first in every array."""
+    """Operands ``(array, labels)`` of one side of one use, for output leaf ``j``."""
     w = lambda b: lab(("w", b))
     if use.pullback:
-        ops = [(arrays.g[j], batch + outs + [w(b) for b in range(w_ndim)])]
-    else:
-        y_label = {a: w(b) for a, b in use.trace + use.diag}
-        y_label |= {a: lab(("y", *key, a)) for a in use.kept_y if a not in y_label}
-        ops = [(arrays.g[j], batch + outs + [y_label[a] for a in use.kept_y])]
-        for (a, b), m in zip(use.maps, arrays.maps):
-            ops.append((m, [*batch, y_label[a], w(b)]))
-        if use.has_d:
-            d_labels = [y_label[a] for a in use.dense_y] + [w(b) for _, b in use.diag]
-            ops.append((arrays.d, batch + d_labels + [w(b) for b in use.dense_w]))
-    if use.stacked:
-        ops = [(a, layer_first(labels, w(0))) for a, labels in ops]
+        return [(arrays.g[j], batch + outs + [w(b) for b in range(w_ndim)])]
+    y_label = {a: w(b) for a, b in use.trace + use.diag}
+    y_label |= {a: lab(("y", *key, a)) for a in use.kept_y if a not in y_label}
+    ops = [(arrays.g[j], batch + outs + [y_label[a] for a in use.kept_y])]
+    for (a, b), m in zip(use.maps, arrays.maps):
+        ops.append((m, [*batch, y_label[a], w(b)]))
+    if use.has_d:
+        d_labels = [y_label[a] for a in use.dense_y] + [w(b) for _, b in use.diag]
+        ops.append((arrays.d, batch + d_labels + [w(b) for b in use.dense_w]))
     return ops
-
-
-def layer_first(labels: list[int], layer: int) -> list[int]:
-    """``labels`` with ``layer`` moved to the front: a merged stack's arrays (``_stacks``)."""
-    return [layer] + [x for x in labels if x != layer]
 
 
 class LeafOperands:
@@ -98,23 +89,16 @@ class LeafOperands:
         self.batch = [[] if batch_axis is None else [ls[batch_axis]] for ls in self.labels]
         self.traced = {first[k] for k in axes.trace if k != batch_axis}
         self.scales = []
-        if leaf.scaled:  # a merged stack's scales are per layer (``_stacks``)
-            layer = [lab(("w", 0))] if leaf.stacked else []
-            self.scales = [(f1.scale, layer + self.batch[0]), (f2.scale, layer + self.batch[1])]
+        if leaf.scaled:
+            self.scales = [(f1.scale, self.batch[0]), (f2.scale, self.batch[1])]
 
     def w_labels(self) -> list[int]:
         return [self.lab(("w", b)) for b in range(len(self.leaf.shape))]
 
     def dense_labels(self, side: int) -> list[int]:
-        """The labels of a use's Jacobian factor ``J = ∂f/∂y · ∂y/∂w``: examples, outputs, w
-        (a merged stack's layer first)."""
+        """The labels of a use's Jacobian factor ``J = ∂f/∂y · ∂y/∂w``: examples, outputs, w."""
         outs = [self.labels[side - 1][k] for k in self.per_example]
-        labels = self.batch[side - 1] + outs + self.w_labels()
-        return layer_first(labels, self.lab(("w", 0))) if self.leaf.stacked else labels
-
-    def pseudo_use(self) -> Use:
-        """The static side of the leaf's uses summed into its dense Jacobian factor."""
-        return Use(pullback=True, stacked=self.leaf.stacked)
+        return self.batch[side - 1] + outs + self.w_labels()
 
     def side(self, side: int, key: Any, use: Use, arrays: UseFactors) -> tuple[list, tuple | None]:
         """One side's operands of one use (``key`` names the use) and its gather, if any."""
@@ -142,35 +126,29 @@ class LeafOperands:
             return None
         return Einsum(ops, out, (side,) * len(ops))
 
-    def gram_labels(
-        self, ys: tuple[dict, dict], shared: frozenset, y_ndim: int, kept: frozenset = frozenset()
-    ) -> list[int]:
+    def gram_labels(self, ys: tuple[dict, dict], shared: frozenset, y_ndim: int) -> list[int]:
         """The labels of a cotangent Gram ``Σ_shared (∂f/∂y)(x1)(∂f/∂y)(x2)``: the output axes
-        of both sides (those the kernel traces summed), the ``y`` axes ``kept`` once for both
-        sides (a merged stack's layer, ``_stacks``), then the other unshared ``y`` axes of side
-        1 and of side 2, labelled by ``ys`` (per side, ``y`` axis -> label). The kept axes
-        come first (the layer axis of a merged stack: a leading batch axis of the product)."""
+        of both sides (those the kernel traces summed), then the unshared ``y`` axes of side 1
+        and of side 2, labelled by ``ys`` (per side, ``y`` axis -> label)."""
         outs = []
         for k in (0, 1):
             outs += self.batch[k]
             outs += [self.labels[k][i] for i in self.per_example]
         outs = [x for x in dict.fromkeys(outs) if x not in self.traced]
-        outs = [ys[0][a] for a in sorted(kept)] + outs
-        return outs + [y[a] for y in ys for a in range(y_ndim) if a not in shared | kept]
+        return outs + [y[a] for y in ys for a in range(y_ndim) if a not in shared]
 
-    def gram_spec(self, cts: tuple, shared: frozenset, kept: frozenset = frozenset()) -> Einsum:
-        """The einsum of one group's cotangent Gram (``kept``: see :meth:`gram_labels`)."""
+    def gram_spec(self, cts: tuple, shared: frozenset) -> Einsum:
+        """The einsum of one group's cotangent Gram."""
         y_ndim = cts[0].ndim - len(self.batch[0]) - len(self.per_example)
-        name = lambda k, a: ("G", a) if a in shared else ("Gk", a) if a in kept else ("Gy", k, a)
-        ys = tuple({a: self.lab(name(k, a)) for a in range(y_ndim)} for k in (1, 2))
-        ops = []
-        for k, (ct, y) in enumerate(zip(cts, ys)):
-            labels = self.batch[k] + [self.labels[k][i] for i in self.per_example]
-            labels += list(y.values())
-            for a in sorted(kept, reverse=True):  # a merged stack's layer: first (``_stacks``)
-                labels = layer_first(labels, y[a])
-            ops.append((ct, labels))
-        return Einsum(ops, self.gram_labels(ys, shared, y_ndim, kept), (1, 2))
+        ys = tuple(
+            {a: self.lab(("G", a) if a in shared else ("Gy", k, a)) for a in range(y_ndim)}
+            for k in (1, 2)
+        )
+        ops = [
+            (ct, self.batch[k] + [self.labels[k][i] for i in self.per_example] + list(y.values()))
+            for k, (ct, y) in enumerate(zip(cts, ys))
+        ]
+        return Einsum(ops, self.gram_labels(ys, shared, y_ndim), (1, 2))
 
     def use_y_labels(self, side: int, key: Any, use: Use) -> dict:
         """Per output axis of ``use``, its label in the use's einsums (:func:`side_operands`);
@@ -184,7 +162,7 @@ class LeafOperands:
 
     def pair_spec(self, one: tuple, two: tuple, gram: tuple | None = None) -> Einsum:
         """The einsum of ``one`` (side 1) with ``two`` (side 2), each ``(key, use, arrays)``.
-        With ``gram = (G, shared, kept)`` (the two uses' group's cotangent Gram, see
+        With ``gram = (G, shared)`` (the two uses' group's cotangent Gram, see
         ``_choice.shared_grams``), ``G`` replaces both sides' ``∂f/∂y``. ``shared`` may hold
         ``y`` axes of size 1 that the uses keep or pair with a (size-1) param axis: ``G`` has
         summed them, and their labels left on the uses' other operands are each summed over
@@ -193,11 +171,11 @@ class LeafOperands:
         sides = [1, 2][: len(self.scales)]
         srcs = []
         if gram is not None:
-            g, shared, kept = gram
+            g, shared = gram
             ys = tuple(
                 self.use_y_labels(side, key, use) for side, (key, use, _) in ((1, one), (2, two))
             )
-            operands.append((g, self.gram_labels(ys, shared, one[1].y_ndim, kept)))
+            operands.append((g, self.gram_labels(ys, shared, one[1].y_ndim)))
             sides.append(0)  # both sides
         for side, (key, use, arrays) in ((1, one), (2, two)):
             ops, src = self.side(side, key, use, arrays)

@@ -6,7 +6,6 @@ import dataclasses
 
 USES = ("auto", "structured", "jacobian")
 GRAMS = ("auto", "always", "never")
-STACKS = ("merged", "parts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +26,6 @@ class StructuredOptions:
         one shared cotangent Gram ``Σ (∂f/∂y)(x1)(∂f/∂y)(x2)``: ``"auto"`` (default) where it
         is estimated cheaper, ``"always"`` for every group with a use kept structured,
         ``"never"``.
-      stacks: a layer stack's parts (a param stacked along a ``scan``'s layers, read one slice
-        per layer): ``"parts"`` (default) — one leaf per layer, contracted as the same model
-        unrolled; ``"merged"`` — parts whose uses have the same structure and shapes are
-        contracted as one leaf, the layer a batch axis of each einsum (fewer, larger products:
-        on the 2-core CPU a scanned 12-block transformer compiles in 0.6x the time and runs
-        1.2-1.4x faster, a scanned MLP 1.1-1.5x slower; ``benchmarks/results/scan-engine.md``).
 
     Example:
       >>> import jax.numpy as jnp, ntk_zoo
@@ -46,10 +39,9 @@ class StructuredOptions:
 
     uses: str = "auto"
     grams: str = "auto"
-    stacks: str = "parts"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("uses", USES), ("grams", GRAMS), ("stacks", STACKS)):
+        for name, allowed in (("uses", USES), ("grams", GRAMS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(
