@@ -15,7 +15,7 @@ from tests.oracle import oracle_ntk, rel_error
 
 EXACT = 1e-10
 RNG = np.random.default_rng(0)
-DEPTH, WIDTH = 10, 4
+DEPTH, WIDTH = 3, 4
 PARAMS = [
     {"w": RNG.standard_normal((WIDTH, WIDTH)) / 2, "b": RNG.standard_normal(WIDTH) / 4}
     for _ in range(DEPTH)
